@@ -1,0 +1,188 @@
+"""The backend interface: where memories live and how nodes touch them.
+
+A backend allocates the plan's memories (:class:`turnip.memory.Memories`),
+gives zero-copy views of locations, copies between views (reload, offload,
+move) and runs compute nodes on views. For each node it prepares, once at
+load time, a zero-argument callable the executor runs: no lookups, no
+allocation and no view building happen per node at run time.
+
+Kernels are written once against the array API (``ctx.xp``); an op without a
+native kernel runs through the onnxruntime fallback, and the backend records
+which nodes did (``fallback_nodes``) for ``turnip-run --report``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+from ..executor import TurnipError, describe_node
+from ..memory import Memories
+from ..plan import COMPUTE, Loc, Memory, Node, Plan
+
+
+class BackendError(TurnipError):
+    """A backend cannot be used here (missing library, no GPU, ...)."""
+
+
+class KernelError(TurnipError):
+    """A compute node has no usable kernel (no native kernel and no fallback)."""
+
+
+def opset_for(plan: Plan, domain: str) -> int:
+    """The opset version of ``domain`` the model imports ("" and "ai.onnx" are the same domain)."""
+    d = "" if domain in ("", "ai.onnx") else domain
+    if d in plan.opset:
+        return int(plan.opset[d])
+    if d == "" and "ai.onnx" in plan.opset:
+        return int(plan.opset["ai.onnx"])
+    return 1
+
+
+class Backend(ABC):
+    """One execution backend (NumPy on the CPU, CuPy on GPUs)."""
+
+    name: str = "?"
+    xp: ModuleType = np
+
+    def __init__(self) -> None:
+        self.plan: Plan | None = None
+        self.memories: Memories | None = None
+        #: (node id, op, domain, name) of compute nodes that use the onnxruntime fallback.
+        self.fallback_nodes: list[tuple[int, str, str, str]] = []
+
+    # -- memory --------------------------------------------------------------
+    @abstractmethod
+    def allocate(self, mem: Memory) -> Any:
+        """One flat uint8 buffer of ``mem.size`` bytes for a plan memory."""
+
+    def release(self, buf: Any) -> None:
+        """Free a buffer made by :meth:`allocate` (default: drop the reference)."""
+
+    def allocate_all(self, plan: Plan) -> Memories:
+        """Allocate every memory of ``plan`` once."""
+        self.free()
+        self.plan = plan
+        self.memories = Memories(plan, self)
+        return self.memories
+
+    def free(self) -> None:
+        if self.memories is not None:
+            self.memories.free()
+            self.memories = None
+
+    def view(self, loc: Loc) -> Any:
+        """The tensor at ``loc`` (zero-copy, cached)."""
+        assert self.memories is not None, "allocate_all() first"
+        return self.memories.view(loc)
+
+    def raw(self, loc: Loc) -> Any:
+        """The bytes at ``loc`` as a flat uint8 view."""
+        assert self.memories is not None, "allocate_all() first"
+        return self.memories.raw(loc)
+
+    # -- data movement ---------------------------------------------------------
+    @abstractmethod
+    def copy(self, src: Any, dst: Any) -> None:
+        """Copy the bytes of view ``src`` into view ``dst`` (same size)."""
+
+    @abstractmethod
+    def write(self, dst: Any, host: np.ndarray) -> None:
+        """Write a host array (same dtype and size) into view ``dst``."""
+
+    @abstractmethod
+    def read(self, src: Any) -> np.ndarray:
+        """A host NumPy copy of view ``src``."""
+
+    def synchronize(self) -> None:
+        """Wait until every queued operation has finished (no-op on the CPU)."""
+
+    def thread_init(self, queue: tuple[int, str]) -> None:
+        """Called once in each executor worker thread (device, queue kind)."""
+
+    # -- compute -----------------------------------------------------------
+    def kernel_context(self, plan: Plan, node: Node) -> Any:
+        from ..kernels import KernelContext
+
+        return KernelContext(xp=self.xp, attrs=node.attrs, opset=opset_for(plan, node.domain), op=node.op, name=node.name)
+
+    def prepare_kernel(self, plan: Plan, node: Node) -> tuple[Callable[..., None], bool]:
+        """(kernel, uses_fallback) for a compute node."""
+        from ..kernels import get_kernel
+
+        kernel = get_kernel(node.op, node.domain)
+        if kernel is not None:
+            return kernel, False
+        try:
+            from ..fallback import make_fallback_kernel
+        except ImportError as e:
+            raise KernelError(
+                f"{describe_node(node)}: no native kernel for op {node.op!r} and the onnxruntime fallback is not "
+                f"available ({e}); install onnxruntime"
+            ) from e
+        in_infos = [None if loc is None else plan.tensors[loc.tensor] for loc in node.inputs]
+        out_infos = [plan.tensors[loc.tensor] for loc in node.outputs]
+        kernel = make_fallback_kernel(node.op, node.domain, dict(plan.opset), in_infos, out_infos)
+        return kernel, True
+
+    def compute_input(self, plan: Plan, loc: Loc) -> Any:
+        """What a kernel gets for input ``loc`` (default: the view)."""
+        return self.view(loc)
+
+    def prepare_compute(self, plan: Plan, node: Node) -> Callable[[], None]:
+        """A callable that runs a compute node on its planned views."""
+        kernel, fallback = self.prepare_kernel(plan, node)
+        if fallback:
+            self.fallback_nodes.append((node.id, node.op, node.domain, node.name))
+        ctx = self.kernel_context(plan, node)
+        inputs = [None if loc is None else self.compute_input(plan, loc) for loc in node.inputs]
+        outputs = [self.view(loc) for loc in node.outputs]
+        return self.bind_compute(node, kernel, ctx, inputs, outputs)
+
+    def bind_compute(self, node: Node, kernel: Callable[..., None], ctx: Any, inputs: list, outputs: list) -> Callable[[], None]:
+        def run() -> None:
+            kernel(ctx, inputs, outputs)
+
+        return run
+
+    def run_compute(self, node: Node, inputs: list, outputs: list) -> None:
+        """Run one compute node on the given views now (unprepared path; tests and tools)."""
+        assert self.plan is not None
+        kernel, _ = self.prepare_kernel(self.plan, node)
+        kernel(self.kernel_context(self.plan, node), inputs, outputs)
+
+    def prepare_copy(self, plan: Plan, node: Node) -> Callable[[], None]:
+        src = self.raw(node.src)
+        dst = self.raw(node.dst)
+        if src.shape != dst.shape:
+            raise TurnipError(
+                f"{describe_node(node, plan)} copies {src.shape[0]} bytes into {dst.shape[0]} bytes; re-plan the model"
+            )
+        copy = self.copy
+
+        def run() -> None:
+            copy(src, dst)
+
+        return run
+
+    def prepare(self, plan: Plan) -> list[Callable[[], None]]:
+        """One prepared callable per plan node (index-aligned with ``plan.nodes``)."""
+        assert self.memories is not None and self.plan is plan, "allocate_all(plan) first"
+        self.fallback_nodes = []
+        tasks = []
+        for node in plan.nodes:
+            try:
+                if node.kind == COMPUTE:
+                    tasks.append(self.prepare_compute(plan, node))
+                else:
+                    if len(node.inputs) != 1 or node.inputs[0] is None or len(node.outputs) != 1:
+                        raise TurnipError(f"{describe_node(node, plan)} must have one source and one destination; re-plan")
+                    tasks.append(self.prepare_copy(plan, node))
+            except TurnipError:
+                raise
+            except Exception as e:
+                raise KernelError(f"{describe_node(node, plan)} cannot be prepared: {type(e).__name__}: {e}") from e
+        return tasks

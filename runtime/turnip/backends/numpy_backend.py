@@ -1,0 +1,36 @@
+"""The CPU backend: NumPy arrays stand in for every memory of the plan.
+
+It emulates the plan's devices faithfully: each GPU of the plan has its own
+arena (a separate host buffer) and its own queues (compute, h2d, d2h, peer),
+and the host memory is one more buffer; reloads, offloads and moves are
+byte copies between arena views, so a plan that is wrong about hazards gives
+wrong answers here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..plan import Memory
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = np
+
+    def allocate(self, mem: Memory) -> Any:
+        # zeros: deterministic contents (a read of never-written bytes is a plan bug, and
+        # it then reads the same zeros in every order); calloc keeps it lazy for big arenas.
+        return np.zeros(int(mem.size), dtype=np.uint8)
+
+    def copy(self, src: Any, dst: Any) -> None:
+        np.copyto(dst, src)
+
+    def write(self, dst: Any, host: np.ndarray) -> None:
+        np.copyto(dst, host.reshape(dst.shape), casting="no")
+
+    def read(self, src: Any) -> np.ndarray:
+        return np.array(src, copy=True)

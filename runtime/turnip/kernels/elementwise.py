@@ -1,0 +1,397 @@
+"""Elementwise ops: unary math, activations, broadcasting binary and variadic ops, Cast, Where, Clip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import has_output, register
+from ._common import SQRT_2_OVER_PI, erf, host_scalar, is_float, up, write
+
+# ---------------------------------------------------------------------------
+# Binary ops with numpy-style (multidirectional) broadcasting
+
+
+def _binary(name):
+    def kernel(ctx, inputs, outputs):
+        a, b = inputs[0], inputs[1]
+        out = outputs[0]
+        fn = getattr(ctx.xp, name)
+        if a.dtype == out.dtype and b.dtype == out.dtype:
+            fn(a, b, out=out)
+        else:
+            write(out, fn(a, b))
+
+    return kernel
+
+
+for _op, _fn in {
+    "Add": "add",
+    "Sub": "subtract",
+    "Mul": "multiply",
+    "BitwiseAnd": "bitwise_and",
+    "BitwiseOr": "bitwise_or",
+    "BitwiseXor": "bitwise_xor",
+}.items():
+    register(_op)(_binary(_fn))
+
+
+def _compare(name):
+    def kernel(ctx, inputs, outputs):
+        getattr(ctx.xp, name)(inputs[0], inputs[1], out=outputs[0])
+
+    return kernel
+
+
+for _op, _fn in {
+    "Equal": "equal",
+    "Less": "less",
+    "LessOrEqual": "less_equal",
+    "Greater": "greater",
+    "GreaterOrEqual": "greater_equal",
+    "And": "logical_and",
+    "Or": "logical_or",
+    "Xor": "logical_xor",
+}.items():
+    register(_op)(_compare(_fn))
+
+
+@register("Div")
+def div(ctx, inputs, outputs):
+    xp = ctx.xp
+    a, b = inputs
+    out = outputs[0]
+    if is_float(out.dtype):
+        if a.dtype == out.dtype and b.dtype == out.dtype:
+            xp.divide(a, b, out=out)
+        else:
+            write(out, xp.divide(a, b))
+        return
+    # Integer division truncates toward zero (C semantics), unlike numpy's floor division.
+    q = xp.floor_divide(a, b)
+    if np.dtype(out.dtype).kind == "i":
+        r = a - q * b
+        q = q + ((r != 0) & ((a < 0) != (b < 0))).astype(q.dtype)
+    write(out, q)
+
+
+@register("Pow")
+def pow_(ctx, inputs, outputs):
+    xp = ctx.xp
+    a, b = inputs
+    out = outputs[0]
+    if a.dtype == b.dtype == out.dtype and is_float(out.dtype) and np.dtype(out.dtype).name != "bfloat16":
+        xp.power(a, b, out=out)
+        return
+    if np.dtype(out.dtype).kind in "iu" and np.dtype(b.dtype).kind in "iu":
+        write(out, xp.power(a.astype(np.int64), b.astype(np.int64)))
+        return
+    # Mixed types (the result has the base's type): compute in float64.
+    write(out, xp.power(a.astype(np.float64), b.astype(np.float64)))
+
+
+@register("Mod")
+def mod(ctx, inputs, outputs):
+    xp = ctx.xp
+    a, b = inputs
+    if int(ctx.attr("fmod", 0)):
+        write(outputs[0], xp.fmod(a, b))
+    else:
+        write(outputs[0], xp.mod(a, b))
+
+
+@register("BitShift")
+def bitshift(ctx, inputs, outputs):
+    xp = ctx.xp
+    d = ctx.attr("direction", "LEFT")
+    d = d.decode() if isinstance(d, bytes) else d
+    fn = xp.left_shift if d == "LEFT" else xp.right_shift
+    write(outputs[0], fn(inputs[0], inputs[1]))
+
+
+@register("PRelu")
+def prelu(ctx, inputs, outputs):
+    xp = ctx.xp
+    x, slope = inputs
+    write(outputs[0], xp.where(x < 0, x * slope, x))
+
+
+# ---------------------------------------------------------------------------
+# Variadic ops
+
+
+def _variadic(name, mean=False):
+    def kernel(ctx, inputs, outputs):
+        xp = ctx.xp
+        xs = [x for x in inputs if x is not None]
+        out = outputs[0]
+        if mean:
+            xs = [up(x) for x in xs]
+        acc = xs[0]
+        for x in xs[1:]:
+            acc = getattr(xp, name)(acc, x)
+        if mean:
+            acc = acc / len(xs)
+        write(out, acc)
+
+    return kernel
+
+
+register("Max")(_variadic("maximum"))
+register("Min")(_variadic("minimum"))
+register("Sum")(_variadic("add"))
+register("Mean")(_variadic("add", mean=True))
+
+
+# ---------------------------------------------------------------------------
+# Unary ops
+
+
+def _unary(name):
+    def kernel(ctx, inputs, outputs):
+        x, out = inputs[0], outputs[0]
+        fn = getattr(ctx.xp, name)
+        if x.dtype == out.dtype:
+            fn(x, out=out)
+        else:
+            write(out, fn(x))
+
+    return kernel
+
+
+for _op, _fn in {
+    "Neg": "negative",
+    "Abs": "absolute",
+    "Sqrt": "sqrt",
+    "Exp": "exp",
+    "Log": "log",
+    "Tanh": "tanh",
+    "Cos": "cos",
+    "Sin": "sin",
+    "Tan": "tan",
+    "Acos": "arccos",
+    "Asin": "arcsin",
+    "Atan": "arctan",
+    "Cosh": "cosh",
+    "Sinh": "sinh",
+    "Acosh": "arccosh",
+    "Asinh": "arcsinh",
+    "Atanh": "arctanh",
+    "Floor": "floor",
+    "Ceil": "ceil",
+    "Sign": "sign",
+    "Not": "logical_not",
+    "IsNaN": "isnan",
+    "BitwiseNot": "invert",
+    "Round": "rint",  # round half to even, as ONNX
+}.items():
+    register(_op)(_unary(_fn))
+
+
+@register("Reciprocal")
+def reciprocal(ctx, inputs, outputs):
+    x = inputs[0]
+    write(outputs[0], 1.0 / up(x) if is_float(x.dtype) else ctx.xp.reciprocal(x))
+
+
+@register("IsInf")
+def isinf(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = inputs[0]
+    neg = int(ctx.attr("detect_negative", 1))
+    pos = int(ctx.attr("detect_positive", 1))
+    inf = xp.isinf(x)
+    if neg and pos:
+        write(outputs[0], inf)
+    elif neg:
+        write(outputs[0], inf & (x < 0))
+    elif pos:
+        write(outputs[0], inf & (x > 0))
+    else:
+        write(outputs[0], False)
+
+
+def _sigmoid(xp, x):
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(xp, x):
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+@register("Sigmoid")
+def sigmoid(ctx, inputs, outputs):
+    write(outputs[0], _sigmoid(ctx.xp, up(inputs[0])))
+
+
+@register("Relu")
+def relu(ctx, inputs, outputs):
+    x, out = inputs[0], outputs[0]
+    ctx.xp.maximum(x, x.dtype.type(0), out=out)
+
+
+@register("LeakyRelu")
+def leaky_relu(ctx, inputs, outputs):
+    x = inputs[0]
+    alpha = float(ctx.attr("alpha", 0.01))
+    write(outputs[0], ctx.xp.where(x >= 0, x, up(x) * alpha))
+
+
+@register("ThresholdedRelu")
+def thresholded_relu(ctx, inputs, outputs):
+    x = inputs[0]
+    alpha = float(ctx.attr("alpha", 1.0))
+    write(outputs[0], ctx.xp.where(up(x) > alpha, x, 0))
+
+
+@register("Elu")
+def elu(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    alpha = float(ctx.attr("alpha", 1.0))
+    write(outputs[0], xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))))
+
+
+@register("Celu")
+def celu(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    alpha = float(ctx.attr("alpha", 1.0))
+    write(outputs[0], xp.maximum(x, 0) + xp.minimum(0, alpha * xp.expm1(xp.minimum(x, 0) / alpha)))
+
+
+@register("Selu")
+def selu(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    alpha = float(ctx.attr("alpha", 1.67326319217681884765625))
+    gamma = float(ctx.attr("gamma", 1.05070102214813232421875))
+    write(outputs[0], xp.where(x > 0, gamma * x, gamma * alpha * xp.expm1(xp.minimum(x, 0))))
+
+
+@register("HardSigmoid")
+def hard_sigmoid(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    alpha = float(ctx.attr("alpha", 0.2))
+    beta = float(ctx.attr("beta", 0.5))
+    write(outputs[0], xp.clip(x * alpha + beta, 0, 1))
+
+
+@register("HardSwish")
+def hard_swish(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    write(outputs[0], x * xp.clip(x * (1.0 / 6.0) + 0.5, 0, 1))
+
+
+@register("Softplus")
+def softplus(ctx, inputs, outputs):
+    write(outputs[0], _softplus(ctx.xp, up(inputs[0])))
+
+
+@register("Softsign")
+def softsign(ctx, inputs, outputs):
+    x = up(inputs[0])
+    write(outputs[0], x / (1 + ctx.xp.abs(x)))
+
+
+@register("Mish")
+def mish(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    write(outputs[0], x * xp.tanh(_softplus(xp, x)))
+
+
+@register("Swish")
+def swish(ctx, inputs, outputs):
+    x = up(inputs[0])
+    alpha = float(ctx.attr("alpha", 1.0))
+    write(outputs[0], x * _sigmoid(ctx.xp, alpha * x))
+
+
+@register("Shrink")
+def shrink(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = inputs[0]
+    xf = up(x) if is_float(x.dtype) else x.astype(np.float64)
+    lambd = float(ctx.attr("lambd", 0.5))
+    bias = float(ctx.attr("bias", 0.0))
+    write(outputs[0], xp.where(xf < -lambd, xf + bias, xp.where(xf > lambd, xf - bias, 0)))
+
+
+@register("Erf")
+def erf_(ctx, inputs, outputs):
+    write(outputs[0], erf(ctx.xp, inputs[0]))
+
+
+@register("Gelu")
+def gelu(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    approx = ctx.attr("approximate", "none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    if approx == "tanh":
+        y = 0.5 * x * (1.0 + xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    else:
+        y = 0.5 * x * (1.0 + erf(xp, x * (1.0 / math.sqrt(2.0))))
+    write(outputs[0], y)
+
+
+@register("Clip")
+def clip(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = inputs[0]
+    if ctx.opset < 11:
+        lo = ctx.attr("min", None)
+        hi = ctx.attr("max", None)
+    else:
+        lo = inputs[1] if len(inputs) > 1 else None
+        hi = inputs[2] if len(inputs) > 2 else None
+        lo = None if lo is None else host_scalar(ctx, lo)
+        hi = None if hi is None else host_scalar(ctx, hi)
+    y = x
+    if lo is not None:
+        y = xp.maximum(y, x.dtype.type(lo))
+    if hi is not None:
+        y = xp.minimum(y, x.dtype.type(hi))
+    write(outputs[0], y)
+
+
+@register("Cast", "CastLike")
+def cast(ctx, inputs, outputs):
+    x, out = inputs[0], outputs[0]
+    if x.dtype == out.dtype:
+        write(out, x)
+    else:
+        write(out, x.astype(out.dtype))
+
+
+@register("Where")
+def where(ctx, inputs, outputs):
+    write(outputs[0], ctx.xp.where(inputs[0], inputs[1], inputs[2]))
+
+
+@register("Identity")
+def identity(ctx, inputs, outputs):
+    write(outputs[0], inputs[0].reshape(outputs[0].shape))
+
+
+@register("Dropout")
+def dropout(ctx, inputs, outputs):
+    """Inference-mode Dropout: identity (training_mode with ratio > 0 is not supported)."""
+    x = inputs[0]
+    training = False
+    if ctx.opset >= 12 and len(inputs) > 2 and inputs[2] is not None:
+        training = bool(np.asarray(ctx.host(inputs[2])).reshape(-1)[0])
+    if training:
+        ratio = 0.5
+        if len(inputs) > 1 and inputs[1] is not None:
+            ratio = float(host_scalar(ctx, inputs[1]))
+        if ratio != 0.0:
+            raise NotImplementedError("Dropout in training mode is not supported")
+    write(outputs[0], x)
+    if has_output(outputs, 1):
+        write(outputs[1], True)

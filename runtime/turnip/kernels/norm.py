@@ -1,0 +1,146 @@
+"""Softmax family and normalizations; all statistics are accumulated in float32 (or wider)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import has_output, register
+from ._common import norm_axis, up, write
+
+
+def _softmax_axes(ctx, x):
+    """(array to reduce, axis, original shape): opset < 13 flattens to 2-D at ``axis``."""
+    if ctx.opset < 13:
+        axis = norm_axis(ctx.attr("axis", 1), x.ndim) if x.ndim else 0
+        rows = int(np.prod(x.shape[:axis])) if axis else 1
+        return x.reshape(rows, -1), 1
+    return x, norm_axis(ctx.attr("axis", -1), x.ndim)
+
+
+@register("Softmax")
+def softmax(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    x2, axis = _softmax_axes(ctx, x)
+    m = xp.max(x2, axis=axis, keepdims=True)
+    e = xp.exp(x2 - m)
+    y = e / xp.sum(e, axis=axis, keepdims=True)
+    write(outputs[0], y.reshape(outputs[0].shape))
+
+
+@register("LogSoftmax")
+def log_softmax(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    x2, axis = _softmax_axes(ctx, x)
+    m = xp.max(x2, axis=axis, keepdims=True)
+    s = x2 - m
+    y = s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+    write(outputs[0], y.reshape(outputs[0].shape))
+
+
+@register("Hardmax")
+def hardmax(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = inputs[0]
+    x2, axis = _softmax_axes(ctx, x)
+    idx = xp.argmax(x2, axis=axis)
+    idx = xp.expand_dims(idx, axis)
+    pos = xp.arange(x2.shape[axis]).reshape(tuple(-1 if a == axis else 1 for a in range(x2.ndim)))
+    y = (pos == idx).astype(x.dtype)
+    write(outputs[0], y.reshape(outputs[0].shape))
+
+
+@register("LayerNormalization")
+def layer_norm(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = inputs[0]
+    scale = inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    axis = norm_axis(ctx.attr("axis", -1), x.ndim)
+    eps = float(ctx.attr("epsilon", 1e-5))
+    axes = tuple(range(axis, x.ndim))
+    xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
+    mean = xp.mean(xc, axis=axes, keepdims=True)
+    d = xc - mean
+    var = xp.mean(d * d, axis=axes, keepdims=True)
+    inv = 1.0 / xp.sqrt(var + eps)
+    y = d * inv * up(scale)
+    if bias is not None:
+        y = y + up(bias)
+    write(outputs[0], y)
+    if has_output(outputs, 1):
+        write(outputs[1], mean)
+    if has_output(outputs, 2):
+        write(outputs[2], inv)
+
+
+@register("RMSNormalization")
+def rms_norm(ctx, inputs, outputs):
+    xp = ctx.xp
+    x, scale = inputs[0], inputs[1]
+    axis = norm_axis(ctx.attr("axis", -1), x.ndim)
+    eps = float(ctx.attr("epsilon", 1e-5))
+    axes = tuple(range(axis, x.ndim))
+    xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
+    ms = xp.mean(xc * xc, axis=axes, keepdims=True)
+    y = xc * (1.0 / xp.sqrt(ms + eps)) * up(scale)
+    write(outputs[0], y)
+
+
+@register("InstanceNormalization")
+def instance_norm(ctx, inputs, outputs):
+    xp = ctx.xp
+    x, scale, bias = inputs[:3]
+    eps = float(ctx.attr("epsilon", 1e-5))
+    xc = up(x)
+    axes = tuple(range(2, x.ndim))
+    mean = xp.mean(xc, axis=axes, keepdims=True)
+    d = xc - mean
+    var = xp.mean(d * d, axis=axes, keepdims=True)
+    shp = (1, -1) + (1,) * (x.ndim - 2)
+    write(outputs[0], d / xp.sqrt(var + eps) * up(scale).reshape(shp) + up(bias).reshape(shp))
+
+
+@register("GroupNormalization")
+def group_norm(ctx, inputs, outputs):
+    xp = ctx.xp
+    x, scale, bias = inputs[:3]
+    eps = float(ctx.attr("epsilon", 1e-5))
+    G = int(ctx.attr("num_groups"))
+    N, C = x.shape[:2]
+    xc = up(x).reshape(N, G, -1)
+    mean = xp.mean(xc, axis=2, keepdims=True)
+    d = xc - mean
+    var = xp.mean(d * d, axis=2, keepdims=True)
+    y = d / xp.sqrt(var + eps)
+    rest = (1,) * (x.ndim - 2)
+    if scale.shape[0] == C:  # opset 21: per channel
+        y = y.reshape(x.shape) * up(scale).reshape((1, C) + rest) + up(bias).reshape((1, C) + rest)
+    else:  # opset 18: one scale/bias per group
+        y = (y * up(scale).reshape(1, G, 1) + up(bias).reshape(1, G, 1)).reshape(x.shape)
+    write(outputs[0], y.reshape(x.shape))
+
+
+@register("LpNormalization")
+def lp_norm(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    axis = norm_axis(ctx.attr("axis", -1), x.ndim)
+    p = int(ctx.attr("p", 2))
+    if p == 1:
+        n = xp.sum(xp.abs(x), axis=axis, keepdims=True)
+    else:
+        n = xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
+    write(outputs[0], xp.where(n == 0, 0, x / xp.where(n == 0, 1, n)))
+
+
+@register("MeanVarianceNormalization")
+def mvn(ctx, inputs, outputs):
+    xp = ctx.xp
+    x = up(inputs[0])
+    axes = tuple(norm_axis(a, x.ndim) for a in ctx.attr("axes", [0, 2, 3]))
+    mean = xp.mean(x, axis=axes, keepdims=True)
+    d = x - mean
+    var = xp.mean(d * d, axis=axes, keepdims=True)
+    write(outputs[0], d / (xp.sqrt(var) + 1e-9))

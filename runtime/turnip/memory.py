@@ -1,0 +1,100 @@
+"""Memories: every plan memory allocated once, and zero-copy views into them.
+
+The plan gives each tensor location as ``Loc(mem, offset, tensor)``. The
+runtime allocates each :class:`~turnip.plan.Memory` once, as one flat byte
+buffer (a NumPy ``uint8`` array on the CPU backend, a CuPy one on the GPU
+backend), and every tensor the plan touches is a view of it: no allocation
+ever happens per node. Views are cached per ``Loc``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .dtypes import np_dtype
+from .executor import PlanError
+from .plan import Loc, Plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backends.base import Backend
+
+
+class Memories:
+    """The allocated memories of one plan, on one backend."""
+
+    def __init__(self, plan: Plan, backend: "Backend") -> None:
+        self.plan = plan
+        self.backend = backend
+        self.buffers: dict[int, Any] = {}
+        self._views: dict[Loc, Any] = {}
+        self._raw: dict[Loc, Any] = {}
+        self._dtypes = {}
+        ids = set()
+        for m in plan.memories:
+            if m.id in ids:
+                raise PlanError(f"plan lists memory {m.id} twice; re-plan the model with `turnipc plan`")
+            ids.add(m.id)
+        try:
+            for m in plan.memories:
+                self.buffers[m.id] = backend.allocate(m)
+        except BaseException:
+            self.free()
+            raise
+
+    # -- views -------------------------------------------------------------
+    def _check(self, loc: Loc) -> int:
+        plan = self.plan
+        if loc.mem not in self.buffers:
+            raise PlanError(f"location {loc} names memory {loc.mem}, which the plan does not have; re-plan the model")
+        if not 0 <= loc.tensor < len(plan.tensors):
+            raise PlanError(f"location {loc} names tensor {loc.tensor}, which the plan does not have; re-plan the model")
+        t = plan.tensors[loc.tensor]
+        size = len(self.buffers[loc.mem])
+        if loc.offset < 0 or loc.offset + t.nbytes > size:
+            raise PlanError(
+                f"tensor {t.name!r} at offset {loc.offset} ({t.nbytes} bytes) does not fit memory {loc.mem} "
+                f"({size} bytes); re-plan the model"
+            )
+        return t.nbytes
+
+    def raw(self, loc: Loc) -> Any:
+        """The bytes at ``loc`` as a flat ``uint8`` view (what copies use)."""
+        v = self._raw.get(loc)
+        if v is None:
+            n = self._check(loc)
+            v = self.buffers[loc.mem][loc.offset : loc.offset + n]
+            self._raw[loc] = v
+        return v
+
+    def view(self, loc: Loc) -> Any:
+        """The tensor at ``loc``: dtype and shape of ``plan.tensors[loc.tensor]``, zero-copy."""
+        v = self._views.get(loc)
+        if v is None:
+            t = self.plan.tensors[loc.tensor] if 0 <= loc.tensor < len(self.plan.tensors) else None
+            raw = self.raw(loc)
+            assert t is not None
+            dt = self._dtypes.get(t.dtype)
+            if dt is None:
+                try:
+                    dt = self._dtypes[t.dtype] = np_dtype(t.dtype)
+                except TypeError as e:
+                    raise PlanError(f"tensor {t.name!r} has unknown dtype {t.dtype!r}; re-plan the model") from e
+            count = 1
+            for d in t.shape:
+                count *= d
+            if count * dt.itemsize != t.nbytes:
+                raise PlanError(
+                    f"tensor {t.name!r}: shape {list(t.shape)} of {t.dtype} is {count * dt.itemsize} bytes, "
+                    f"but the plan says {t.nbytes}; re-plan the model"
+                )
+            v = raw.view(dt).reshape(t.shape)
+            self._views[loc] = v
+        return v
+
+    def free(self) -> None:
+        """Drop every buffer and view (the backend frees the memory)."""
+        self._views.clear()
+        self._raw.clear()
+        for buf in self.buffers.values():
+            self.backend.release(buf)
+        self.buffers.clear()

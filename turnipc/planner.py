@@ -1,0 +1,242 @@
+"""The planning pipeline: TaskGraph -> order -> placement -> residency -> layout -> MEMGRAPH -> Plan.
+
+Each stage lives in its own module; this one only wires them together and
+handles the budget loop: the residency stage keeps *resident bytes* within an
+effective budget, but the arena layout can fragment above it, so the
+effective budget is tightened until the laid-out arena fits the real one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from turnip.plan import GPU, HOST as HOST_KIND, Loc, Memory, Plan, Placement, TensorInfo
+
+from .errors import BudgetError
+from .layout.greedy import greedy_layout
+from .layout.model import Buffer
+from .memgraph import MemoryMap, build_nodes
+from .order import memory_aware_order
+from .placement import place_stages
+from .residency import HOST, INF, Residency, simulate
+from .taskgraph import TaskGraph
+from .units import Budget
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    budget: Budget
+    gpus: int = 1
+    solver: str = "greedy"  # arena layout engine: "greedy" or "cpsat"
+    effort: float = 10.0  # CP-SAT deterministic time budget (solver units, ~seconds)
+    prefetch: bool = True
+    max_tries: int = 40
+
+    def to_obj(self) -> dict:
+        return {"gpu_mem": self.budget.describe(), "gpus": self.gpus, "solver": self.solver,
+                "effort": self.effort, "prefetch": self.prefetch}
+
+
+@dataclass
+class Layouts:
+    offsets: dict[int, int]  # occupant id -> byte offset in its memory
+    arena: dict[int, int]  # device (or HOST) -> bytes
+    lower: dict[int, int] = field(default_factory=dict)  # device -> max-live bytes
+
+
+def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None) -> Layouts:
+    """Give every occupant an offset in its memory (one arena per device, one host region)."""
+    n = len(res.events)
+    by_dev: dict[int, list[Buffer]] = {}
+    for o in res.occupants:
+        lo, hi = o.lifetime(n)
+        by_dev.setdefault(o.device, []).append(Buffer(str(o.id), lo, hi, o.size))
+    offsets: dict[int, int] = {}
+    arena: dict[int, int] = {}
+    lower: dict[int, int] = {}
+    for dev in sorted(by_dev):
+        bufs = by_dev[dev]
+        lay = greedy_layout(bufs, tie_break="earliest_freed")
+        if solver == "cpsat" and dev != HOST:
+            from .layout.cpsat import cpsat_layout
+
+            lay = cpsat_layout(bufs, capacity=capacity, effort=effort)
+        for k, v in lay.offsets.items():
+            offsets[int(k)] = v
+        arena[dev] = lay.arena_bytes
+        lower[dev] = lay.max_live_bytes
+    return Layouts(offsets, arena, lower)
+
+
+@dataclass
+class Planned:
+    """A residency and its layout, before it is turned into plan nodes."""
+
+    residency: Residency
+    layouts: Layouts
+    budgets: list[int]
+    effective: list[int]
+
+
+def _gpu_arenas(lay: Layouts, gpus: int) -> list[int]:
+    return [lay.arena.get(d, 0) for d in range(gpus)]
+
+
+def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
+                   progress: Progress | None = None) -> Planned:
+    """Residency + layout that fits ``budget`` bytes per GPU, tightening the effective budget as needed."""
+    budgets = [budget] * opts.gpus
+    eff = list(budgets)
+    last_err: BudgetError | None = None
+    for attempt in range(opts.max_tries):
+        try:
+            res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch)
+        except BudgetError as e:
+            last_err = e
+            break
+        lay = layout_residency(res, opts.solver, opts.effort, capacity=budget)
+        arenas = _gpu_arenas(lay, opts.gpus)
+        if all(a <= b for a, b in zip(arenas, budgets)):
+            return Planned(res, lay, budgets, eff)
+        if progress:
+            progress(f"layout {max(arenas)} B > budget {budget} B; tightening (try {attempt + 1})")
+        eff = [e - max(a - b, 0) - max(e // 64, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
+    lb = max(res_lb(graph, order, device_of, opts.gpus))
+    raise BudgetError(
+        f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
+        f"(the largest single task needs {lb} bytes; try `--gpu-mem min` to find it)"
+        + (f": {last_err}" if last_err and False else "")
+    )
+
+
+def res_lb(graph: TaskGraph, order: list[int], device_of: list[int], gpus: int) -> list[int]:
+    from .residency import task_working_sets
+
+    return task_working_sets(graph, order, device_of, gpus)
+
+
+def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None, progress: Progress | None = None) -> Plan:
+    """Plan a TaskGraph under ``opts``. ``plan_dir``: where the plan will be written (model path is made relative to it)."""
+    order = memory_aware_order(graph)
+    device_of = place_stages(graph, order, opts.gpus)
+    if progress:
+        progress(f"order: {len(order)} tasks on {opts.gpus} device(s)")
+
+    unlimited = plan_residency(graph, order, device_of, INF, PlanOptions(Budget(bytes=INF), opts.gpus, "greedy", prefetch=True))
+    no_offload_peak = max(_gpu_arenas(unlimited.layouts, opts.gpus))
+    lower_bound = max(unlimited.residency.lower_bound)
+
+    if opts.budget.minimum:
+        budget = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak, progress)
+    else:
+        budget = opts.budget.resolve(no_offload_peak)
+    if progress:
+        progress(f"budget {budget} B per GPU (no-offload peak {no_offload_peak} B, lower bound {lower_bound} B)")
+    planned = plan_residency(graph, order, device_of, budget, opts, progress)
+    return assemble(graph, planned, opts, budget, no_offload_peak, plan_dir)
+
+
+def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi: int, progress: Progress | None = None) -> int:
+    """Smallest budget (to 1/256 of the peak) that plans, by bisection between the lower bound and the peak."""
+
+    def ok(b: int) -> bool:
+        try:
+            plan_residency(graph, order, device_of, b, opts)
+            return True
+        except BudgetError:
+            return False
+
+    if ok(lo):
+        return lo
+    tol = max(hi // 256, 4096)
+    while hi - lo > tol:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+        if progress:
+            progress(f"min budget in ({lo}, {hi}]")
+    return hi
+
+
+def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int, no_offload_peak: int,
+             plan_dir: str | None) -> Plan:
+    res, lay = planned.residency, planned.layouts
+    names = list(graph.values)
+    tindex = {name: i for i, name in enumerate(names)}
+    tensors = [
+        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, v.kind, tindex[v.storage]) for v in graph.values.values()
+    ]
+    memories = [Memory(d, GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
+    host_id = opts.gpus
+    memories.append(Memory(host_id, HOST_KIND, -1, lay.arena.get(HOST, 0), lay.arena.get(HOST, 0)))
+    memmap = MemoryMap({d: d for d in range(opts.gpus)}, host_id)
+    nodes = build_nodes(graph, res, lay.offsets, memmap, tindex)
+
+    placements = []
+    for o in res.occupants:
+        if o.writer is None:
+            kind = graph.storage_kind(o.storage)
+            source = {"weight": "weight", "constant": "constant", "input": "input"}[kind]
+            placements.append(Placement(tindex[o.storage], Loc(memmap.mem_of(o.device), lay.offsets[o.id], tindex[o.storage]), source))
+    placements.sort(key=lambda p: (p.loc.mem, p.loc.offset, p.tensor))
+
+    outputs = []
+    for name in graph.outputs:
+        o = res.final[graph.values[name].storage]
+        occ = res.occupants[o]
+        outputs.append(Loc(memmap.mem_of(occ.device), lay.offsets[o], tindex[name]))
+
+    constants = {tindex[k]: _le_bytes(v) for k, v in graph.constants.items() if k in tindex}
+    counts: dict[str, int] = {}
+    for nd in nodes:
+        counts[nd.kind] = counts.get(nd.kind, 0) + 1
+    gpu_arenas = _gpu_arenas(lay, opts.gpus)
+    stats = {
+        "budget_bytes": budget,
+        "peak_bytes": max(gpu_arenas),
+        "peak_bytes_per_device": gpu_arenas,
+        "max_live_bytes_per_device": [lay.lower.get(d, 0) for d in range(opts.gpus)],
+        "no_offload_peak_bytes": no_offload_peak,
+        "lower_bound_bytes": max(res.lower_bound),
+        "offload_bytes": res.bytes_offloaded,
+        "reload_bytes": res.bytes_reloaded,
+        "move_bytes": res.bytes_moved,
+        "host_bytes": lay.arena.get(HOST, 0),
+        "nodes": {k: counts.get(k, 0) for k in ("compute", "reload", "offload", "move")},
+        "effective_budget_bytes": min(planned.effective),
+        "total_flops": graph.total_flops(),
+    }
+    model_path = graph.model_path
+    if plan_dir is not None:
+        model_path = os.path.relpath(os.path.abspath(graph.model_path), os.path.abspath(plan_dir))
+    options = opts.to_obj()
+    options["dims"] = dict(sorted(graph.dims.items()))
+    return Plan(
+        model_path=model_path.replace(os.sep, "/"),
+        model_sha256=graph.model_sha256,
+        opset=dict(graph.opset),
+        options=options,
+        tensors=tensors,
+        memories=memories,
+        placements=placements,
+        nodes=nodes,
+        inputs=[tindex[i] for i in graph.inputs],
+        outputs=outputs,
+        constants=constants,
+        stats=stats,
+    )
+
+
+def _le_bytes(a) -> bytes:
+    import numpy as np
+
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a.tobytes()

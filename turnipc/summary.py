@@ -1,0 +1,89 @@
+"""Readable and machine-readable summaries of a plan (`turnipc inspect`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from turnip.plan import COMPUTE, GPU, Plan
+
+from .units import format_bytes
+
+
+def summary_obj(plan: Plan, top: int = 10) -> dict[str, Any]:
+    """The keys scripts rely on (documented in docs/cli.md)."""
+    s = plan.stats
+    offloaded: dict[int, int] = {}
+    reloaded: dict[int, int] = {}
+    for n in plan.nodes:
+        if n.kind == "offload":
+            offloaded[n.dst.tensor] = offloaded.get(n.dst.tensor, 0) + 1
+        elif n.kind == "reload":
+            reloaded[n.dst.tensor] = reloaded.get(n.dst.tensor, 0) + 1
+    biggest = sorted(range(len(plan.tensors)), key=lambda i: (-plan.tensors[i].nbytes, i))
+    tops = []
+    for i in biggest:
+        t = plan.tensors[i]
+        if t.storage != i:
+            continue
+        tops.append({"name": t.name, "kind": t.kind, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
+                     "offloads": offloaded.get(i, 0), "reloads": reloaded.get(i, 0)})
+        if len(tops) >= top:
+            break
+    return {
+        "format_version": plan.version,
+        "model": plan.model_path,
+        "model_sha256": plan.model_sha256,
+        "options": plan.options,
+        "devices": plan.num_devices,
+        "budget_bytes": s.get("budget_bytes"),
+        "peak_bytes": s.get("peak_bytes"),
+        "peak_bytes_per_device": s.get("peak_bytes_per_device"),
+        "no_offload_peak_bytes": s.get("no_offload_peak_bytes"),
+        "lower_bound_bytes": s.get("lower_bound_bytes"),
+        "offload_bytes": s.get("offload_bytes"),
+        "reload_bytes": s.get("reload_bytes"),
+        "move_bytes": s.get("move_bytes"),
+        "host_bytes": s.get("host_bytes"),
+        "nodes": s.get("nodes"),
+        "total_flops": s.get("total_flops"),
+        "memories": [{"id": m.id, "kind": m.kind, "device": m.device, "size": m.size, "budget": m.budget} for m in plan.memories],
+        "top_tensors": tops,
+        "ops": op_counts(plan),
+    }
+
+
+def op_counts(plan: Plan) -> dict[str, int]:
+    c: dict[str, int] = {}
+    for n in plan.nodes:
+        if n.kind == COMPUTE:
+            c[n.op] = c.get(n.op, 0) + 1
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def summary_text(plan: Plan, top: int = 10) -> str:
+    o = summary_obj(plan, top)
+    b = o["budget_bytes"] or 0
+    lines = [
+        f"model          {o['model']}  (sha256 {o['model_sha256'][:12]}...)",
+        f"options        {', '.join(f'{k}={v}' for k, v in o['options'].items())}",
+        f"budget         {format_bytes(b)} per GPU x {o['devices']}",
+        f"peak           {format_bytes(o['peak_bytes'])}  ({100 * o['peak_bytes'] / b:.1f}% of budget)" if b else "",
+        f"no-offload     {format_bytes(o['no_offload_peak_bytes'])}  (what this order needs with unlimited memory)",
+        f"lower bound    {format_bytes(o['lower_bound_bytes'])}  (largest single-task working set)",
+        f"offloaded      {format_bytes(o['offload_bytes'])}",
+        f"reloaded       {format_bytes(o['reload_bytes'])}",
+        f"moved          {format_bytes(o['move_bytes'] or 0)}",
+        f"host region    {format_bytes(o['host_bytes'] or 0)}",
+        "nodes          " + ", ".join(f"{k} {v}" for k, v in o["nodes"].items()),
+        "",
+        "largest tensors:",
+    ]
+    for t in o["top_tensors"]:
+        moves = f"  offloaded x{t['offloads']}" if t["offloads"] else ""
+        moves += f"  reloaded x{t['reloads']}" if t["reloads"] else ""
+        lines.append(f"  {format_bytes(t['bytes']):>10}  {t['kind']:<10} {t['name']}  {t['dtype']}{t['shape']}{moves}")
+    return "\n".join(x for x in lines if x is not None)
+
+
+def gpu_budget_ok(plan: Plan) -> bool:
+    return all(m.size <= m.budget for m in plan.memories if m.kind == GPU)

@@ -1,0 +1,111 @@
+"""The TASKGRAPH: an ONNX model reduced to static-shape tensor work.
+
+The importer (``turnipc.importer``) builds it; every later stage of the
+compiler reads it and never looks at the ONNX model again.
+
+* A :class:`Value` is an ONNX tensor with a fully static shape.
+* Values that share bytes (zero-copy aliases made by Reshape, Squeeze,
+  Unsqueeze, Flatten, Identity) name the same ``storage``: the value that owns
+  the bytes. Memory planning works on storages; kernels read values.
+* A :class:`Task` is one ONNX node that does real tensor work (constant
+  subgraphs are folded away and aliases are gone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Value kinds. "weight": an initializer of the model, read by the runtime
+#: from the model file; "constant": computed at plan time (folding) and
+#: stored inline in the plan; "input"/"output": graph inputs and outputs.
+VALUE_KINDS = ("input", "weight", "constant", "activation", "output")
+
+
+@dataclass(frozen=True)
+class Value:
+    name: str
+    dtype: str  # NumPy dtype name
+    shape: tuple[int, ...]
+    nbytes: int
+    kind: str
+    storage: str  # name of the value owning the bytes (== name unless an alias)
+
+    @property
+    def is_alias(self) -> bool:
+        return self.storage != self.name
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int  # position in the ONNX graph after import (topologically sorted)
+    name: str  # ONNX node name (made unique by the importer)
+    op_type: str
+    domain: str
+    attrs: dict[str, Any]  # plain Python values and NumPy arrays (tensor attributes)
+    inputs: tuple[str | None, ...]  # value names; None for an omitted optional input
+    outputs: tuple[str, ...]
+    flops: int  # estimated floating point operations
+    bytes_touched: int  # bytes read + written
+
+    def storages_read(self, graph: "TaskGraph") -> list[str]:
+        seen: dict[str, None] = {}
+        for v in self.inputs:
+            if v is not None:
+                seen.setdefault(graph.values[v].storage)
+        return list(seen)
+
+    def storages_written(self, graph: "TaskGraph") -> list[str]:
+        return [graph.values[v].storage for v in self.outputs]
+
+
+@dataclass
+class TaskGraph:
+    model_path: str
+    model_sha256: str
+    opset: dict[str, int]  # domain -> version ("" is the default domain)
+    values: dict[str, Value]  # insertion order = deterministic order of first appearance
+    tasks: list[Task]
+    inputs: list[str]  # graph inputs fed by the user, ONNX order
+    outputs: list[str]  # graph outputs, ONNX order
+    constants: dict[str, np.ndarray] = field(default_factory=dict)  # folded values (kind "constant")
+    dims: dict[str, int] = field(default_factory=dict)  # dynamic dims bound at import
+
+    # -- derived views (cheap, computed on demand) -----------------------
+    def storage_bytes(self, storage: str) -> int:
+        return self.values[storage].nbytes
+
+    def storage_kind(self, storage: str) -> str:
+        return self.values[storage].kind
+
+    def storages(self) -> list[str]:
+        """Every storage, in value order."""
+        return [v.name for v in self.values.values() if not v.is_alias]
+
+    def producers(self) -> dict[str, int]:
+        """storage -> id of the task writing it (absent for inputs, weights, constants)."""
+        out: dict[str, int] = {}
+        for t in self.tasks:
+            for s in t.storages_written(self):
+                out[s] = t.id
+        return out
+
+    def consumers(self) -> dict[str, list[int]]:
+        """storage -> ids of tasks reading it, in task order."""
+        out: dict[str, list[int]] = {s: [] for s in self.storages()}
+        for t in self.tasks:
+            for s in t.storages_read(self):
+                out[s].append(t.id)
+        return out
+
+    def output_storages(self) -> list[str]:
+        return list(dict.fromkeys(self.values[o].storage for o in self.outputs))
+
+    def initial_storages(self) -> list[str]:
+        """Storages that hold data before any task runs (inputs, weights, constants)."""
+        return [s for s in self.storages() if self.values[s].kind in ("input", "weight", "constant")]
+
+    def total_flops(self) -> int:
+        return sum(t.flops for t in self.tasks)
