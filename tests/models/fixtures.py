@@ -203,6 +203,9 @@ def _light_fixtures() -> List[Fixture]:
             inputs=(InputSpec(inp, "float32", (1, 3, 224, 224), "arange"),),
             outputs=(outp,), opset=9,
             expected_output=os.path.join(d, name + "_output_0.pb"),
+            notes="IR 3: every initializer is also listed in graph.input (only the "
+                  "input named here is a real input); weights are ConstantOfShape "
+                  "outputs; light_resnet50/zfnet512 carry one unused initializer",
             tags=("light", "cnn", "static"),
         ))
     return out

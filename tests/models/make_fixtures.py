@@ -104,7 +104,25 @@ def make_demo():
 
 
 
-def _build_hf(model_name: str, attn: str):
+# Per-(model, exporter, opset) export workarounds; see README.md "Exporter quirks".
+#  ones_mask:      causal LMs get attention_mask=ones_like(input_ids) built inside the
+#                  wrapper. Without a mask, transformers' packed-sequence detection
+#                  calls torch.diff, which the TorchScript exporter can't export.
+#  expand_pos:     position_ids=arange(seq) expanded to [batch, seq] inside the wrapper.
+#                  Without it the dynamo exporter's opset-23 RotaryEmbedding gets
+#                  cos/sin caches of shape [1, seq, d], which onnxruntime rejects
+#                  (the spec wants [batch, seq, d] when position_ids is absent).
+def workarounds(model_name: str, exporter: str, opset: int) -> set:
+    w = set()
+    causal = FX.HF_CONFIGS[model_name]["inputs"] == ["input_ids"]
+    if causal and exporter == "torchscript":
+        w.add("ones_mask")
+    if model_name == "llama" and exporter == "dynamo" and opset >= 23:
+        w.add("expand_pos")
+    return w
+
+
+def _build_hf(model_name: str, attn: str, fixes=frozenset()):
     import torch
     import transformers
 
@@ -114,7 +132,15 @@ def _build_hf(model_name: str, attn: str):
     torch.manual_seed(0)
     hf = getattr(transformers, cfg["model_class"])(config)
     hf.eval()
+    # Norm weights/biases start as exact ones/zeros; perturb every constant-filled
+    # parameter so an importer that mixes up weights can't pass by accident.
+    with torch.no_grad():
+        for _, p in sorted(hf.named_parameters()):
+            flat = p.reshape(-1)
+            if flat.numel() > 1 and bool((flat == flat[0]).all()):
+                p.add_(torch.randn_like(p) * 0.1)
     out_key, in_names = cfg["output"], cfg["inputs"]
+    ones_mask, expand_pos = "ones_mask" in fixes, "expand_pos" in fixes
 
     class Wrap(torch.nn.Module):
         """Returns a single tensor (logits / last_hidden_state), no KV cache."""
@@ -125,7 +151,13 @@ def _build_hf(model_name: str, attn: str):
 
         if in_names == ["input_ids"]:
             def forward(self, input_ids):
-                return getattr(self.m(input_ids=input_ids, use_cache=False), out_key)
+                kw = {}
+                if ones_mask:
+                    kw["attention_mask"] = torch.ones_like(input_ids)
+                if expand_pos:
+                    b, s = input_ids.shape
+                    kw["position_ids"] = torch.arange(s, dtype=torch.int64).unsqueeze(0).expand(b, s)
+                return getattr(self.m(input_ids=input_ids, use_cache=False, **kw), out_key)
         else:
             def forward(self, input_ids, attention_mask, token_type_ids):
                 o = self.m(input_ids=input_ids, attention_mask=attention_mask,
@@ -210,13 +242,13 @@ def _verify(fx, wrapped, path):
 
 
 def make_hf(fx):
-    import torch
     model_name = fx.tags[0]
     exporter, opset = fx.exporter, fx.opset
+    fixes = workarounds(model_name, exporter, opset)
     last_exc = None
     for attn in ("sdpa", "eager"):
         try:
-            wrapped, cfg = _build_hf(model_name, attn)
+            wrapped, cfg = _build_hf(model_name, attn, frozenset(fixes))
             t0 = time.time()
             _export(wrapped, fx, cfg, exporter, opset, fx.path)
             if exporter == "dynamo":
@@ -224,7 +256,8 @@ def make_hf(fx):
             errs = _verify(fx, wrapped, fx.path)
             print(f"{fx.name}: ok attn={attn} export {time.time()-t0:.1f}s, "
                   f"max err b2s16={errs[0]:.1e} b3s7(pad)={errs[1]:.1e}")
-            return report(fx, f"{exporter} (torch {torch.__version__}), attn={attn}")
+            how = f"{exporter}, attn={attn}" + (f", {'+'.join(sorted(fixes))}" if fixes else "")
+            return report(fx, how)
         except Exception as e:  # try the next attention implementation
             last_exc = e
             print(f"{fx.name}: attn={attn} FAILED: {type(e).__name__}: {str(e)[:300]}")
