@@ -237,9 +237,7 @@ class Executor:
                     stack.append(s)
         if seen != n:
             stuck = [self.nodes[i].id for i in range(n) if counts[i] > 0][:5]
-            raise PlanError(
-                f"plan dependencies have a cycle ({n - seen} nodes can never run, e.g. nodes {stuck}); re-plan the model"
-            )
+            raise PlanError(f"plan dependencies have a cycle ({n - seen} nodes can never run, e.g. nodes {stuck}); re-plan the model")
 
         if order == "fixed":
             serial = sorted(range(n), key=lambda i: (self.nodes[i].pos, self.nodes[i].id))
@@ -392,8 +390,7 @@ class Executor:
                 lock.release()
 
         threads = [
-            threading.Thread(target=worker, args=(qi,), name=f"turnip-{q[1]}-{q[0]}", daemon=True)
-            for qi, q in enumerate(self.queues)
+            threading.Thread(target=worker, args=(qi,), name=f"turnip-{q[1]}-{q[0]}", daemon=True) for qi, q in enumerate(self.queues)
         ]
         t_start = pc()
         interrupted: BaseException | None = None

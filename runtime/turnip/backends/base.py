@@ -61,6 +61,7 @@ class Backend(ABC):
 
     def release(self, buf: Any) -> None:
         """Free a buffer made by :meth:`allocate` (default: drop the reference)."""
+        return None
 
     def allocate_all(self, plan: Plan) -> Memories:
         """Allocate every memory of ``plan`` once."""
@@ -99,9 +100,11 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait until every queued operation has finished (no-op on the CPU)."""
+        return None
 
     def thread_init(self, queue: tuple[int, str]) -> None:
         """Called once in each executor worker thread (device, queue kind)."""
+        return None
 
     # -- compute -----------------------------------------------------------
     def kernel_context(self, plan: Plan, node: Node) -> Any:
@@ -123,9 +126,19 @@ class Backend(ABC):
                 f"{describe_node(node)}: no native kernel for op {node.op!r} and the onnxruntime fallback is not "
                 f"available ({e}); install onnxruntime"
             ) from e
-        in_infos = [None if loc is None else plan.tensors[loc.tensor] for loc in node.inputs]
-        out_infos = [plan.tensors[loc.tensor] for loc in node.outputs]
-        kernel = make_fallback_kernel(node.op, node.domain, dict(plan.opset), in_infos, out_infos)
+
+        def info(loc: Loc | None) -> tuple[str, tuple[int, ...]] | None:
+            if loc is None:
+                return None
+            t = plan.tensors[loc.tensor]
+            return (t.dtype, tuple(t.shape))
+
+        kernel = make_fallback_kernel(
+            node.op, node.domain, dict(plan.opset), [info(x) for x in node.inputs], [info(x) for x in node.outputs], node.attrs
+        )
+        build = getattr(kernel, "session", None)
+        if callable(build):  # build the onnxruntime session now: fail at load, not mid-run
+            build(node.attrs)
         return kernel, True
 
     def compute_input(self, plan: Plan, loc: Loc) -> Any:
@@ -158,9 +171,7 @@ class Backend(ABC):
         src = self.raw(node.src)
         dst = self.raw(node.dst)
         if src.shape != dst.shape:
-            raise TurnipError(
-                f"{describe_node(node, plan)} copies {src.shape[0]} bytes into {dst.shape[0]} bytes; re-plan the model"
-            )
+            raise TurnipError(f"{describe_node(node, plan)} copies {src.shape[0]} bytes into {dst.shape[0]} bytes; re-plan the model")
         copy = self.copy
 
         def run() -> None:

@@ -52,7 +52,7 @@ def _padded(xp, x, begins, exts, value, dtype=None):
     buf = xp.full(x.shape[:2] + tuple(exts), value, dtype=dtype)
     dst = [slice(None), slice(None)]
     src = [slice(None), slice(None)]
-    for b, e, n in zip(begins, exts, in_sp):
+    for b, e, n in zip(begins, exts, in_sp, strict=False):
         lo = max(b, 0)
         hi = min(b + n, e)
         dst.append(slice(lo, max(hi, lo)))
@@ -64,7 +64,7 @@ def _padded(xp, x, begins, exts, value, dtype=None):
 def _windows(k_sp, out_sp, strides, dil):
     """(offset index tuple, slice tuple over the spatial axes) for every kernel offset."""
     for ks in itertools.product(*[range(k) for k in k_sp]):
-        sl = tuple(slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(ks, dil, out_sp, strides))
+        sl = tuple(slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(ks, dil, out_sp, strides, strict=False))
         yield ks, sl
 
 
@@ -75,7 +75,7 @@ def _geometry(ctx, x, k_sp, out):
     strides = _ints(ctx.attr("strides"), nd, 1)
     dil = _ints(ctx.attr("dilations"), nd, 1)
     begins = _pad_begin(ctx, in_sp, k_sp, out_sp, strides, dil)
-    exts = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, k_sp, dil)]
+    exts = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, k_sp, dil, strict=False)]
     return in_sp, out_sp, strides, dil, begins, exts
 
 
@@ -105,9 +105,9 @@ def conv(ctx, inputs, outputs):
         y = acc.reshape((N, M) + out_sp)
     else:
         P = int(np.prod(k_sp)) if k_sp else 1
-        O = int(np.prod(out_sp)) if out_sp else 1
+        n_out = int(np.prod(out_sp)) if out_sp else 1
         cols = xp.stack([xp_[(slice(None), slice(None)) + sl] for _, sl in _windows(k_sp, out_sp, strides, dil)], axis=2)
-        cols = cols.reshape(N, G, Cg * P, O)
+        cols = cols.reshape(N, G, Cg * P, n_out)
         wm = wc.reshape(G, Mg, Cg * P)
         y = matmul(xp, wm[None], cols).reshape((N, M) + out_sp)
     if b is not None:
@@ -133,7 +133,7 @@ def conv_transpose(ctx, inputs, outputs):
     strides = _ints(ctx.attr("strides"), nd, 1)
     dil = _ints(ctx.attr("dilations"), nd, 1)
     opad = _ints(ctx.attr("output_padding"), nd, 0)
-    full = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(in_sp, strides, k_sp, dil)]
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(in_sp, strides, k_sp, dil, strict=False)]
     auto_pad = to_str(ctx.attr("auto_pad", "NOTSET"))
     if ctx.attr("output_shape") is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins = []
@@ -146,17 +146,19 @@ def conv_transpose(ctx, inputs, outputs):
         begins = _ints(ctx.attr("pads"), 2 * nd, 0)[:nd]
     cd = compute_dtype(x.dtype)
     P = int(np.prod(k_sp)) if k_sp else 1
-    I = int(np.prod(in_sp)) if in_sp else 1
-    xr = up(x).reshape(N, G, Cg, I)
+    n_in = int(np.prod(in_sp)) if in_sp else 1
+    xr = up(x).reshape(N, G, Cg, n_in)
     wt = xp.transpose(up(w).reshape(G, Cg, Mg * P), (0, 2, 1))
     contrib = matmul(xp, wt[None], xr).reshape((N, M) + k_sp + in_sp)
     shift = [max(-bb, 0) for bb in begins]
-    ext = [max(f, bb + o) + s for f, bb, o, s in zip(full, begins, out_sp, shift)]
+    ext = [max(f, bb + o) + s for f, bb, o, s in zip(full, begins, out_sp, shift, strict=False)]
     buf = xp.zeros((N, M) + tuple(ext), dtype=cd)
     for ks in itertools.product(*[range(k) for k in k_sp]):
-        sl = tuple(slice(sh + k * d, sh + k * d + (i - 1) * s + 1, s) for sh, k, d, i, s in zip(shift, ks, dil, in_sp, strides))
+        sl = tuple(
+            slice(sh + k * d, sh + k * d + (i - 1) * s + 1, s) for sh, k, d, i, s in zip(shift, ks, dil, in_sp, strides, strict=False)
+        )
         buf[(slice(None), slice(None)) + sl] += contrib[(slice(None), slice(None)) + ks]
-    y = buf[(slice(None), slice(None)) + tuple(slice(bb + sh, bb + sh + o) for bb, sh, o in zip(begins, shift, out_sp))]
+    y = buf[(slice(None), slice(None)) + tuple(slice(bb + sh, bb + sh + o) for bb, sh, o in zip(begins, shift, out_sp, strict=False))]
     if b is not None:
         y = y + up(b).reshape((1, M) + (1,) * nd)
     write(out, y)
@@ -179,7 +181,6 @@ def max_pool(ctx, inputs, outputs):
     xp_ = _padded(xp, x, begins, exts, _lowest(x.dtype))
     want_idx = has_output(outputs, 1)
     best = None
-    best_pos = None
     for ks, sl in _windows(k_sp, out_sp, strides, dil):
         v = xp_[(slice(None), slice(None)) + sl]
         if best is None:
@@ -189,7 +190,7 @@ def max_pool(ctx, inputs, outputs):
             continue
         if want_idx:
             upd = v > best
-            best_k = xp.where(upd, np.int64(_flat(ks, k_sp)), best_k)
+            best_k = xp.where(upd, _flat(ks, k_sp), best_k)
         best = xp.maximum(best, v)
     write(out, best)
     if want_idx:
@@ -212,14 +213,14 @@ def max_pool(ctx, inputs, outputs):
         else:
             for a in reversed(range(nsp)):
                 idx = idx * in_sp[a] + coords[a]
-        nc = (xp.arange(N, dtype=np.int64).reshape((N, 1) + (1,) * nsp) * C + xp.arange(C, dtype=np.int64).reshape((1, C) + (1,) * nsp))
+        nc = xp.arange(N, dtype=np.int64).reshape((N, 1) + (1,) * nsp) * C + xp.arange(C, dtype=np.int64).reshape((1, C) + (1,) * nsp)
         idx = idx + nc * int(np.prod(in_sp))
         write(outputs[1], idx)
 
 
 def _flat(ks, k_sp):
     f = 0
-    for k, n in zip(ks, k_sp):
+    for k, n in zip(ks, k_sp, strict=False):
         f = f * n + k
     return f
 
@@ -236,9 +237,12 @@ def average_pool(ctx, inputs, outputs):
     include_pad = int(ctx.attr("count_include_pad", 0))
     # which padded positions count towards the divisor
     if include_pad:
-        ends = [len_ + b + (e_pad if e_pad > 0 else 0) for len_, b, e_pad in zip(in_sp, begins, _pad_end(ctx, in_sp, k_sp, out_sp, strides, dil, begins))]
+        ends = [
+            len_ + b + (e_pad if e_pad > 0 else 0)
+            for len_, b, e_pad in zip(in_sp, begins, _pad_end(ctx, in_sp, k_sp, out_sp, strides, dil, begins), strict=False)
+        ]
         mask = xp.zeros((1, 1) + tuple(exts), dtype=cd)
-        mask[(slice(None), slice(None)) + tuple(slice(0, min(e, ex)) for e, ex in zip(ends, exts))] = 1
+        mask[(slice(None), slice(None)) + tuple(slice(0, min(e, ex)) for e, ex in zip(ends, exts, strict=False))] = 1
     else:
         mask = _padded(xp, xp.ones((1, 1) + in_sp, dtype=cd), begins, exts, 0, cd)
     total = None

@@ -26,6 +26,8 @@ def _axes(ctx, inputs, x):
 
 
 def _empty_fill(op, dtype):
+    if np.dtype(dtype) == np.bool_:
+        return op in ("ReduceMin", "ReduceProd")
     if op in ("ReduceMax", "ReduceLogSum", "ReduceLogSumExp"):
         return -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
     if op == "ReduceMin":

@@ -1,0 +1,281 @@
+"""``turnip-run``: run a MEMGRAPH plan, optionally check it against onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import click
+import numpy as np
+
+from .backends import BACKENDS
+from .executor import ORDERS, TurnipError
+from .plan import PlanFormatError, read_plan, resolve_model_path
+
+EXAMPLES = """\b
+Examples:
+  turnip-run model.plan --random-inputs --check
+  turnip-run model.plan --inputs feeds.npz --output out.npz
+  turnip-run model.plan --input input_ids=ids.npy --order random --seed 7 --check
+  turnip-run model.plan --random-inputs --repeat 5 --trace run.json --report
+  turnip-run model.plan --random-inputs --check --json
+
+Exit status: 0 ok, 1 --check failed, 2 bad plan / model / inputs or a node failed.
+"""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _load_feeds(inputs_npz: str | None, input_files: tuple[str, ...]) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    if inputs_npz:
+        try:
+            with np.load(inputs_npz, allow_pickle=False) as z:
+                for k in z.files:
+                    feeds[k] = z[k]
+        except (OSError, ValueError) as e:
+            raise TurnipError(f"cannot read inputs file {inputs_npz!r} ({e}); pass an .npz made with numpy.savez") from e
+    for spec in input_files:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise TurnipError(f"--input {spec!r} is not NAME=FILE.npy; write it as e.g. --input input_ids=ids.npy")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise TurnipError(f"cannot read input file {path!r} for {name!r} ({e}); pass an .npy made with numpy.save") from e
+    return feeds
+
+
+class _Progress:
+    """A rich progress bar on stderr, shown only for runs long enough to matter."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("running plan"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = None
+        self.t0 = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            if done >= total or time.monotonic() - self.t0 < 0.5:
+                return  # short runs get no bar
+            self.progress.start()
+            self.task = self.progress.add_task("run", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+@click.command(name="turnip-run", epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), help="Feeds as an .npz (one array per input name).")
+@click.option("--input", "input_files", multiple=True, metavar="NAME=FILE.npy", help="One feed from an .npy file (repeatable).")
+@click.option("--random-inputs", is_flag=True, help="Random feeds of the planned shapes (ints index the table they gather from).")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), help="Write the outputs to this .npz.")
+@click.option("--check", is_flag=True, help="Compare with onnxruntime (CPU) on the same feeds; exit 1 if they differ.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance for --check.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance for --check.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Run the plan this many times.")
+@click.option(
+    "--order",
+    type=click.Choice(ORDERS),
+    default="dynamic",
+    show_default=True,
+    help="Execution order: dynamic (priority), fixed (planned serial order) or random.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-inputs and --order random.")
+@click.option(
+    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="auto: cupy if a CUDA GPU is usable, else numpy."
+)
+@click.option("--report", is_flag=True, help="List the nodes that ran through the onnxruntime fallback.")
+@click.option(
+    "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
+def main(
+    plan: str,
+    inputs_npz: str | None,
+    input_files: tuple[str, ...],
+    random_inputs: bool,
+    output_path: str | None,
+    check: bool,
+    atol: float,
+    rtol: float,
+    repeat: int,
+    order: str,
+    seed: int,
+    backend: str,
+    report: bool,
+    trace_path: str | None,
+    as_json: bool,
+) -> None:
+    """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs."""
+    try:
+        code = _main(
+            plan,
+            inputs_npz,
+            input_files,
+            random_inputs,
+            output_path,
+            check,
+            atol,
+            rtol,
+            repeat,
+            order,
+            seed,
+            backend,
+            report,
+            trace_path,
+            as_json,
+        )
+    except (TurnipError, PlanFormatError) as e:
+        msg = str(e).replace("\n", " ")
+        if as_json:
+            click.echo(json.dumps({"error": msg}))
+        click.echo(f"error: {msg}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _main(
+    plan_path: str,
+    inputs_npz: str | None,
+    input_files: tuple[str, ...],
+    random_inputs: bool,
+    output_path: str | None,
+    check: bool,
+    atol: float,
+    rtol: float,
+    repeat: int,
+    order: str,
+    seed: int,
+    backend: str,
+    report: bool,
+    trace_path: str | None,
+    as_json: bool,
+) -> int:
+    from .run import random_feeds, run_plan
+
+    if not os.path.isfile(plan_path):
+        raise TurnipError(f"plan file {plan_path!r} not found; make one with `turnipc plan MODEL.onnx`")
+    plan = read_plan(plan_path)
+    feeds = _load_feeds(inputs_npz, input_files)
+    if random_inputs:
+        for k, v in random_feeds(plan, seed).items():
+            feeds.setdefault(k, v)
+    needed = [plan.tensors[i].name for i in plan.inputs]
+    if needed and not feeds:
+        raise TurnipError(
+            f"the plan needs inputs {', '.join(repr(n) for n in needed)}; pass --inputs FEEDS.npz, --input NAME=FILE.npy or --random-inputs"
+        )
+
+    prog = None
+    if not as_json and sys.stderr.isatty():
+        prog = _Progress()
+    try:
+        result = run_plan(
+            plan, feeds, backend=backend, order=order, seed=seed, repeat=repeat, trace=trace_path, progress=prog, plan_path=plan_path
+        )
+    finally:
+        if prog is not None:
+            prog.close()
+    stats = result.stats
+
+    if output_path:
+        try:
+            np.savez(output_path, **result.outputs)
+        except OSError as e:
+            raise TurnipError(f"cannot write outputs to {output_path!r} ({e.strerror}); pick a writable path") from e
+
+    comparisons = None
+    passed = None
+    if check:
+        from .check import compare, reference_outputs
+
+        ref = reference_outputs(resolve_model_path(plan, plan_path), feeds)
+        comparisons = compare(result.outputs, ref, atol=atol, rtol=rtol)
+        passed = all(c.ok for c in comparisons)
+
+    fallback_ops = Counter(op if not dom else f"{dom}.{op}" for _, op, dom, _ in stats.fallback_nodes)
+    if as_json:
+        obj: dict[str, Any] = {
+            "plan": plan_path,
+            "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in result.outputs.items()},
+            "check": None
+            if comparisons is None
+            else {
+                "passed": passed,
+                "atol": atol,
+                "rtol": rtol,
+                "outputs": [{"name": c.name, "max_abs": _num(c.max_abs), "max_rel": _num(c.max_rel), "ok": c.ok} for c in comparisons],
+            },
+            "stats": stats.to_dict(),
+            "fallback_ops": dict(sorted(fallback_ops.items())),
+        }
+        if output_path:
+            obj["output_file"] = output_path
+        if trace_path:
+            obj["trace_file"] = trace_path
+        click.echo(json.dumps(obj))
+    else:
+        walls = stats.wall_s
+        wall = (
+            f"{walls[0]:.4f} s"
+            if len(walls) == 1
+            else f"best {min(walls):.4f} s, median {float(np.median(walls)):.4f} s over {len(walls)} runs"
+        )
+        click.echo(
+            f"ran {stats.nodes_run} nodes in {wall} ({stats.backend}, {stats.order} order); "
+            f"reloaded {_human(stats.bytes_reloaded)}, offloaded {_human(stats.bytes_offloaded)}"
+            + (f", moved {_human(stats.bytes_moved)}" if stats.bytes_moved else "")
+        )
+        for name, v in result.outputs.items():
+            click.echo(f"  output {name}: {v.dtype} {list(v.shape)}")
+        if report:
+            if fallback_ops:
+                click.echo(f"onnxruntime fallback: {len(stats.fallback_nodes)} nodes")
+                for op, cnt in fallback_ops.most_common():
+                    click.echo(f"  {op}: {cnt}")
+            else:
+                click.echo("onnxruntime fallback: none (every node has a native kernel)")
+        if trace_path:
+            click.echo(f"trace written to {trace_path}")
+        if output_path:
+            click.echo(f"outputs written to {output_path}")
+        if comparisons is not None:
+            for c in comparisons:
+                click.echo(f"  {c.name}: max abs {c.max_abs:.3g}, max rel {c.max_rel:.3g}  {'ok' if c.ok else 'MISMATCH'}")
+            click.echo(f"{'PASSED' if passed else 'FAILED'} (atol {atol:g}, rtol {rtol:g})")
+    return 1 if passed is False else 0
+
+
+def _num(x: float) -> float | str:
+    return x if np.isfinite(x) else str(x)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name="turnip-run")

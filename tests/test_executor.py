@@ -1,0 +1,480 @@
+"""The runtime: memories, initial data, the executor and run_plan, on hand-built plans.
+
+No mocks: real NumPy kernels, real onnx models on disk, real onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from turnip.backends import BackendError, get_backend
+from turnip.check import compare, reference_outputs
+from turnip.executor import ExecutionError, Executor, PlanError, TurnipError, dynamic_priorities
+from turnip.plan import Loc, Memory, Node, Placement, Plan, TensorInfo, read_plan, write_plan
+from turnip.run import random_feeds, run_plan
+from turnip.weights import InputError, ModelError, file_sha256
+
+SHAPE = (4, 8)
+NB = 4 * 8 * 4  # bytes of one float32 [4, 8] tensor
+
+
+# ---------------------------------------------------------------------------
+# Hand-built plans
+# ---------------------------------------------------------------------------
+def make_model(folder, w: np.ndarray, external: bool = False, op: str = "Relu", domain: str = "") -> str:
+    """x -> Relu -> r; r + w -> y, saved as folder/model.onnx (w external if asked)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(SHAPE))
+    nodes = [
+        helper.make_node(op, ["x"], ["r"], name="relu", domain=domain or None),
+        helper.make_node("Add", ["r", "w"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(nodes, "chain", [x], [y], initializer=[numpy_helper.from_array(w, "w")])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    path = str(folder / "model.onnx")
+    if external:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.data", size_threshold=0)
+    else:
+        onnx.save_model(model, path)
+    return path
+
+
+def make_chain_plan(
+    folder,
+    *,
+    seed: int = 0,
+    external: bool = False,
+    w_source: str = "weight",
+    devices: int = 1,
+    op: str = "Relu",
+    domain: str = "",
+    constant_w: np.ndarray | None = None,
+    shuffle_nodes: bool = False,
+):
+    """A plan for the model above, exercising every hazard the planner creates.
+
+    GPU arena (device 0): three 128-byte regions G0, G1, G2. Host: H0, H1, H2.
+
+        n0 reload  x  H0 -> G0
+        n1 Relu    G0 -> G1 (r)
+        n2 offload r  G1 -> H1
+        n3 reload  w  H2 -> G1     reuses G1: WAR on n2 (the last reader of r there)
+        n4 reload  r  H1 -> G0     reuses G0: WAR on n1 (x's reader); data from n2
+        n5 Add     G0 (r), G1 (w) -> G2 (y)
+        n6 move    y  G2 -> device 1 arena   (devices == 2)
+    """
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(SHAPE).astype(np.float32)
+    model_path = make_model(folder, w, external=external, op=op, domain=domain)
+    tensors = [
+        TensorInfo("x", "float32", SHAPE, NB, "input", 0),
+        TensorInfo("w", "float32", SHAPE, NB, "weight" if w_source == "weight" else "constant", 1),
+        TensorInfo("r", "float32", SHAPE, NB, "activation", 2),
+        TensorInfo("y", "float32", SHAPE, NB, "output", 3),
+    ]
+    memories = [Memory(0, "gpu", 0, 3 * NB, 4 * NB), Memory(1, "host", -1, 3 * NB, 1 << 20)]
+    if devices == 2:
+        memories.append(Memory(2, "gpu", 1, NB, 4 * NB))
+    G = lambda k, t: Loc(0, k * NB, t)  # noqa: E731
+    H = lambda k, t: Loc(1, k * NB, t)  # noqa: E731
+    nodes = [
+        Node(0, "reload", 0, (), (H(0, 0),), (G(0, 0),), bytes=NB, pos=0),
+        Node(1, "compute", 0, (0,), (G(0, 0),), (G(1, 2),), op=op, domain=domain, name="relu", pos=1),
+        Node(2, "offload", 0, (1,), (G(1, 2),), (H(1, 2),), bytes=NB, pos=2),
+        Node(3, "reload", 0, (2,), (H(2, 1),), (G(1, 1),), bytes=NB, pos=3),
+        Node(4, "reload", 0, (1, 2), (H(1, 2),), (G(0, 2),), bytes=NB, pos=4),
+        Node(5, "compute", 0, (3, 4), (G(0, 2), G(1, 1)), (G(2, 3),), op="Add", name="add", pos=5),
+    ]
+    outputs = [G(2, 3)]
+    if devices == 2:
+        nodes.append(Node(6, "move", 1, (5,), (G(2, 3),), (Loc(2, 0, 3),), bytes=NB, pos=6))
+        outputs = [Loc(2, 0, 3)]
+    if shuffle_nodes:
+        nodes = [nodes[i] for i in np.random.default_rng(seed + 1).permutation(len(nodes))]
+    constants = {}
+    if w_source == "constant":
+        constants[1] = (w if constant_w is None else constant_w).astype(np.float32).tobytes()
+    plan = Plan(
+        model_path="model.onnx",
+        model_sha256=file_sha256(model_path),
+        opset={"": 17, **({domain: 1} if domain else {})},
+        options={},
+        tensors=tensors,
+        memories=memories,
+        placements=[Placement(0, H(0, 0), "input"), Placement(1, H(2, 1), w_source)],
+        nodes=nodes,
+        inputs=[0],
+        outputs=outputs,
+        constants=constants,
+    )
+    plan_path = str(folder / "model.plan")
+    write_plan(plan, plan_path)
+    return plan_path, w
+
+
+def make_identity_chain(n: int) -> Plan:
+    """n Identity nodes on a 1-element tensor, ping-ponging between two arena slots.
+
+    Node i reads slot i % 2 and writes slot (i + 1) % 2: each node depends on the
+    previous one (data, and WAR on the slot it overwrites).
+    """
+    tensors = [
+        TensorInfo(f"t{i}", "float32", (1,), 4, "input" if i == 0 else ("output" if i == n else "activation"), i) for i in range(n + 1)
+    ]
+    nodes = [
+        Node(
+            i,
+            "compute",
+            0,
+            (i - 1,) if i else (),
+            (Loc(0, 4 * (i % 2), i),),
+            (Loc(0, 4 * ((i + 1) % 2), i + 1),),
+            op="Identity",
+            name=f"id{i}",
+            pos=i,
+        )
+        for i in range(n)
+    ]
+    return Plan(
+        model_path="/nonexistent/model.onnx",
+        model_sha256="",
+        opset={"": 17},
+        options={},
+        tensors=tensors,
+        memories=[Memory(0, "gpu", 0, 8, 8)],
+        placements=[Placement(0, Loc(0, 0, 0), "input")],
+        nodes=nodes,
+        inputs=[0],
+        outputs=[Loc(0, 4 * (n % 2), n)],
+    )
+
+
+def feeds_for(seed: int = 0) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(100 + seed).standard_normal(SHAPE).astype(np.float32)}
+
+
+# ---------------------------------------------------------------------------
+# Correctness
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("devices", [1, 2])
+@pytest.mark.parametrize("external", [False, True])
+def test_outputs_match_numpy(tmp_path, devices, external):
+    plan_path, w = make_chain_plan(tmp_path, devices=devices, external=external)
+    feeds = feeds_for()
+    res = run_plan(plan_path, feeds, backend="numpy")
+    np.testing.assert_array_equal(res.outputs["y"], np.maximum(feeds["x"], 0) + w)
+    s = res.stats
+    assert s.nodes_run == s.nodes == (7 if devices == 2 else 6)
+    assert s.bytes_reloaded == 3 * NB and s.bytes_offloaded == NB
+    assert s.bytes_moved == (NB if devices == 2 else 0)
+    assert s.fallback_nodes == []
+    assert len(s.timeline) == s.nodes and all(e.end >= e.start >= 0 for e in s.timeline)
+
+
+def test_outputs_match_onnxruntime(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, external=True)
+    feeds = feeds_for(3)
+    res = run_plan(plan_path, feeds, backend="numpy")
+    ref = reference_outputs(str(tmp_path / "model.onnx"), feeds)
+    (cmp,) = compare(res.outputs, ref)
+    assert cmp.name == "y" and cmp.ok and cmp.max_abs <= 1e-6
+
+
+def test_onnxruntime_fallback_for_ops_without_kernels(tmp_path):
+    from turnip.kernels import get_kernel
+
+    plan_path, _ = make_chain_plan(tmp_path, op="QuickGelu", domain="com.microsoft")
+    feeds = feeds_for(1)
+    res = run_plan(plan_path, feeds, backend="numpy", order="random", seed=3)
+    ref = reference_outputs(str(tmp_path / "model.onnx"), feeds)
+    assert all(c.ok for c in compare(res.outputs, ref, atol=1e-6, rtol=1e-6))
+    if get_kernel("QuickGelu", "com.microsoft") is None:
+        assert res.stats.fallback_nodes == [(1, "QuickGelu", "com.microsoft", "relu")]
+
+
+def test_constant_source_and_plan_object(tmp_path):
+    plan_path, w = make_chain_plan(tmp_path, w_source="constant")
+    plan = read_plan(plan_path)
+    feeds = feeds_for()
+    # A Plan object works too; with no weight placements the model is not needed.
+    res = run_plan(plan, feeds, backend="numpy")
+    np.testing.assert_array_equal(res.outputs["y"], np.maximum(feeds["x"], 0) + w)
+
+
+def test_node_order_in_file_does_not_matter(tmp_path):
+    plan_path, w = make_chain_plan(tmp_path, shuffle_nodes=True, devices=2)
+    feeds = feeds_for()
+    for order in ("dynamic", "fixed", "random"):
+        res = run_plan(plan_path, feeds, backend="numpy", order=order)
+        np.testing.assert_array_equal(res.outputs["y"], np.maximum(feeds["x"], 0) + w)
+
+
+def test_all_orders_identical(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, devices=2)
+    feeds = feeds_for()
+    outs = [run_plan(plan_path, feeds, backend="numpy", order=o, seed=1).outputs["y"] for o in ("dynamic", "fixed", "random")]
+    for o in outs[1:]:
+        assert o.tobytes() == outs[0].tobytes()
+
+
+def test_random_order_50_seeds_bit_identical(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, devices=2)
+    feeds = feeds_for()
+    first = run_plan(plan_path, feeds, backend="numpy", order="fixed").outputs["y"].tobytes()
+    for seed in range(50):
+        assert run_plan(plan_path, feeds, backend="numpy", order="random", seed=seed).outputs["y"].tobytes() == first
+
+
+def test_random_order_exposes_a_missing_war_dependency(tmp_path):
+    # Drop n3's WAR edge (reload w into G1 must wait for the offload of r that reads G1).
+    # The planned serial order still happens to be right; random orders must catch it:
+    # whenever n3 is picked before n1 (p >= 1/2 per seed, both start ready on h2d) the result is wrong.
+    plan_path, w = make_chain_plan(tmp_path)
+    plan = read_plan(plan_path)
+    plan.nodes[3] = replace(plan.nodes[3], deps=())
+    feeds = feeds_for()
+    expected = np.maximum(feeds["x"], 0) + w
+    fixed = run_plan(plan, feeds, backend="numpy", order="fixed", plan_path=plan_path).outputs["y"]
+    np.testing.assert_array_equal(fixed, expected)
+    wrong = sum(
+        not np.array_equal(run_plan(plan, feeds, backend="numpy", order="random", seed=s, plan_path=plan_path).outputs["y"], expected)
+        for s in range(20)
+    )
+    assert wrong > 0
+
+
+def test_fixed_order_follows_planned_positions(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, devices=2, shuffle_nodes=True)
+    res = run_plan(plan_path, feeds_for(), backend="numpy", order="fixed")
+    ran = sorted(res.stats.timeline, key=lambda e: e.start)
+    assert [e.node for e in ran] == list(range(7))
+    for a, b in zip(ran, ran[1:], strict=False):  # one node at a time overall
+        assert a.end <= b.start
+
+
+def test_repeat_rewrites_initial_data(tmp_path):
+    # n3 overwrites r's region with w and n4 overwrites x's: each repeat must start from fresh placements.
+    plan_path, w = make_chain_plan(tmp_path)
+    feeds = feeds_for()
+    res = run_plan(plan_path, feeds, backend="numpy", repeat=3)
+    assert len(res.stats.wall_s) == 3
+    np.testing.assert_array_equal(res.outputs["y"], np.maximum(feeds["x"], 0) + w)
+
+
+def test_progress_callback(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    seen = []
+    run_plan(plan_path, feeds_for(), backend="numpy", repeat=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1] == (12, 12)
+
+
+def test_dynamic_priority_of_reload_is_its_reader(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    plan = read_plan(plan_path)
+    prio = dynamic_priorities(plan)
+    by_id = {n.id: p for n, p in zip(plan.nodes, prio, strict=True)}
+    assert by_id[0] == 1  # reload x: read by relu (pos 1)
+    assert by_id[3] == 5 and by_id[4] == 5  # reloads of w and r: read by add (pos 5)
+    assert by_id[2] == 2  # other kinds keep their pos
+
+
+def test_trace_file(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, devices=2)
+    trace = tmp_path / "run.json"
+    run_plan(plan_path, feeds_for(), backend="numpy", trace=trace)
+    obj = json.loads(trace.read_text())
+    xs = [e for e in obj["traceEvents"] if e["ph"] == "X"]
+    assert len(xs) == 7
+    names = {e["name"] for e in xs}
+    assert {"relu", "add", "reload w", "offload r", "move y"} <= names
+    assert {(e["pid"], e["tid"]) for e in xs} == {(0, 0), (0, 1), (0, 2), (1, 3)}
+    assert all({"bytes", "node", "kind"} <= set(e["args"]) for e in xs)
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in obj["traceEvents"] if e["name"] == "thread_name"}
+    assert threads[(0, 1)] == "h2d" and threads[(1, 3)] == "peer"
+
+
+def test_memory_views_are_zero_copy(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    plan = read_plan(plan_path)
+    be = get_backend("numpy")
+    mems = be.allocate_all(plan)
+    try:
+        v = be.view(Loc(0, NB, 2))
+        assert v.shape == SHAPE and v.dtype == np.float32
+        assert be.view(Loc(0, NB, 2)) is v  # cached
+        v[...] = 7.0
+        assert np.shares_memory(v, mems.buffers[0])
+        assert mems.buffers[0][NB : 2 * NB].view(np.float32).tolist() == [7.0] * 32
+        with pytest.raises(PlanError, match="does not fit"):
+            be.view(Loc(0, 3 * NB - 4, 2))
+    finally:
+        be.free()
+
+
+def test_random_feeds_bound_integer_indices():
+    plan = make_identity_chain(2)
+    feeds = random_feeds(plan, seed=0)
+    assert feeds["t0"].dtype == np.float32 and feeds["t0"].shape == (1,)
+    # an int64 input used as Gather indices into a [5, 3] table gets values in 0..4
+    tensors = [
+        TensorInfo("ids", "int64", (64,), 512, "input", 0),
+        TensorInfo("table", "float32", (5, 3), 60, "weight", 1),
+        TensorInfo("out", "float32", (64, 3), 768, "output", 2),
+        TensorInfo("mask", "bool", (2,), 2, "input", 3),
+    ]
+    plan2 = replace(
+        plan,
+        tensors=tensors,
+        inputs=[0, 3],
+        nodes=[Node(0, "compute", 0, (), (Loc(0, 0, 1), Loc(0, 64, 0)), (Loc(0, 576, 2),), op="Gather", pos=0)],
+    )
+    f = random_feeds(plan2, seed=1)
+    assert f["ids"].dtype == np.int64 and f["ids"].min() >= 0 and f["ids"].max() <= 4 and f["ids"].max() > 1
+    assert f["mask"].dtype == np.bool_ and f["mask"].all()
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+def test_wrong_input_shape_dtype_and_names(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    with pytest.raises(InputError, match=r"input 'x' has shape \[8, 4\], the plan expects \[4, 8\]"):
+        run_plan(plan_path, {"x": np.zeros((8, 4), np.float32)}, backend="numpy")
+    with pytest.raises(InputError, match=r"input 'x' has dtype float64, the plan expects float32"):
+        run_plan(plan_path, {"x": np.zeros(SHAPE)}, backend="numpy")
+    with pytest.raises(InputError, match=r"missing input 'x'.*\[4, 8\]"):
+        run_plan(plan_path, {}, backend="numpy")
+    with pytest.raises(InputError, match=r"unknown input 'z'"):
+        run_plan(plan_path, {"x": np.zeros(SHAPE, np.float32), "z": np.zeros(1)}, backend="numpy")
+
+
+def test_model_changed_since_planning(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    make_model(tmp_path, np.ones(SHAPE, np.float32))  # overwrite the model with other weights
+    with pytest.raises(ModelError, match="model changed since planning: re-plan"):
+        run_plan(plan_path, feeds_for(), backend="numpy")
+
+
+def test_missing_model(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    (tmp_path / "model.onnx").unlink()
+    with pytest.raises(ModelError, match="not found"):
+        run_plan(plan_path, feeds_for(), backend="numpy")
+
+
+def test_bogus_op_fails_naming_the_node(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, op="NoSuchOpAnywhere")
+    t0 = time.monotonic()
+    with pytest.raises(TurnipError) as ei:
+        run_plan(plan_path, feeds_for(), backend="numpy")
+    assert time.monotonic() - t0 < 5
+    msg = str(ei.value)
+    assert "node 1" in msg and "NoSuchOpAnywhere" in msg and "'relu'" in msg
+
+
+def test_failing_node_stops_the_run_quickly():
+    plan = make_identity_chain(200)
+    calls = []
+
+    def ok(i):
+        return lambda: calls.append(i)
+
+    def boom():
+        raise ValueError("kaput")
+
+    tasks = [ok(i) for i in range(200)]
+    tasks[50] = boom
+    ex = Executor(plan.nodes, tasks, order="dynamic")
+    t0 = time.monotonic()
+    with pytest.raises(ExecutionError, match=r"node 50 \(compute Identity 'id50'\) failed: ValueError: kaput") as ei:
+        ex.run()
+    assert time.monotonic() - t0 < 1.0
+    assert ei.value.node_id == 50
+    assert sorted(calls) == list(range(50))  # nothing after the failure ran
+    assert not [t for t in threading.enumerate() if t.name.startswith("turnip-")]
+
+
+def test_failure_on_one_queue_stops_the_others(tmp_path):
+    # Two independent chains on two queues; one fails early, the other must stop too.
+    n = 400
+    nodes = [
+        Node(i, "compute" if i < n else "reload", 0, (i - 1,) if i % n else (), (), (), op="Op", name=f"n{i}", pos=i % n)
+        for i in range(2 * n)
+    ]
+    started = []
+
+    def slow(i):
+        return lambda: (started.append(i), time.sleep(0.002))
+
+    def boom():
+        time.sleep(0.01)
+        raise RuntimeError("copy engine on fire")
+
+    tasks = [slow(i) for i in range(2 * n)]
+    tasks[n + 2] = boom
+    t0 = time.monotonic()
+    with pytest.raises(ExecutionError, match=f"node {n + 2} .*copy engine on fire"):
+        Executor(nodes, tasks).run()
+    assert time.monotonic() - t0 < 1.0
+    assert len(started) < n
+
+
+def test_keyboard_interrupt_stops_and_joins():
+    plan = make_identity_chain(10)
+    tasks = [lambda: time.sleep(0.05) for _ in range(10)]
+
+    def progress(done, total):
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        Executor(plan.nodes, tasks).run(progress=progress, progress_interval=0.01)
+    assert time.monotonic() - t0 < 1.0
+    assert not [t for t in threading.enumerate() if t.name.startswith("turnip-")]
+
+
+def test_plan_errors_cycle_and_bad_dep():
+    plan = make_identity_chain(3)
+    tasks = [lambda: None] * 3
+    cyc = [replace(plan.nodes[0], deps=(2,))] + plan.nodes[1:]
+    with pytest.raises(PlanError, match="cycle"):
+        Executor(cyc, tasks)
+    bad = [replace(plan.nodes[0], deps=(99,))] + plan.nodes[1:]
+    with pytest.raises(PlanError, match="node 99"):
+        Executor(bad, tasks)
+    # fixed order needs positions consistent with dependencies
+    swapped = [replace(plan.nodes[0], pos=5)] + plan.nodes[1:]
+    with pytest.raises(PlanError, match="serial order"):
+        Executor(swapped, tasks, order="fixed")
+    Executor(swapped, tasks, order="dynamic").run()  # any order is fine dynamically
+
+
+def test_cupy_backend_unavailable_is_a_clear_error():
+    from turnip.backends import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy and a GPU are available here")
+    with pytest.raises(BackendError, match="--backend numpy"):
+        get_backend("cupy")
+    assert get_backend("auto").name == "numpy"
+
+
+# ---------------------------------------------------------------------------
+# Many trivial nodes (timing lives in bench/bench_executor.py)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("order", ["dynamic", "fixed"])
+def test_twenty_thousand_trivial_nodes(order):
+    n = 20_001  # odd: the result lands in the slot the input was not written to
+    plan = make_identity_chain(n)
+    res = run_plan(plan, {"t0": np.array([3.5], np.float32)}, backend="numpy", order=order)
+    assert res.stats.nodes_run == n
+    assert res.outputs[f"t{n}"].tolist() == [3.5]
