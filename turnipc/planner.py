@@ -18,6 +18,7 @@ from .errors import BudgetError
 from .layout.greedy import greedy_layout
 from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
+from .offload import schedule_offloads
 from .order import memory_aware_order
 from .placement import place_stages
 from .residency import HOST, INF, Residency, simulate
@@ -94,7 +95,13 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     last_err: BudgetError | None = None
     for attempt in range(opts.max_tries):
         try:
-            res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch)
+            evict_after = None
+            if opts.solver == "cpsat" and budget < INF:
+                sched = schedule_offloads(graph, order, device_of, eff, effort=opts.effort)
+                evict_after = sched.evict_after
+                if progress:
+                    progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B moved vs greedy {sched.greedy_cost} B")
+            res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
         except BudgetError as e:
             last_err = e
             break

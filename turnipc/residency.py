@@ -111,7 +111,15 @@ def simulate(
     device_of: list[int],
     budgets: list[int],
     prefetch: bool = True,
+    evict_after: frozenset[tuple[str, int, int]] | None = None,
 ) -> Residency:
+    """Walk ``order`` under per-device ``budgets``.
+
+    ``evict_after``: a schedule decided elsewhere (``turnipc.offload``): each
+    ``(storage, device, step)`` says the storage leaves that device right after
+    step ``step`` and comes back (reload) when next needed. Belady eviction
+    still runs as the safety net if the schedule leaves a step over budget.
+    """
     n = len(order)
     ndev = len(budgets)
     size = {s: aligned(graph.storage_bytes(s)) for s in graph.storages()}
@@ -164,6 +172,21 @@ def simulate(
     actions: list[list[tuple]] = [[] for _ in range(n + 1)]
     storage_rank = {s: k for k, s in enumerate(graph.storages())}
 
+    proactive: dict[int, list[tuple[str, int, int]]] = {}
+
+    def evict(d: int, s: str, i: int) -> None:
+        k = resident[d].pop(s)
+        st = stays[k]
+        st.end = i
+        used[d] -= size[s]
+        if s in host_valid:
+            st.evicted = "drop"
+            actions[i].append(("drop", k))
+        else:
+            st.evicted = "offload"
+            host_valid.add(s)
+            actions[i].append(("offload", k))
+
     def make_room(d: int, need: int, protect: set[str], i: int) -> None:
         if used[d] + need <= budgets[d]:
             return
@@ -172,17 +195,7 @@ def simulate(
         for s in cands:
             if used[d] + need <= budgets[d]:
                 break
-            k = resident[d].pop(s)
-            st = stays[k]
-            st.end = i
-            used[d] -= size[s]
-            if s in host_valid:
-                st.evicted = "drop"
-                actions[i].append(("drop", k))
-            else:
-                st.evicted = "offload"
-                host_valid.add(s)
-                actions[i].append(("offload", k))
+            evict(d, s, i)
         if used[d] + need > budgets[d]:
             raise BudgetError(
                 f"GPU budget {budgets[d]} bytes cannot hold step {i}'s working set on device {d} "
@@ -208,10 +221,14 @@ def simulate(
             k = admit(s, dst, i, "move")
             actions[i].append(("move", k, resident[src][s]))
         for s, src, dst in moves_at.get(i, []):
-            if next_use(s, src, i + 1) == INF and s in resident[src]:
+            read_now = i < n and device_of[order[i]] == src and s in reads[order[i]]
+            if next_use(s, src, i + 1) == INF and s in resident[src] and not read_now:
                 k = resident[src].pop(s)
                 stays[k].end = i + 1
                 used[src] -= size[s]
+        for s, d, k in proactive.pop(i, []):
+            if s in resident[d]:
+                evict(d, s, i)
         if i == n:
             break
         t = order[i]
@@ -233,6 +250,8 @@ def simulate(
                 k = resident[d].pop(s)
                 stays[k].end = i + 1
                 used[d] -= size[s]
+            elif evict_after and (s, d, i) in evict_after and s in resident[d]:
+                proactive.setdefault(i + 1, []).append((s, d, i))
 
     if prefetch:
         _hoist_reloads(stays, size, budgets, n, initial)
