@@ -1,8 +1,9 @@
 """`turnipc`: the compiler's command line.
 
-Exit codes: 0 success; 1 a check failed (verify found a violation, diff
-crossed a threshold...); 2 bad input (unreadable model or plan, unbound dims,
-budget too small). Each command's --help lists its own.
+Exit codes: 0 success; 1 a check failed (verify found a violation); 2 bad
+input (unreadable model or plan, unbound dims, budget too small). `turnipc
+diff` has its own codes for CI (0 same, 1 changed, 2 threshold crossed, 3
+unreadable). Each command's --help lists its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 
 from . import __version__
 from .errors import TurnipError
+from .plot import inspect_plot_options, write_plots
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
@@ -157,13 +159,15 @@ def verify_cmd(plan_path: str, as_json: bool) -> None:
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary (keys documented in docs/cli.md).")
 @click.option("--top", default=10, show_default=True, help="How many of the largest tensors to list.")
-def inspect_cmd(plan_path: str, as_json: bool, top: int) -> None:
+@inspect_plot_options
+def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, plot_html: str | None) -> None:
     """Summarize PLAN: budget, peak, lower bound, bytes moved, largest tensors, node counts.
 
     \b
     Examples:
       turnipc inspect plan.msgpack
       turnipc inspect plan.msgpack --json | jq .peak_bytes
+      turnipc inspect plan.msgpack --plot memory.png --html memory.html
     """
     from turnip.plan import PlanFormatError, read_plan
 
@@ -173,23 +177,29 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int) -> None:
         plan = read_plan(plan_path)
     except PlanFormatError as e:
         fail(str(e))
+    if plot_png or plot_html:
+        write_plots(plan, png=plot_png, html=plot_html)
     if as_json:
         click.echo(json.dumps(summary_obj(plan, top), indent=2))
     else:
         click.echo(summary_text(plan, top))
 
 
-def _attach_optional_commands() -> None:
+def _attach_commands() -> None:
     """Commands that live in their own modules (layout engine, simulator, diff)."""
-    try:
+    from .diff import diff_cmd
+    from .simulate.cli import simulate_cmd
+
+    import importlib.util  # TEMP until layout.cli lands
+    if importlib.util.find_spec("turnipc.layout.cli"):
         from .layout.cli import layout as layout_cmd
 
         main.add_command(layout_cmd, "layout")
-    except ImportError:
-        pass
+    main.add_command(simulate_cmd, "simulate")
+    main.add_command(diff_cmd, "diff")
 
 
-_attach_optional_commands()
+_attach_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

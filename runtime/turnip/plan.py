@@ -184,7 +184,7 @@ class Node:
         if self.kind == COMPUTE:
             o.update(op=self.op, domain=self.domain, name=self.name, attrs=_encode_attrs(self.attrs), flops=self.flops, bytes=self.bytes)
         else:
-            o["bytes"] = self.bytes
+            o.update(name=self.name, bytes=self.bytes)
         return o
 
     @staticmethod
