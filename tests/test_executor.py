@@ -396,7 +396,7 @@ def test_failing_node_stops_the_run_quickly():
     t0 = time.monotonic()
     with pytest.raises(ExecutionError, match=r"node 50 \(compute Identity 'id50'\) failed: ValueError: kaput") as ei:
         ex.run()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # no hang (the 1 s target is measured in bench/bench_executor.py)
     assert ei.value.node_id == 50
     assert sorted(calls) == list(range(50))  # nothing after the failure ran
     assert not [t for t in threading.enumerate() if t.name.startswith("turnip-")]
@@ -423,7 +423,7 @@ def test_failure_on_one_queue_stops_the_others(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(ExecutionError, match=f"node {n + 2} .*copy engine on fire"):
         Executor(nodes, tasks).run()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # no hang (the 1 s target is measured in bench/bench_executor.py)
     assert len(started) < n
 
 
@@ -438,7 +438,7 @@ def test_keyboard_interrupt_stops_and_joins():
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         Executor(plan.nodes, tasks).run(progress=progress, progress_interval=0.01)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # no hang (the 1 s target is measured in bench/bench_executor.py)
     assert not [t for t in threading.enumerate() if t.name.startswith("turnip-")]
 
 
