@@ -7,7 +7,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import time
 
 import numpy as np
 import onnx

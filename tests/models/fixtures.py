@@ -39,7 +39,12 @@ MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DIMS = {"batch": 2, "seq": 16}
 
 # Tiny configs (random weights, torch.manual_seed(0)). Keys are passed as-is
-# to the transformers config class named in "config_class".
+# to the transformers config class named in "config_class". 6 layers so that no
+# single op (lm_head MatMul, embedding Gather, MLP up-projection) needs more than
+# ~10% of the model's no-offload peak at batch=2, seq=16: every fixture must plan
+# at a 25% GPU budget. "vocab_size" must match config["vocab_size"] (make_inputs
+# draws token ids below it); "max_seq" is the dynamo exporter's upper bound for
+# the seq dim (= max positions).
 HF_CONFIGS: Dict[str, dict] = {
     "gpt2": {
         "config_class": "GPT2Config",
@@ -47,11 +52,11 @@ HF_CONFIGS: Dict[str, dict] = {
         "output": "logits",
         "inputs": ["input_ids"],
         "config": dict(
-            n_layer=2, n_embd=64, n_head=4, n_inner=128, vocab_size=512,
-            n_positions=128, bos_token_id=0, eos_token_id=0, use_cache=False,
+            n_layer=6, n_embd=64, n_head=4, n_inner=256, vocab_size=256,
+            n_positions=64, bos_token_id=0, eos_token_id=0, use_cache=False,
         ),
-        "vocab_size": 512,
-        "max_seq": 128,
+        "vocab_size": 256,
+        "max_seq": 64,
     },
     "llama": {
         "config_class": "LlamaConfig",
@@ -59,13 +64,13 @@ HF_CONFIGS: Dict[str, dict] = {
         "output": "logits",
         "inputs": ["input_ids"],
         "config": dict(
-            num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-            num_key_value_heads=2, intermediate_size=128, vocab_size=512,
-            max_position_embeddings=128, bos_token_id=0, eos_token_id=0,
+            num_hidden_layers=6, hidden_size=64, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=256, vocab_size=256,
+            max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
             pad_token_id=None, use_cache=False,
         ),
-        "vocab_size": 512,
-        "max_seq": 128,
+        "vocab_size": 256,
+        "max_seq": 64,
     },
     "bert": {
         "config_class": "BertConfig",
@@ -73,13 +78,13 @@ HF_CONFIGS: Dict[str, dict] = {
         "output": "last_hidden_state",
         "inputs": ["input_ids", "attention_mask", "token_type_ids"],
         "config": dict(
-            num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-            intermediate_size=128, vocab_size=512, max_position_embeddings=128,
+            num_hidden_layers=6, hidden_size=64, num_attention_heads=4,
+            intermediate_size=256, vocab_size=256, max_position_embeddings=64,
             type_vocab_size=2, pad_token_id=0, hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0, use_cache=False,
         ),
-        "vocab_size": 512,
-        "max_seq": 128,
+        "vocab_size": 256,
+        "max_seq": 64,
     },
 }
 

@@ -128,6 +128,7 @@ def _build_hf(model_name: str, attn: str, fixes=frozenset()):
 
     cfg = FX.HF_CONFIGS[model_name]
     config = getattr(transformers, cfg["config_class"])(**cfg["config"])
+    assert config.vocab_size == cfg["vocab_size"], (model_name, config.vocab_size, cfg["vocab_size"])
     config._attn_implementation = attn
     torch.manual_seed(0)
     hf = getattr(transformers, cfg["model_class"])(config)
