@@ -158,3 +158,23 @@ def skip_taskgraph(layers: int = 8, hidden: int = 128, batch: int = 16):
         acc = o
     vals[acc] = Value(acc, "float32", (batch, hidden), nb, "output", acc)
     return TaskGraph("skip.onnx", "0" * 64, {"": 17}, vals, tasks, ["x"], [acc])
+
+
+def write_random_weights(model: onnx.ModelProto, folder: str, seed: int = 0, scale: float = 0.02) -> None:
+    """Fill the external weight file a ``llama_shaped_model`` names with seeded random values (for runnable benchmarks)."""
+    import os
+
+    rng = np.random.default_rng(seed)
+    files: dict[str, list[tuple[int, int, int]]] = {}
+    for t in model.graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        files.setdefault(info["location"], []).append((int(info["offset"]), int(info["length"]), t.data_type))
+    for loc, chunks in files.items():
+        with open(os.path.join(folder, loc), "wb") as f:
+            for off, length, elem in sorted(chunks):
+                dt = np.float16 if elem == TensorProto.FLOAT16 else np.float32
+                n = length // np.dtype(dt).itemsize
+                f.seek(off)
+                f.write((rng.standard_normal(n) * scale + (1.0 if n <= 65536 else 0.0)).astype(dt).tobytes())
