@@ -19,6 +19,7 @@ def test_cli_md_matches_the_commands():
 def test_plan_format_md_documents_every_field():
     from synthetic import skip_taskgraph
     from turnip.plan import Plan
+
     from turnipc.planner import PlanOptions, build_plan
     from turnipc.units import Budget
 

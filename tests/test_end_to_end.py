@@ -13,13 +13,13 @@ import os
 import subprocess
 import sys
 
+import fixtures
 import numpy as np
 import pytest
-
-import fixtures
 from turnip.check import compare, reference_outputs
 from turnip.plan import read_plan, write_plan
 from turnip.run import run_plan
+
 from turnipc.importer import import_model
 from turnipc.planner import PlanOptions, build_plan
 from turnipc.units import Budget

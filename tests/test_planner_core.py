@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from synthetic import mlp_taskgraph, skip_taskgraph
 from turnip.plan import COMPUTE, Loc, decode_plan, encode_plan
+
 from turnipc.errors import BudgetError
 from turnipc.planner import PlanOptions, build_plan
 from turnipc.units import Budget

@@ -61,7 +61,7 @@ def _accesses(graph: TaskGraph, order: list[int], device_of: list[int]) -> tuple
     acc: dict[tuple[str, int], list[int]] = {}
     ws: list[dict[str, int]] = [dict() for _ in range(n)]
     consumers: dict[str, set[int]] = {}
-    for i, t in enumerate(order):
+    for t in order:
         task = graph.tasks[t]
         for s in task.storages_read(graph):
             consumers.setdefault(s, set()).add(device_of[t])

@@ -220,13 +220,13 @@ def simulate(
             make_room(dst, size[s], protect, i)
             k = admit(s, dst, i, "move")
             actions[i].append(("move", k, resident[src][s]))
-        for s, src, dst in moves_at.get(i, []):
+        for s, src, _dst in moves_at.get(i, []):
             read_now = i < n and device_of[order[i]] == src and s in reads[order[i]]
             if next_use(s, src, i + 1) == INF and s in resident[src] and not read_now:
                 k = resident[src].pop(s)
                 stays[k].end = i + 1
                 used[src] -= size[s]
-        for s, d, k in proactive.pop(i, []):
+        for s, d, _k in proactive.pop(i, []):
             if s in resident[d]:
                 evict(d, s, i)
         if i == n:

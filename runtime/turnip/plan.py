@@ -316,9 +316,9 @@ def _encode_attr(v: Any) -> Any:
 
 def _decode_attr(v: Any) -> Any:
     if isinstance(v, dict) and v.get(_TENSOR_TAG):
-        from .dtypes import np_dtype
-
         import numpy as np
+
+        from .dtypes import np_dtype
 
         return np.frombuffer(v["data"], dtype=np_dtype(v["dtype"])).reshape(v["shape"]).copy()
     if isinstance(v, list):
