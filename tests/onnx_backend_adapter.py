@@ -222,19 +222,6 @@ SHAPE_PARAM_INPUTS: dict[str, tuple[int, ...]] = {
 
 #: Real failures (bugs or missing features in the importer/kernels), by case name.
 KNOWN_FAILURES: dict[str, str] = {
-    **{
-        n: "importer: Attention omitting optional output 1 but writing qk_matmul_output (3) is rejected"
-        for n in (
-            "test_attention_4d_with_qk_matmul",
-            "test_attention_4d_with_qk_matmul_bias",
-            "test_attention_4d_with_qk_matmul_softcap",
-            "test_attention_4d_with_qk_matmul_softmax",
-            "test_attention_23_fullymasked_qk_matmul_output_mode3_zero",
-            "test_attention_24_fullymasked_qk_matmul_output_mode3_zero",
-            "test_attention_24_qk_matmul_output_mode3_softmax_precision",
-            "test_attention_local_window_gqa_rank4_mask",
-        )
-    },
     "test_group_normalization_example": "importer: no static shape for GroupNormalization (opset 21) output (onnx shape inference gives no rank)",
     "test_group_normalization_epsilon": "importer: no static shape for GroupNormalization (opset 21) output (onnx shape inference gives no rank)",
     "test_mvn": "importer: no static shape for MeanVarianceNormalization output (function-body shape inference fails)",

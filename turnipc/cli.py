@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
@@ -88,7 +88,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     from .dims import parse_dim_options
     from .importer import import_model
     from .planner import PlanOptions, build_plan
-    from .summary import summary_obj, summary_text
+    from .summary import summary_obj
     from .units import format_bytes, parse_budget
 
     say = _progress(quiet or as_json)
@@ -187,10 +187,10 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, p
 
 def _attach_commands() -> None:
     """Commands that live in their own modules (layout engine, simulator, diff)."""
+    import importlib.util  # TEMP until layout.cli lands
+
     from .diff import diff_cmd
     from .simulate.cli import simulate_cmd
-
-    import importlib.util  # TEMP until layout.cli lands
     if importlib.util.find_spec("turnipc.layout.cli"):
         from .layout.cli import layout as layout_cmd
 

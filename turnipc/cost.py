@@ -168,7 +168,7 @@ def _bytes_touched(task: Task, values: Mapping[str, Value]) -> int:
 def _flops(task: Task, values: Mapping[str, Value]) -> int:
     op = task.op_type
     ins = [values[n] if n is not None else None for n in task.inputs]
-    outs = [values[n] for n in task.outputs]
+    outs = [values[n] for n in task.outputs if n is not None]
     out0 = outs[0] if outs else None
     out_elems = _elems(out0)
 

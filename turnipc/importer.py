@@ -184,7 +184,7 @@ def import_model(
             )
 
     # -- outputs of each task (trailing unused optional outputs dropped)
-    task_outputs: list[tuple[str, ...]] = [_kept_outputs(n, uses, opsets) for n in real_nodes]
+    task_outputs: list[tuple[str | None, ...]] = [_kept_outputs(n, uses, opsets) for n in real_nodes]
     task_inputs: list[tuple[str | None, ...]] = []
     for n in real_nodes:
         ins: list[str | None] = [i if i else None for i in n.input]
@@ -238,7 +238,8 @@ def import_model(
             if i is not None:
                 add(i)
         for o in outs:
-            add(o)
+            if o is not None:
+                add(o)
     for o in outputs:
         add(o)
 
@@ -507,12 +508,13 @@ def _is_alias(n: onnx.NodeProto, uses: collections.Counter, consts: dict, types:
     return True
 
 
-def _kept_outputs(n: onnx.NodeProto, uses: collections.Counter, opsets: dict[str, int]) -> tuple[str, ...]:
+def _kept_outputs(n: onnx.NodeProto, uses: collections.Counter, opsets: dict[str, int]) -> tuple[str | None, ...]:
+    """Outputs the task writes: trailing unused optional ones dropped, omitted middle ones as None (a gap)."""
     outs = list(n.output)
     optional = _optional_outputs(n, opsets)
     while outs and (not outs[-1] or (uses[outs[-1]] == 0 and (len(outs) - 1) in optional)):
         outs.pop()
-    return tuple(outs)
+    return tuple(None if (_OMITTED_TAG in o and uses[o] == 0) else o for o in outs)
 
 
 _SCHEMA_CACHE: dict[tuple[str, str, int], set[int]] = {}

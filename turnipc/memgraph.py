@@ -108,7 +108,7 @@ def build_nodes(
             inputs = tuple(
                 None if v is None else loc(by_storage_in[graph.values[v].storage], v) for v in task.inputs
             )
-            outputs = tuple(loc(by_storage_out[graph.values[v].storage], v) for v in task.outputs)
+            outputs = tuple(None if v is None else loc(by_storage_out[graph.values[v].storage], v) for v in task.outputs)
             nodes.append(
                 Node(
                     id=e, kind=COMPUTE, device=ev.device, deps=tuple(sorted(deps)), inputs=inputs, outputs=outputs,

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from turnip.plan import GPU, HOST as HOST_KIND, Loc, Memory, Plan, Placement, TensorInfo
+from turnip.plan import GPU, Loc, Memory, Placement, Plan, TensorInfo
+from turnip.plan import HOST as HOST_KIND
 
 from .errors import BudgetError
 from .layout.greedy import greedy_layout

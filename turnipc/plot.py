@@ -91,7 +91,7 @@ def memory_series(plan: Plan) -> dict[str, Any]:
             if loc is not None and loc.mem in gpus:
                 touch(loc, t)
         for loc in n.outputs:
-            if loc.mem in gpus:
+            if loc is not None and loc.mem in gpus:
                 kind = "reloaded" if n.kind == "reload" else _KIND_OF_TENSOR.get(tensors[storage(loc)].kind, "activations")
                 write(loc, t, kind)
         if n.kind == "reload" and n.dst.mem in gpus:

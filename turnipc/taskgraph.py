@@ -46,7 +46,7 @@ class Task:
     domain: str
     attrs: dict[str, Any]  # plain Python values and NumPy arrays (tensor attributes)
     inputs: tuple[str | None, ...]  # value names; None for an omitted optional input
-    outputs: tuple[str, ...]
+    outputs: tuple[str | None, ...]  # None for an omitted optional output followed by a written one
     flops: int  # estimated floating point operations
     bytes_touched: int  # bytes read + written
 
@@ -58,7 +58,7 @@ class Task:
         return list(seen)
 
     def storages_written(self, graph: "TaskGraph") -> list[str]:
-        return [graph.values[v].storage for v in self.outputs]
+        return [graph.values[v].storage for v in self.outputs if v is not None]
 
 
 @dataclass

@@ -114,7 +114,8 @@ def verify_plan(plan: Plan) -> VerifyReport:
             if loc is not None:
                 add(loc, node.id, False)
         for loc in node.outputs:
-            add(loc, node.id, True)
+            if loc is not None:
+                add(loc, node.id, True)
 
     # (2) conflicting accesses are ordered
     order = topological_order(plan)
@@ -213,6 +214,8 @@ def verify_plan(plan: Plan) -> VerifyReport:
                 expect(loc, i)
         if node.kind == COMPUTE:
             for loc in node.outputs:
+                if loc is None:
+                    continue
                 st = plan.tensors[loc.tensor].storage
                 if st in written:
                     raise VerifyError(f"{_node_label(plan, i)} writes tensor '{plan.tensors[st].name}' a second time")

@@ -152,7 +152,7 @@ class Node:
     device: int
     deps: tuple[int, ...]
     inputs: tuple[Loc | None, ...]
-    outputs: tuple[Loc, ...]
+    outputs: tuple[Loc | None, ...]  # None: an omitted optional output (compute only)
     op: str = ""
     domain: str = ""
     name: str = ""
@@ -169,7 +169,9 @@ class Node:
 
     @property
     def dst(self) -> Loc:
-        return self.outputs[0]
+        loc = self.outputs[0]
+        assert loc is not None
+        return loc
 
     def to_obj(self) -> dict[str, Any]:
         o: dict[str, Any] = {
@@ -178,7 +180,7 @@ class Node:
             "device": self.device,
             "deps": list(self.deps),
             "inputs": [None if x is None else x.to_obj() for x in self.inputs],
-            "outputs": [x.to_obj() for x in self.outputs],
+            "outputs": [None if x is None else x.to_obj() for x in self.outputs],
             "pos": self.pos,
         }
         if self.kind == COMPUTE:
@@ -195,7 +197,7 @@ class Node:
             device=o["device"],
             deps=tuple(o["deps"]),
             inputs=tuple(None if x is None else Loc.from_obj(x) for x in o["inputs"]),
-            outputs=tuple(Loc.from_obj(x) for x in o["outputs"]),
+            outputs=tuple(None if x is None else Loc.from_obj(x) for x in o["outputs"]),
             op=o.get("op", ""),
             domain=o.get("domain", ""),
             name=o.get("name", ""),

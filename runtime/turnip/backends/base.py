@@ -152,7 +152,7 @@ class Backend(ABC):
             self.fallback_nodes.append((node.id, node.op, node.domain, node.name))
         ctx = self.kernel_context(plan, node)
         inputs = [None if loc is None else self.compute_input(plan, loc) for loc in node.inputs]
-        outputs = [self.view(loc) for loc in node.outputs]
+        outputs = [None if loc is None else self.view(loc) for loc in node.outputs]
         return self.bind_compute(node, kernel, ctx, inputs, outputs)
 
     def bind_compute(self, node: Node, kernel: Callable[..., None], ctx: Any, inputs: list, outputs: list) -> Callable[[], None]:

@@ -1,0 +1,150 @@
+"""``turnipc layout``: lay out the buffers of a CSV file in one arena."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from . import DEFAULT_EFFORT, SOLVERS, check_layout, read_csv, solve_layout, write_csv
+from .csvio import LayoutInputError
+from .model import max_live
+
+EPILOG = """\b
+Examples:
+  turnipc layout A.1048576.csv --capacity 1048576 --solver cpsat
+  turnipc layout resnet50.csv --solver cpsat --time-budget 30 -o offsets.csv
+  turnipc layout pangu_2.6B.csv --json
+
+\b
+Exit status: 0 the layout fits (or no --capacity was given), 1 it does not fit
+--capacity, 2 the input cannot be read.
+"""
+
+
+def _parse_bytes(ctx, param, value):
+    if value is None:
+        return None
+    text = str(value).strip().replace("_", "").replace(",", "")
+    units = {"k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+    low = text.lower()
+    for suffix in sorted(units, key=len, reverse=True):
+        if low.endswith(suffix) and low[: -len(suffix)].strip().isdigit():
+            return int(low[: -len(suffix)]) * units[suffix]
+    if text.isdigit():
+        return int(text)
+    raise click.BadParameter(f"{value!r} is not a byte count: give an integer such as 1048576 or 1MiB")
+
+
+@click.command("layout", epilog=EPILOG)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--capacity", callback=_parse_bytes, metavar="BYTES",
+              help="Arena capacity to fit in (integer, or with KiB/MiB/GiB suffix). Exit 1 if not met.")
+@click.option("--solver", type=click.Choice(SOLVERS), default="greedy", show_default=True,
+              help="greedy: best fit over several orderings (fast). cpsat: greedy, then OR-Tools "
+                   "CP-SAT large-neighbourhood search (never worse than greedy).")
+@click.option("--time-budget", "effort", type=click.FloatRange(min=0), default=DEFAULT_EFFORT,
+              show_default=True, metavar="S",
+              help="Effort for --solver cpsat in CP-SAT deterministic time units (about seconds "
+                   "of one core, but counted from solver work, not a clock): the same input and "
+                   "budget give the same offsets on every machine.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write offsets as CSV: the input columns plus 'offset'.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def layout(file, capacity, solver, effort, output, as_json):
+    """Give every buffer of FILE an offset in one arena.
+
+    FILE is a CSV with header id,lower,upper,size (optional alignment column):
+    each buffer is live over [lower, upper) and needs size bytes. Buffers live at
+    the same time never overlap; the arena is the highest end. The lower bound is
+    max-live, the most bytes live at one instant.
+    """
+    try:
+        buffers = read_csv(file)
+    except LayoutInputError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    start = time.perf_counter()
+    progress = None
+    bar = None
+    if solver == "cpsat" and not as_json:
+        bar, progress = _progress_bar(max_live(buffers))
+    try:
+        lay = solve_layout(buffers, solver=solver, capacity=capacity, effort=effort, progress=progress)
+    finally:
+        if bar is not None:
+            bar.stop()
+    seconds = time.perf_counter() - start
+    check_layout(buffers, lay.offsets)  # never print an answer we have not checked
+    fits = None if capacity is None else lay.arena_bytes <= capacity
+    if output:
+        write_csv(output, buffers, lay.offsets)
+    ratio = lay.arena_bytes / lay.max_live_bytes if lay.max_live_bytes else 1.0
+    result = {
+        "file": file,
+        "solver": lay.solver,
+        "buffers": len(buffers),
+        "arena_bytes": lay.arena_bytes,
+        "max_live_bytes": lay.max_live_bytes,
+        "ratio": round(ratio, 6),
+        "optimal": lay.optimal,
+        "capacity": capacity,
+        "fits": fits,
+        "seconds": round(seconds, 3),
+        "effort": effort if solver == "cpsat" else None,
+        "output": output,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _table(result)
+    sys.exit(1 if fits is False else 0)
+
+
+def _table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"layout of {r['file']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("buffers", f"{r['buffers']:,}")
+    t.add_row("max-live (lower bound)", f"{r['max_live_bytes']:,} B")
+    t.add_row("arena", f"{r['arena_bytes']:,} B")
+    t.add_row("arena / max-live", f"{r['ratio']:.4f}" + ("  (optimal)" if r["optimal"] else ""))
+    if r["capacity"] is not None:
+        verdict = "[green]fits[/green]" if r["fits"] else "[red]does not fit[/red]"
+        t.add_row("capacity", f"{r['capacity']:,} B  {verdict}")
+    t.add_row("solver", r["solver"] + (f" (effort {r['effort']:g})" if r["effort"] is not None else ""))
+    t.add_row("seconds", f"{r['seconds']:.2f}")
+    if r["output"]:
+        t.add_row("offsets written to", r["output"])
+    Console().print(t)
+
+
+def _progress_bar(lower: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(
+        TextColumn("[bold]cpsat[/bold] arena {task.fields[arena]:,} / max-live {task.fields[lb]:,}"),
+        BarColumn(),
+        TextColumn("{task.fields[ratio]:.4f}x"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = prog.add_task("layout", total=1.0, arena=0, lb=lower, ratio=1.0)
+    first: list[int] = []
+    prog.start()
+
+    def update(best: int, lb: int) -> None:
+        if not first:
+            first.append(best)
+        gap0 = max(first[0] - lb, 1)
+        done = 1.0 if best <= lb else (first[0] - best) / gap0
+        prog.update(task, completed=done, arena=best, lb=lb, ratio=best / lb if lb else 1.0)
+
+    return prog, update
