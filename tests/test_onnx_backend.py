@@ -86,10 +86,7 @@ BACKEND_TEST_BY_DESIGN = {
     r"^test_expand_shape_model\d": "Expand's shape is a runtime graph input: data-dependent output shape",
 }
 #: Real failures among them (unittest.expectedFailure, so pytest reports xfail / xpass).
-BACKEND_TEST_KNOWN_FAILURES = {
-    f"test_PReLU_{d}_multiparam_cpu": "kernel: PRelu opset 6 slope of shape [C] (per channel, legacy broadcast) fails to broadcast"
-    for d in ("1d", "2d", "3d")
-}
+BACKEND_TEST_KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _backend_test_classes() -> dict:

@@ -114,6 +114,9 @@ def bitshift(ctx, inputs, outputs):
 def prelu(ctx, inputs, outputs):
     xp = ctx.xp
     x, slope = inputs
+    if ctx.opset < 7 and slope.ndim == 1 and x.ndim >= 2 and slope.shape[0] == x.shape[1] != x.shape[-1]:
+        # opset 6 broadcast rule: a 1-D slope applies per channel (axis 1), not to the last axis
+        slope = slope.reshape((slope.shape[0],) + (1,) * (x.ndim - 2))
     write(outputs[0], xp.where(x < 0, x * slope, x))
 
 
