@@ -235,15 +235,13 @@ def test_random_order_50_seeds_bit_identical(tmp_path):
 
 def test_random_order_exposes_a_missing_war_dependency(tmp_path):
     # Drop n3's WAR edge (reload w into G1 must wait for the offload of r that reads G1).
-    # The planned serial order still happens to be right; random orders must catch it:
+    # Random orders must catch it:
     # whenever n3 is picked before n1 (p >= 1/2 per seed, both start ready on h2d) the result is wrong.
     plan_path, w = make_chain_plan(tmp_path)
     plan = read_plan(plan_path)
     plan.nodes[3] = replace(plan.nodes[3], deps=())
     feeds = feeds_for()
     expected = np.maximum(feeds["x"], 0) + w
-    fixed = run_plan(plan, feeds, backend="numpy", order="fixed", plan_path=plan_path).outputs["y"]
-    np.testing.assert_array_equal(fixed, expected)
     wrong = sum(
         not np.array_equal(run_plan(plan, feeds, backend="numpy", order="random", seed=s, plan_path=plan_path).outputs["y"], expected)
         for s in range(20)
@@ -255,9 +253,13 @@ def test_fixed_order_follows_planned_positions(tmp_path):
     plan_path, _ = make_chain_plan(tmp_path, devices=2, shuffle_nodes=True)
     res = run_plan(plan_path, feeds_for(), backend="numpy", order="fixed")
     ran = sorted(res.stats.timeline, key=lambda e: e.start)
-    assert [e.node for e in ran] == list(range(7))
-    for a, b in zip(ran, ran[1:], strict=False):  # one node at a time overall
-        assert a.end <= b.start
+    assert [e.node for e in ran] == list(range(7))  # nodes start in planned order
+    by_queue: dict = {}
+    for e in ran:
+        by_queue.setdefault((e.device, e.queue), []).append(e)
+    for evs in by_queue.values():  # one node at a time per queue
+        for a, b in zip(evs, evs[1:], strict=False):
+            assert a.end <= b.start
 
 
 def test_repeat_rewrites_initial_data(tmp_path):

@@ -112,7 +112,8 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
             return Planned(res, lay, budgets, eff)
         if progress:
             progress(f"layout {max(arenas)} B > budget {budget} B; tightening (try {attempt + 1})")
-        eff = [e - max(a - b, 0) - max(e // 64, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
+        # shrink the resident-bytes limit by the fragmentation seen, plus a little
+        eff = [min(e - (a - b), e * b // a) - max(e // 128, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
     lb = max(res_lb(graph, order, device_of, opts.gpus))
     raise BudgetError(
         f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
@@ -160,7 +161,7 @@ def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi:
 
     if ok(lo):
         return lo
-    tol = max(hi // 256, 4096)
+    tol = max(hi // 128, 4096)
     while hi - lo > tol:
         mid = (lo + hi) // 2
         if ok(mid):

@@ -26,8 +26,11 @@ Orders:
   Priority is the node's planned position (``pos``); for a reload, the
   position of the first compute that reads the reloaded bytes, so the copy
   engine fetches what compute needs next.
-* ``fixed``: strictly the planned serial order, one node at a time overall (a
-  global cursor): the deterministic baseline.
+* ``fixed``: nodes start strictly in the planned serial order (a global
+  cursor that advances when a node *starts*), one node at a time per queue,
+  queues overlapping: the baseline a deterministic runtime gives. One node
+  that is not ready holds up every queue behind it; that is what the dynamic
+  order avoids.
 * ``random``: a uniformly random ready node of the queue (seeded), with random
   short delays and yields to shake the interleavings across queues. A correct
   plan gives bit-identical results in every order.
@@ -345,6 +348,12 @@ class Executor:
                         i = heap.pop()
                     else:
                         i = heappop(heap)[1]
+                    if mode_fixed and st.cursor + 1 < n:
+                        # issue order is fixed; queues still overlap: the next node may start now
+                        st.cursor += 1
+                        qn = queue_of[serial[st.cursor]]  # type: ignore[index]
+                        if qn != qi and idle[qn]:
+                            conds[qn].notify()
                     lock.release()
                     # -- run it (lock free) ----------------------------------
                     try:
@@ -381,11 +390,6 @@ class Executor:
                     if st.done == n:
                         st.stop = True
                         wake_all()
-                    elif mode_fixed:
-                        st.cursor += 1
-                        qn = queue_of[serial[st.cursor]]  # type: ignore[index]
-                        if qn != qi and idle[qn]:
-                            conds[qn].notify()
             finally:
                 lock.release()
 
