@@ -27,10 +27,10 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from synthetic import llama_shaped_model, write_random_weights  # noqa: E402
-
 from turnip.check import compare  # noqa: E402
 from turnip.plan import write_plan  # noqa: E402
 from turnip.run import run_plan  # noqa: E402
+
 from turnipc.errors import BudgetError  # noqa: E402
 from turnipc.importer import import_model  # noqa: E402
 from turnipc.planner import PlanOptions, build_plan  # noqa: E402

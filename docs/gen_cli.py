@@ -52,6 +52,7 @@ def help_text(cmd: click.Command, prog: str) -> str:
 
 def render() -> str:
     from turnip.cli import main as run_main
+
     from turnipc.cli import main as c_main
 
     out = [INTRO]

@@ -64,6 +64,7 @@ def plan_into(g: Golden, out: str) -> None:
 
 def main() -> None:
     from turnip.plan import read_plan
+
     from turnipc.summary import summary_text
 
     for g in GOLDENS:

@@ -88,37 +88,72 @@ def _gpu_arenas(lay: Layouts, gpus: int) -> list[int]:
     return [lay.arena.get(d, 0) for d in range(gpus)]
 
 
+def _transfer_bytes(res: Residency) -> int:
+    return res.bytes_offloaded + res.bytes_reloaded + res.bytes_moved
+
+
+def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: PlanOptions, solver: str,
+         progress: Progress | None, hint: Layouts | None = None) -> Planned | None:
+    """One residency + layout at effective budgets ``eff``; None if the layout does not fit ``budgets``."""
+    evict_after = None
+    if solver == "cpsat":
+        sched = schedule_offloads(graph, order, device_of, eff, effort=opts.effort)
+        evict_after = sched.evict_after
+        if progress:
+            progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
+    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
+    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets))
+    arenas = _gpu_arenas(lay, opts.gpus)
+    if all(a <= b for a, b in zip(arenas, budgets)):
+        return Planned(res, lay, budgets, eff)
+    if progress:
+        progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
+    return None
+
+
 def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
                    progress: Progress | None = None) -> Planned:
-    """Residency + layout that fits ``budget`` bytes per GPU, tightening the effective budget as needed."""
+    """Residency + layout that fits ``budget`` bytes per GPU.
+
+    The greedy pass tightens the effective (resident-bytes) budget until the
+    greedy layout fits. With ``solver="cpsat"`` the CP-SAT offload schedule
+    and layout then try at most three effective budgets between the greedy
+    one and the real budget (a tighter layout leaves room for fewer
+    transfers), and the result is kept only if it moves fewer bytes: CP-SAT
+    never makes a plan worse than greedy, and its effort is bounded.
+    """
     budgets = [budget] * opts.gpus
     eff = list(budgets)
-    last_err: BudgetError | None = None
-    for attempt in range(opts.max_tries):
+    greedy: Planned | None = None
+    for _attempt in range(opts.max_tries):
         try:
-            evict_after = None
-            if opts.solver == "cpsat" and budget < INF:
-                sched = schedule_offloads(graph, order, device_of, eff, effort=opts.effort)
-                evict_after = sched.evict_after
-                if progress:
-                    progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B moved vs greedy {sched.greedy_cost} B")
-            res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
-        except BudgetError as e:
-            last_err = e
+            greedy = _try(graph, order, device_of, eff, budgets, opts, "greedy", progress)
+        except BudgetError:
             break
-        lay = layout_residency(res, opts.solver, opts.effort, capacity=budget)
-        arenas = _gpu_arenas(lay, opts.gpus)
-        if all(a <= b for a, b in zip(arenas, budgets)):
-            return Planned(res, lay, budgets, eff)
-        if progress:
-            progress(f"layout {max(arenas)} B > budget {budget} B; tightening (try {attempt + 1})")
+        if greedy is not None:
+            break
+        res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch)
+        arenas = _gpu_arenas(layout_residency(res, "greedy"), opts.gpus)
         # shrink the resident-bytes limit by the fragmentation seen, plus a little
         eff = [min(e - (a - b), e * b // a) - max(e // 128, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
+    if opts.solver == "cpsat" and budget < INF:
+        lo = min(greedy.effective) if greedy else max(res_lb(graph, order, device_of, opts.gpus))
+        tries = sorted({budget - (budget - lo) // 4, budget - (budget - lo) // 2, lo}, reverse=True)
+        for e in tries:
+            try:
+                cand = _try(graph, order, device_of, [e] * opts.gpus, budgets, opts, "cpsat", progress)
+            except BudgetError:
+                continue
+            if cand is not None:
+                if greedy is None or _transfer_bytes(cand.residency) <= _transfer_bytes(greedy.residency):
+                    return cand
+                break
+    if greedy is not None:
+        return greedy
     lb = max(res_lb(graph, order, device_of, opts.gpus))
     raise BudgetError(
         f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
         f"(the largest single task needs {lb} bytes; try `--gpu-mem min` to find it)"
-        + (f": {last_err}" if last_err and False else "")
     )
 
 

@@ -11,21 +11,33 @@ from .base import Backend, BackendError, KernelError
 BACKENDS = ("auto", "numpy", "cupy")
 
 
-def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device."""
+def cupy_status() -> tuple[bool, str]:
+    """(usable, why not): whether CuPy imports and sees at least one CUDA device."""
     try:
         import cupy  # type: ignore[import-not-found]
+    except ImportError as e:
+        return False, f"CuPy is not installed ({e}); on a GPU machine: pip install -e '.[gpu]'"
+    except Exception as e:  # noqa: BLE001 - a broken install (missing CUDA libraries)
+        return False, f"CuPy failed to import ({type(e).__name__}: {e})"
+    try:
+        if not cupy.cuda.is_available():
+            return False, "CuPy is installed but sees no CUDA GPU (no driver, or CUDA_VISIBLE_DEVICES hides them)"
+    except Exception as e:  # noqa: BLE001 - a CUDA driver error
+        return False, f"CuPy cannot query CUDA ({type(e).__name__}: {e})"
+    return True, ""
 
-        return bool(cupy.cuda.is_available())
-    except Exception:  # ImportError, or a CUDA driver error
-        return False
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    return cupy_status()[0]
 
 
 def _cupy_backend() -> Backend:
-    if not cupy_available():
-        raise BackendError("backend 'cupy' needs CuPy and a CUDA GPU, and none is usable here; use --backend numpy")
+    ok, why = cupy_status()
+    if not ok:
+        raise BackendError(f"backend 'cupy' needs CuPy and a CUDA GPU: {why}; use --backend numpy")
     try:
-        from .cupy_backend import CupyBackend  # type: ignore[import-not-found]
+        from .cupy_backend import CupyBackend
     except ImportError as e:
         raise BackendError(f"the cupy backend is not installed in this build of turnip ({e}); use --backend numpy") from e
     return CupyBackend()
@@ -45,12 +57,14 @@ def get_backend(name: str = "auto") -> Backend:
         if cupy_available():
             try:
                 return _cupy_backend()
-            except BackendError:
-                pass
+            except BackendError as e:
+                import warnings
+
+                warnings.warn(f"backend auto: CUDA is available but the cupy backend is not usable ({e}); running on numpy", RuntimeWarning, stacklevel=2)
         from .numpy_backend import NumpyBackend
 
         return NumpyBackend()
     raise BackendError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "BackendError", "KernelError", "BACKENDS", "get_backend", "cupy_available"]
+__all__ = ["Backend", "BackendError", "KernelError", "BACKENDS", "get_backend", "cupy_available", "cupy_status"]
