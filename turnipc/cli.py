@@ -187,14 +187,13 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, p
 
 def _attach_commands() -> None:
     """Commands that live in their own modules (layout engine, simulator, diff)."""
-    import importlib.util  # TEMP until layout.cli lands
-
     from .diff import diff_cmd
+    from .layout.cli import layout as layout_cmd
     from .simulate.cli import simulate_cmd
-    if importlib.util.find_spec("turnipc.layout.cli"):
-        from .layout.cli import layout as layout_cmd
+    from .timeline import timeline_cmd
 
-        main.add_command(layout_cmd, "layout")
+    main.add_command(layout_cmd, "layout")
+    main.add_command(timeline_cmd, "timeline")
     main.add_command(simulate_cmd, "simulate")
     main.add_command(diff_cmd, "diff")
 
