@@ -108,3 +108,19 @@ def test_gpus_2_plans_moves_and_runs(tmp_path):
     out = run_plan(plan, feeds, backend="numpy", plan_path=os.path.join(os.path.dirname(fx.path), "x.plan")).outputs
     for c in compare(out, ref, atol=1e-4, rtol=1e-3):
         assert c.ok, c
+
+
+@pytest.mark.parametrize("name", MODEL_FIXTURES)
+def test_cpsat_plans_verify_run_and_never_move_more_than_greedy(name):
+    """--solver cpsat: CP-SAT offload schedule + layout (small effort here; `make bench` uses more)."""
+    fx = fixtures.get(name)
+    cp = build_plan(_graph(name), PlanOptions(BUDGETS["25%"], solver="cpsat", effort=0.5), plan_dir=os.path.dirname(fx.path))
+    verify_plan(cp)
+    greedy = _plan(name, "25%")
+    moved = lambda p: p.stats["reload_bytes"] + p.stats["offload_bytes"]  # noqa: E731
+    assert moved(cp) <= moved(greedy)
+    assert cp.stats["peak_bytes"] <= cp.stats["budget_bytes"]
+    feeds, ref = _reference(name)
+    out = run_plan(cp, feeds, backend="numpy", plan_path=os.path.join(os.path.dirname(fx.path), "x.plan")).outputs
+    for c in compare(out, ref, atol=1e-4, rtol=1e-3):
+        assert c.ok, f"{name} (cpsat): output {c.name} max abs {c.max_abs:g}"
