@@ -113,42 +113,11 @@ class _Progress:
     "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
-def main(
-    plan: str,
-    inputs_npz: str | None,
-    input_files: tuple[str, ...],
-    random_inputs: bool,
-    output_path: str | None,
-    check: bool,
-    atol: float,
-    rtol: float,
-    repeat: int,
-    order: str,
-    seed: int,
-    backend: str,
-    report: bool,
-    trace_path: str | None,
-    as_json: bool,
-) -> None:
+def main(**options: Any) -> None:
     """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs."""
+    as_json = options["as_json"]
     try:
-        code = _main(
-            plan,
-            inputs_npz,
-            input_files,
-            random_inputs,
-            output_path,
-            check,
-            atol,
-            rtol,
-            repeat,
-            order,
-            seed,
-            backend,
-            report,
-            trace_path,
-            as_json,
-        )
+        code = _main(plan_path=options.pop("plan"), **options)
     except (TurnipError, PlanFormatError) as e:
         msg = str(e).replace("\n", " ")
         if as_json:

@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 from turnip.executor import QUEUE_OF_KIND, copy_label
 from turnip.plan import COMPUTE, Plan
+from turnip.run import TimelineEvent
 from turnip.trace import chrome_trace
 
 from .sim import SimResult
-
-
-class _Event(NamedTuple):  # the attributes turnip.trace.chrome_trace reads
-    node: int
-    kind: str
-    device: int
-    queue: str
-    name: str
-    op: str
-    bytes: int
-    start: float
-    end: float
 
 
 def sim_trace(plan: Plan, result: SimResult) -> dict[str, Any]:
@@ -44,7 +33,7 @@ def sim_trace(plan: Plan, result: SimResult) -> dict[str, Any]:
         else:
             label = nd.name or copy_label(nd, plan)
         flops[nd.id] = nd.flops
-        events.append(_Event(nd.id, nd.kind, nd.device, QUEUE_OF_KIND[nd.kind], label, nd.op, nd.bytes,
+        events.append(TimelineEvent(nd.id, nd.kind, nd.device, QUEUE_OF_KIND[nd.kind], label, nd.op, nd.bytes,
                              float(result.start[i]), float(result.end[i])))
     events.sort(key=lambda e: (e.start, e.node))
     obj = chrome_trace(events, backend=f"simulated {result.device}", label="turnipc simulate")
