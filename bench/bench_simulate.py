@@ -62,7 +62,7 @@ from turnipc.units import Budget, format_bytes  # noqa: E402
 FRACTIONS = (1.0, 0.5, 0.25, 0.1)
 
 
-def _llama_graph():
+def _llama_graph(batch: int = 1):
     try:
         from turnipc.importer import import_model
     except ImportError:
@@ -72,8 +72,8 @@ def _llama_graph():
 
     d = tempfile.mkdtemp(prefix="turnip-bench-")
     path = os.path.join(d, "llama32.onnx")
-    onnx.save(llama_shaped_model(layers=32), path)
-    return import_model(path, dims={"batch": 1, "seq": 2048})
+    onnx.save(llama_shaped_model(layers=32, batch=batch), path)
+    return import_model(path, dims={"batch": batch, "seq": 2048})
 
 
 def models(with_llama: bool) -> dict[str, Callable[[], Any]]:
@@ -85,6 +85,8 @@ def models(with_llama: bool) -> dict[str, Callable[[], Any]]:
     }
     if with_llama:
         m["llama32"] = _llama_graph
+        # batch 8: compute-bound (8x the FLOPs, the same weights to stream)
+        m["llama32-b8"] = lambda: _llama_graph(batch=8)
     return m
 
 
@@ -134,7 +136,7 @@ def run(args) -> dict[str, Any]:
             continue
         print(f"{name}: {len(g.tasks)} tasks ({time.perf_counter() - t0:.1f} s to build)", file=sys.stderr)
         for solver in sols:
-            if solver == "cpsat" and name == "llama32" and args.no_cpsat_llama:
+            if solver == "cpsat" and name.startswith("llama32") and args.no_cpsat_llama:
                 continue
             rows: dict[str, Any] = {}
             base = None

@@ -6,8 +6,10 @@ time never share bytes, with the arena (highest end) as small as possible.
     >>> lay.arena_bytes, lay.max_live_bytes
     (8, 8)
 
-Solvers: ``greedy`` (best fit over several orderings, fast), ``cpsat`` (greedy then
-OR-Tools CP-SAT large-neighbourhood search under a deterministic effort budget).
+Solvers: ``greedy`` (best fit over several orderings, fast), ``search`` (greedy, then an
+exact MiniMalloc-style branch-and-bound), ``cpsat`` (greedy, the exact search on segments
+of up to 2,500 buffers, then OR-Tools CP-SAT large-neighbourhood search). The last two
+run under a deterministic effort budget.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from .cpsat import DEFAULT_EFFORT, cpsat_layout
 from .csvio import LayoutInputError, parse_csv, read_csv, write_csv
 from .greedy import ORDERINGS, Hole, greedy_layout
 from .model import Buffer, Layout, check_layout, live_profile, max_live
+from .search import search_layout
 
-SOLVERS = ("greedy", "cpsat")
+SOLVERS = ("greedy", "search", "cpsat")
 
 __all__ = [
-    "Buffer", "Layout", "Hole", "greedy_layout", "cpsat_layout", "solve_layout",
+    "Buffer", "Layout", "Hole", "greedy_layout", "cpsat_layout", "search_layout", "solve_layout",
     "read_csv", "parse_csv", "write_csv", "check_layout", "max_live", "live_profile",
     "LayoutInputError", "SOLVERS", "ORDERINGS", "DEFAULT_EFFORT",
 ]
@@ -38,6 +41,8 @@ def solve_layout(
     """Lay out ``buffers`` with the named solver; ``effort`` (deterministic units) applies to cpsat."""
     if solver == "greedy":
         return greedy_layout(buffers)
+    if solver == "search":
+        return search_layout(buffers, capacity=capacity, effort=effort, progress=progress)
     if solver == "cpsat":
         return cpsat_layout(buffers, capacity=capacity, effort=effort, progress=progress)
     raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -14,7 +15,7 @@ from .model import max_live
 
 EPILOG = """\b
 Examples:
-  turnipc layout A.1048576.csv --capacity 1048576 --solver cpsat
+  turnipc layout A.1048576.csv --capacity 1MiB --solver search
   turnipc layout resnet50.csv --solver cpsat --time-budget 30 -o offsets.csv
   turnipc layout pangu_2.6B.csv --json
 
@@ -43,13 +44,16 @@ def _parse_bytes(ctx, param, value):
 @click.option("--capacity", callback=_parse_bytes, metavar="BYTES",
               help="Arena capacity to fit in (integer, or with KiB/MiB/GiB suffix). Exit 1 if not met.")
 @click.option("--solver", type=click.Choice(SOLVERS), default="greedy", show_default=True,
-              help="greedy: best fit over several orderings (fast). cpsat: greedy, then OR-Tools "
-                   "CP-SAT large-neighbourhood search (never worse than greedy).")
+              help="greedy: best fit over several orderings (fast). search: greedy, squeaky-wheel "
+                   "passes, then an exact MiniMalloc-style branch-and-bound. cpsat: all of that "
+                   "(search on segments of up to 2,500 buffers), then OR-Tools CP-SAT "
+                   "large-neighbourhood search. search and cpsat are never worse than greedy.")
 @click.option("--time-budget", "effort", type=click.FloatRange(min=0), default=DEFAULT_EFFORT,
               show_default=True, metavar="S",
-              help="Effort for --solver cpsat in CP-SAT deterministic time units (about seconds "
-                   "of one core, but counted from solver work, not a clock): the same input and "
-                   "budget give the same offsets on every machine.")
+              help="Effort for --solver search/cpsat in deterministic units: CP-SAT deterministic "
+                   "time plus search nodes (about seconds of one core, but counted from solver "
+                   "work, never a clock), so the same input and budget give the same offsets on "
+                   "every machine. Wall time per unit varies by instance.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write offsets as CSV: the input columns plus 'offset'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
@@ -69,7 +73,7 @@ def layout(file, capacity, solver, effort, output, as_json):
     start = time.perf_counter()
     progress = None
     bar = None
-    if solver == "cpsat" and not as_json:
+    if solver in ("cpsat", "search") and not as_json:
         bar, progress = _progress_bar(max_live(buffers))
     try:
         lay = solve_layout(buffers, solver=solver, capacity=capacity, effort=effort, progress=progress)
@@ -93,7 +97,7 @@ def layout(file, capacity, solver, effort, output, as_json):
         "capacity": capacity,
         "fits": fits,
         "seconds": round(seconds, 3),
-        "effort": effort if solver == "cpsat" else None,
+        "effort": effort if solver != "greedy" else None,
         "output": output,
     }
     if as_json:
@@ -107,7 +111,7 @@ def _table(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"layout of {r['file']}", show_header=False)
+    t = Table(title=f"layout of {os.path.basename(r['file'])}", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("buffers", f"{r['buffers']:,}")
@@ -129,7 +133,7 @@ def _progress_bar(lower: int):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(
-        TextColumn("[bold]cpsat[/bold] arena {task.fields[arena]:,} / max-live {task.fields[lb]:,}"),
+        TextColumn("[bold]layout[/bold] arena {task.fields[arena]:,} / max-live {task.fields[lb]:,}"),
         BarColumn(),
         TextColumn("{task.fields[ratio]:.4f}x"),
         TimeElapsedColumn(),

@@ -23,11 +23,11 @@ from .model import Buffer, Layout, max_live, validate_buffers
 
 @dataclass(frozen=True)
 class Hole:
-    """A place a buffer fits: ``offset`` (aligned), the hole's ``size`` (None: top of the arena),
-    and ``freed_at``, when the latest earlier buffer there ended (-1: never used before)."""
+    """A hole a buffer fits in: ``offset`` (aligned), usable ``size`` and ``freed_at``, when
+    the latest earlier buffer in that place ended (-1: never used before)."""
 
     offset: int
-    size: int | None
+    size: int
     freed_at: int
 
 
@@ -135,14 +135,14 @@ def _place(
                 o = int(starts[j])
             else:
                 cand = [Hole(int(starts[j]), int(room[j]), -1) for j in fits]
-                cand.append(Hole(top, None, -1))
+                if prefer is None:  # only the smallest holes compete
+                    best = min(h.size for h in cand)
+                    cand = [h for h in cand if h.size == best]
                 cand = [_with_freed(h, s, l, pl, pu, po, pe, k) for h in cand]
                 if prefer is not None:
                     h = min(cand, key=lambda h: (prefer(h), h.offset))
                 else:
-                    best = min(h.size for h in cand if h.size is not None)
-                    tied = [h for h in cand if h.size == best]
-                    h = min(tied, key=lambda h: (h.freed_at, h.offset))
+                    h = min(cand, key=lambda h: (h.freed_at, h.offset))
                 o = h.offset
         off[i] = o
         pl[k], pu[k], po[k], pe[k] = l, u, o, o + s
@@ -211,10 +211,67 @@ def greedy_layout(
     before this buffer's ``lower``) ended earliest (never used counts as earliest).
     ``prefer``: optional key over :class:`Hole` (smallest wins, then lowest offset) that
     replaces best fit entirely, e.g. ``prefer=lambda h: h.freed_at`` picks, among every
-    fitting hole and the top, the one freed earliest.
+    fitting hole, the one freed earliest. The top of the arena is used only when no hole fits.
     ``fit="first"``: lowest fitting hole instead of the smallest.
     """
     validate_buffers(buffers)
     offsets, arena, name = greedy_offsets(buffers, orderings, tie_break, prefer, fit)
     ml = max_live(buffers)
     return Layout(offsets, arena, ml, "greedy", arena == ml, stats={"ordering": name})
+
+
+def squeaky_cost(n: int) -> float:
+    """Deterministic effort charged per squeaky-wheel pass over n buffers (about seconds)."""
+    return 0.005 + n * n / 3.0e8
+
+
+def squeaky_improve(seg, goal: int, effort: float, report=None, passes: int = 40, patience: int = 12) -> float:
+    """Squeaky-wheel iterated greedy on a segment (scaled units); returns the effort used.
+
+    After each best-fit pass, the buffers that end in the upper half of the gap
+    between max-live and the arena get a higher priority and the pass is
+    repeated (priority first, then the base ordering). Keeps the best layout;
+    stops at ``goal`` or when the effort is spent.
+    """
+    L, U, S, A = seg.L, seg.U, seg.S, seg.A
+    n = len(L)
+    if n == 0 or seg.arena <= goal:
+        return 0.0
+    orders = _orders(L, U, S, _breadth(L, U, S))
+    bases = []
+    for name in (seg.stats.get("greedy_ordering", "breadth"), "breadth", "size"):
+        if name in orders and name not in bases:
+            bases.append(name)
+    cost = squeaky_cost(n)
+    used = 0.0
+    per_base = effort / len(bases)
+    for name in bases:
+        base = orders[name]
+        rank = np.empty(n, dtype=np.int64)
+        rank[base] = np.arange(n)
+        prio = np.zeros(n, dtype=np.int64)
+        order = base
+        spent = 0.0
+        done = stale = 0
+        while spent + cost <= per_base and seg.arena > goal and done < passes and stale < patience:
+            off, arena = _place(order, L, U, S, A, "lowest", None, "best")
+            spent += cost
+            done += 1
+            stale += 1
+            if arena < seg.arena:
+                seg.off = off
+                seg.engine = "squeaky"
+                stale = 0
+                if report:
+                    report()
+            ends = off + S
+            thr = seg.lb + (arena - seg.lb) // 2
+            hot = ends > thr
+            if not hot.any():
+                break
+            prio[hot] += 1
+            order = np.lexsort((rank, -prio))
+        used += spent
+        if seg.arena <= goal:
+            break
+    return used

@@ -1,23 +1,27 @@
-"""Exact skyline branch-and-bound for "do these buffers fit in capacity C?".
+"""Exact branch-and-bound for "do these buffers fit in capacity C?".
 
-A MiniMalloc-style search (Moffitt, ASPLOS 2023) over *canonical* layouts:
-every layout can be pushed down until each buffer rests on address 0 or on the
-end of a buffer live at the same time, without growing the arena, so only such
-layouts are searched. Time is cut into sections (between consecutive lifetime
-boundaries); each section has a floor, the end of the highest placed buffer
-there. At each node the search takes the lowest run R of adjacent sections (at
-height h, sections with unplaced buffers only) and branches on the leftmost
-buffer placed at h inside R:
+A search over *canonical* layouts in the spirit of MiniMalloc (M. D. Moffitt,
+ASPLOS 2023); this is an independent implementation. Every layout can be
+pushed down until each buffer rests on address 0 or on a buffer live at the
+same time, without growing the arena, and then listed in order of offset. So
+the search places buffers one at a time in non-decreasing offset order, each
+at its lowest possible offset (the highest end of the placed buffers it
+overlaps in time). Inference and pruning:
 
-* a buffer whose lifetime lies inside R goes to offset h; the sections of R
-  left of it get nothing at h, so their floor rises to their lower neighbour;
-* or nothing goes at h in R: R rises to its lower neighbour.
+* canonical order: offsets never decrease (ties: static preorder rank), and
+  identical buffers (same lifetime and size) keep their preorder;
+* dominance: a buffer is never placed at or above the lowest top any other
+  unplaced buffer could reach (that buffer would fit in the gap below);
+* hatless pruning: if placing a buffer changed nothing for the unplaced ones
+  and its subtree failed, its siblings fail too;
+* sections (time between consecutive lifetime boundaries): every section's
+  floor is raised to the current offset and to the lowest offset any of its
+  unplaced buffers could take; the floor plus the unplaced bytes live in the
+  section must fit below C (tight when C is max-live).
 
-This partitions the canonical layouts, so the search is complete. Pruning: a
-section's floor plus the unplaced bytes live there must not exceed C (tight
-when C is max-live), every buffer must fit below C, identical buffers are
-placed in index order. Effort is counted in search nodes, so results are
-deterministic.
+Static preorders ("WAT", "TAW", "TWA": W width in sections, A area, T largest
+section total, Z size) are tried round-robin under a node limit that doubles.
+Effort is counted in search nodes, so results never depend on the machine.
 """
 
 from __future__ import annotations
@@ -27,142 +31,316 @@ from typing import Sequence
 
 import numpy as np
 
-NODES_PER_EFFORT = 20_000  # search nodes per effort unit (about one second of CPython)
+HEURISTICS = ("WAT", "TAW", "TWA")
+INF = np.iinfo(np.int64).max // 4
 
 
 class _Limit(Exception):
     pass
 
 
-class SkylineSearch:
-    """Decide whether buffers (section ranges [a, b), sizes s) fit below ``cap``."""
+class CanonicalSearch:
+    """One search over buffers with section ranges [a, b) and sizes s, below ``cap``."""
 
-    def __init__(self, a: Sequence[int], b: Sequence[int], s: Sequence[int], T: int, cap: int):
-        self.a = [int(v) for v in a]
-        self.b = [int(v) for v in b]
-        self.s = [int(v) for v in s]
-        self.n = len(self.a)
-        self.T = T
-        self.cap = int(cap)
-        self.nodes = 0
-        rem = [0] * T
-        for i in range(self.n):
-            for t in range(self.a[i], self.b[i]):
-                rem[t] += self.s[i]
-        self.rem = rem
-        self.floor = [0] * T
-        self.placed = [False] * self.n
-        self.offset = [0] * self.n
-        # candidates starting at each section: long lives first, then big sizes
-        starts: list[list[int]] = [[] for _ in range(T)]
-        for i in sorted(range(self.n), key=lambda i: (-(self.b[i] - self.a[i]), -self.s[i], i)):
-            starts[self.a[i]].append(i)
-        self.starts = starts
-        # identical buffers: place in index order
+    def __init__(self, a, b, s, T: int, cap: int, heuristic: str = "WAT", align=None):
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        s = np.asarray(s, dtype=np.int64)
+        n = len(a)
+        self.n, self.T, self.cap = n, T, int(cap)
+        self.a, self.b, self.s = a.tolist(), b.tolist(), s.tolist()
+        self.s_np = s
+        self.align = None
+        if align is not None and np.any(np.asarray(align) > 1):
+            self.align = np.asarray(align, dtype=np.int64)
+        # members of each section, as a flat index array for np.minimum.reduceat
+        width = b - a
+        flat_sec = np.repeat(np.arange(n), width)
+        sec_of = np.concatenate([np.arange(x, y) for x, y in zip(a.tolist(), b.tolist())]) if n else np.zeros(0, np.int64)
+        order = np.argsort(sec_of, kind="stable")
+        self.mem = flat_sec[order]
+        counts = np.bincount(sec_of, minlength=T)
+        self.live_sec = np.flatnonzero(counts > 0)
+        ptr = np.concatenate([[0], np.cumsum(counts)])[:-1]
+        self.ptr = ptr[self.live_sec]
+        total = np.bincount(sec_of, weights=np.repeat(s, width), minlength=T).astype(np.int64)
+        self.total = total
+        self.floor = np.zeros(T, dtype=np.int64)
+        # overlaps in time
+        starts = np.argsort(a, kind="stable")
+        self.ov: list[np.ndarray] = []
+        for i in range(n):
+            m = np.flatnonzero((a < b[i]) & (b > a[i]))
+            self.ov.append(m[m != i])
+        keys = {
+            "W": width.tolist(),
+            "A": (s * width).tolist(),
+            "T": [int(total[x:y].max()) for x, y in zip(a.tolist(), b.tolist())],
+            "Z": s.tolist(),
+        }
+        pre = sorted(range(n), key=lambda i: tuple(-keys[c][i] for c in heuristic) + (i,))
+        self.rank = [0] * n
+        for r, i in enumerate(pre):
+            self.rank[i] = r
+        self.pre = pre
         prev: dict[tuple, int] = {}
-        self.twin = [-1] * self.n
-        for i in range(self.n):
-            key = (self.a[i], self.b[i], self.s[i])
-            if key in prev:
-                self.twin[i] = prev[key]
-            prev[key] = i
+        self.twin = [-1] * n
+        for i in pre:
+            k = (self.a[i], self.b[i], self.s[i])
+            if k in prev:
+                self.twin[i] = prev[k]
+            prev[k] = i
+        self.mo = np.zeros(n, dtype=np.int64)  # lowest offset each buffer can take now
+        self.placed = np.zeros(n, dtype=bool)
+        self.masked = self.mo.copy()  # mo, with INF for placed buffers
+        self.offset = [-1] * n
+        self.nodes = 0
+        del starts
 
     def solve(self, node_limit: int) -> str:
-        """'found' (offsets in self.offset), 'infeasible' (proven), or 'limit'."""
-        if any(r > self.cap for r in self.rem) or any(x > self.cap for x in self.s):
+        """'found' (offsets in ``self.offset``), 'infeasible' (proven) or 'limit'."""
+        if self.n == 0:
+            return "found"
+        if int(self.total.max()) > self.cap or max(self.s) > self.cap:
             return "infeasible"
         self.node_limit = node_limit
+        self.trail: list = []
+        # cuts[t]: unplaced buffers live in both section t and t + 1
+        d = np.zeros(self.T + 1, dtype=np.int64)
+        a = np.asarray(self.a)
+        b = np.asarray(self.b)
+        np.add.at(d, a, 1)
+        np.add.at(d, np.maximum(b - 1, a), -1)
+        self.cuts = np.cumsum(d)[: max(self.T - 1, 0)]
+        self.a_np, self.b_np = a, b
         old = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old, 4 * (self.n + self.T) + 1000))
+        sys.setrecursionlimit(max(old, 4 * self.n + 1000))
         try:
-            return "found" if self._dfs() else "infeasible"
+            everything = np.arange(self.n)
+            return "found" if self._dfs(everything, 0, self.T, 0, -1) else "infeasible"
         except _Limit:
             return "limit"
         finally:
             sys.setrecursionlimit(old)
 
-    def _raise(self, lo: int, hi: int, to: int, trail: list) -> bool:
-        floor, rem, cap = self.floor, self.rem, self.cap
-        ok = True
-        for t in range(lo, hi):
-            trail.append((t, floor[t]))
-            floor[t] = to
-            if to + rem[t] > cap:
-                ok = False
-        return ok
+    def _ok(self, o: int, lo: int, hi: int) -> bool:
+        """Section inference over sections [lo, hi) of the current partition."""
+        uf = np.minimum.reduceat(self.masked[self.mem], self.ptr)
+        sec = self.live_sec
+        eff = np.maximum(np.maximum(self.floor[sec], uf), o)
+        tot = self.total[sec]
+        bad = (eff + tot > self.cap) & (tot > 0)
+        if lo > 0 or hi < self.T:
+            bad &= (sec >= lo) & (sec < hi)
+        return not bad.any()
 
-    def _undo(self, trail: list) -> None:
-        floor = self.floor
-        for t, v in reversed(trail):
-            floor[t] = v
+    def _place(self, i: int, o: int) -> int:
+        """Place buffer i at o, push an undo record; returns how many unplaced buffers it lifted."""
+        mo, floor, total, placed = self.mo, self.floor, self.total, self.placed
+        s = self.s[i]
+        h = o + s
+        ai, bi = self.a[i], self.b[i]
+        placed[i] = True
+        self.offset[i] = o
+        masked = self.masked
+        masked[i] = INF
+        ov = self.ov[i]
+        upd = ov[(~placed[ov]) & (mo[ov] < h)]
+        old_mo = mo[upd].copy()
+        if self.align is None:
+            mo[upd] = h
+        else:
+            al = self.align[upd]
+            mo[upd] = -(-h // al) * al
+        masked[upd] = mo[upd]
+        old_floor = floor[ai:bi].copy()
+        floor[ai:bi] = h
+        total[ai:bi] -= s
+        if bi - 1 > ai:
+            self.cuts[ai:bi - 1] -= 1
+        self.trail.append((i, upd, old_mo, old_floor))
+        return len(upd)
 
-    def _dfs(self) -> bool:
+    def _undo_to(self, mark: int) -> None:
+        trail = self.trail
+        while len(trail) > mark:
+            i, upd, old_mo, old_floor = trail.pop()
+            ai, bi, s = self.a[i], self.b[i], self.s[i]
+            self.mo[upd] = old_mo
+            self.masked[upd] = old_mo
+            self.masked[i] = self.mo[i]
+            self.floor[ai:bi] = old_floor
+            self.total[ai:bi] += s
+            if bi - 1 > ai:
+                self.cuts[ai:bi - 1] += 1
+            self.placed[i] = False
+            self.offset[i] = -1
+
+    def _split(self, un: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+        """Independent groups of unplaced buffers ``un`` (no lifetime crosses between groups)."""
+        a, b = self.a_np[un], self.b_np[un]
+        order = np.argsort(a, kind="stable")
+        a, b, un = a[order], b[order], un[order]
+        reach = np.maximum.accumulate(b)
+        cuts = np.flatnonzero(a[1:] >= reach[:-1]) + 1
+        out = []
+        for g_idx, g in zip(np.split(np.arange(len(un)), cuts), np.split(un, cuts)):
+            out.append((g, int(a[g_idx].min()), int(reach[g_idx].max())))
+        return out
+
+    def _dfs(self, part: np.ndarray, lo: int, hi: int, last_off: int, last_rank: int) -> bool:
         self.nodes += 1
         if self.nodes > self.node_limit:
             raise _Limit
-        floor, rem, cap, T = self.floor, self.rem, self.cap, self.T
-        h = cap + 1
-        t0 = -1
-        for t in range(T):
-            if rem[t] and floor[t] < h:
-                h = floor[t]
-                t0 = t
-        if t0 < 0:
+        placed = self.placed
+        un = part[~placed[part]]
+        if len(un) == 0:
             return True
-        a = t0
-        while a > 0 and rem[a - 1] and floor[a - 1] == h:
-            a -= 1
-        b = t0 + 1
-        while b < T and rem[b] and floor[b] == h:
-            b += 1
-        left = floor[a - 1] if a > 0 and rem[a - 1] else cap
-        right = floor[b] if b < T and rem[b] else cap
-        A, B, S, placed, twin, off = self.a, self.b, self.s, self.placed, self.twin, self.offset
-        for k in range(a, b):
-            for i in self.starts[k]:
-                if placed[i] or B[i] > b:
-                    continue
-                tw = twin[i]
-                if tw >= 0 and not placed[tw]:
-                    continue
-                s = S[i]
-                if h + s > cap:
-                    continue
-                trail: list = []
-                ok = True
-                if k > a:
-                    ok = self._raise(a, k, min(left, h + s), trail)
-                if ok:
-                    placed[i] = True
-                    off[i] = h
-                    for t in range(k, B[i]):
-                        floor[t] = h + s
-                        rem[t] -= s
-                    if self._dfs():
-                        return True
-                    for t in range(k, B[i]):
-                        floor[t] = h
-                        rem[t] += s
-                    placed[i] = False
-                self._undo(trail)
-        # nothing at h in R
-        to = min(left, right)
-        trail = []
-        if self._raise(a, b, to, trail) and self._dfs():
-            return True
-        self._undo(trail)
+        mo_u = self.mo[un]
+        tops = mo_u + self.s_np[un]
+        if int(tops.max()) > self.cap:
+            return False
+        mh = int(tops.min())
+        sel = (mo_u < mh) & (mo_u >= last_off)
+        rank, twin, s, cap = self.rank, self.twin, self.s, self.cap
+        cands = sorted(zip(mo_u[sel].tolist(), (rank[i] for i in un[sel].tolist()), un[sel].tolist()))
+        for o, r, i in cands:
+            if o == last_off and r < last_rank:
+                continue
+            tw = twin[i]
+            if tw >= 0 and not placed[tw]:
+                continue
+            if o + s[i] > cap:
+                continue
+            mark = len(self.trail)
+            lifted = self._place(i, o)
+            ok = False
+            if self._ok(o, lo, hi):
+                ai, bi = self.a[i], self.b[i]
+                if bi - 1 > ai and not self.cuts[ai:bi - 1].all():
+                    rest = un[~placed[un]]
+                    groups = self._split(rest) if len(rest) else []
+                else:
+                    groups = None
+                if groups is None or len(groups) <= 1:
+                    ok = self._dfs(un, lo, hi, o, r)
+                else:
+                    # independent sub-problems: each restarts its canonical order
+                    ok = all(self._dfs(g, g_lo, g_hi, 0, -1) for g, g_lo, g_hi in groups)
+            if ok:
+                return True
+            self._undo_to(mark)
+            if lifted == 0:
+                break  # hatless: nothing above it was affected, siblings fail too
         return False
 
 
-def sections(L: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def sections(L, U) -> tuple[np.ndarray, np.ndarray, int]:
+    """Section ranges [a, b) of each lifetime over the sorted distinct boundaries."""
+    L = np.asarray(L)
+    U = np.asarray(U)
     times = np.unique(np.concatenate([L, U]))
     return np.searchsorted(times, L), np.searchsorted(times, U), max(len(times) - 1, 0)
 
 
-def fits(L, U, S, cap: int, node_limit: int) -> tuple[str, np.ndarray | None, int]:
-    """Search for a layout of all buffers below ``cap``: (status, offsets or None, nodes)."""
-    a, b, T = sections(np.asarray(L), np.asarray(U))
-    srch = SkylineSearch(a, b, S, T, cap)
-    status = srch.solve(node_limit)
-    offs = np.array(srch.offset, dtype=np.int64) if status == "found" else None
-    return status, offs, srch.nodes
+def search_fit(
+    L, U, S, cap: int, node_budget: int, heuristics: Sequence[str] = HEURISTICS, A=None
+) -> tuple[str, np.ndarray | None, int]:
+    """Round-robin over preorders with a doubling node limit, as long as the budget lasts.
+
+    Returns (status, offsets or None, nodes used); status 'found', 'infeasible' or 'limit'.
+    """
+    a, b, T = sections(L, U)
+    n = len(a)
+    used = 0
+    limit = max(2 * n, 64)
+    while used < node_budget:
+        for h in heuristics:
+            lim = min(limit, node_budget - used)
+            if lim <= 0:
+                break
+            srch = CanonicalSearch(a, b, S, T, cap, h, A)
+            status = srch.solve(lim)
+            used += srch.nodes
+            if status == "found":
+                return status, np.array(srch.offset, dtype=np.int64), used
+            if status == "infeasible":
+                return status, None, used
+        limit *= 2
+    return "limit", None, used
+
+
+#: Search nodes per effort unit (about one second of CPython on a 2-core machine).
+NODES_PER_EFFORT = 5000
+
+
+def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False) -> int:
+    """Lower ``seg``'s arena toward ``target`` (scaled units) by exact search; returns nodes used.
+
+    ``fit_only``: only ``target`` matters (a capacity), so it gets the whole budget.
+    Otherwise ``target`` (max-live) gets 60 % of the budget, then the search bisects
+    between the lowest value not yet ruled out and the current arena with the rest.
+    """
+    used = 0
+    lo = max(target, seg.lb, int(seg.S.max()))
+    hi = seg.arena - 1
+    first = True
+    while lo <= hi and used < node_budget:
+        left = node_budget - used
+        cap = lo if first else (lo + hi) // 2
+        share = left if (fit_only or lo == hi) else (left * 6 // 10 if first else left // 2)
+        first = False
+        status, off, nodes = search_fit(seg.L, seg.U, seg.S, cap, max(share, 1), A=seg.A)
+        used += nodes
+        if status == "found":
+            seg.off = off
+            seg.engine = "search"
+            seg.proven = cap <= max(target, seg.lb)
+            hi = seg.arena - 1
+            if report:
+                report()
+        elif fit_only:
+            break
+        else:  # proven infeasible, or out of nodes here: aim higher with the rest
+            lo = cap + 1
+    return used
+
+
+def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None):
+    """Greedy start, squeaky-wheel passes, then the exact canonical search on every
+    segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
+    first, then bisects upward).
+
+    ``effort`` is in deterministic units: NODES_PER_EFFORT search nodes each.
+    """
+    from .decompose import prepare
+    from .greedy import squeaky_improve
+    from .model import Layout, max_live, validate_buffers
+
+    validate_buffers(buffers)
+    ml = max_live(buffers)
+    prep = prepare(buffers)
+    unit = prep.unit
+
+    def report():
+        if progress is not None:
+            progress(prep.arena * unit, ml)
+
+    report()
+    budget = int(effort * NODES_PER_EFFORT)
+    used = 0
+    goal = ml // unit if capacity is None else max(ml // unit, capacity // unit)
+    tried: set[int] = set()
+    while used < budget and prep.arena > goal:
+        seg_idx = max(range(len(prep.segments)), key=lambda k: (prep.segments[k].arena, -k))
+        if seg_idx in tried:
+            break
+        tried.add(seg_idx)
+        seg = prep.segments[seg_idx]
+        spent = squeaky_improve(seg, goal, (budget - used) / NODES_PER_EFFORT * 0.25, report)
+        used += int(spent * NODES_PER_EFFORT)
+        if seg.arena > goal:
+            used += improve_segment(seg, goal, budget - used, report, fit_only=capacity is not None)
+    arena = prep.arena * unit
+    return Layout(prep.offsets(), arena, ml, "search", arena == ml,
+                  stats={"nodes": used, "segments": len(prep.segments)})

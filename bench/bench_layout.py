@@ -1,0 +1,128 @@
+"""Benchmark the arena layout solvers on the shared datasets.
+
+    python bench/bench_layout.py [--effort 60] [--only NAME ...]
+
+Runs greedy and cpsat (deterministic effort cap, default 60 units, about
+seconds of one core) on every instance under ../shared/datasets and writes
+bench/results/layout.json and bench/results/layout.md. Instances named
+``*.<N>.csv`` must fit capacity N (cpsat stops once they fit); the others are
+minimised toward max-live. Every layout is checked before it is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from turnipc.layout import check_layout, cpsat_layout, greedy_layout, max_live, read_csv  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+INSTANCES = [
+    "minimalloc/examples/input.12.csv",
+    "minimalloc/challenging/A.1048576.csv",
+    "minimalloc/challenging/B.1048576.csv",
+    "minimalloc/challenging/C.1048576.csv",
+    "minimalloc/challenging/D.1048576.csv",
+    "minimalloc/challenging/E.1048576.csv",
+    "minimalloc/challenging/F.1048576.csv",
+    "idealloc/somas_tensors/resnet50.csv",
+    "idealloc/iopddl/G_1.csv",
+    "idealloc/somas_tensors/pangu_2.6B.csv",
+]
+
+
+def capacity_of(name: str) -> int | None:
+    m = re.search(r"\.(\d+)\.csv$", name)
+    return int(m.group(1)) if m else None
+
+
+def run(rel: str, effort: float) -> dict:
+    path = DATASETS / rel
+    buffers = read_csv(path)
+    cap = capacity_of(rel)
+    ml = max_live(buffers)
+    t = time.perf_counter()
+    g = greedy_layout(buffers)
+    g_s = time.perf_counter() - t
+    check_layout(buffers, g.offsets)
+    t = time.perf_counter()
+    c = cpsat_layout(buffers, capacity=cap, effort=effort)
+    c_s = time.perf_counter() - t
+    check_layout(buffers, c.offsets)
+    return {
+        "instance": rel,
+        "buffers": len(buffers),
+        "max_live": ml,
+        "capacity": cap,
+        "greedy_arena": g.arena_bytes,
+        "greedy_ratio": g.arena_bytes / ml,
+        "greedy_seconds": round(g_s, 2),
+        "greedy_fits": None if cap is None else g.arena_bytes <= cap,
+        "cpsat_arena": c.arena_bytes,
+        "cpsat_ratio": c.arena_bytes / ml,
+        "cpsat_seconds": round(c_s, 2),
+        "cpsat_effort_used": c.stats.get("effort_used"),
+        "cpsat_engines": c.stats.get("engines"),
+        "cpsat_fits": None if cap is None else c.arena_bytes <= cap,
+    }
+
+
+def markdown(rows: list[dict], effort: float) -> str:
+    out = [
+        f"Arena layout benchmark (cpsat effort cap {effort:g} deterministic units; "
+        f"{platform.machine()}, Python {platform.python_version()}). Seconds are wall clock.",
+        "",
+        "| instance | buffers | max-live | greedy arena | greedy ratio | greedy s | cpsat arena | cpsat ratio | cpsat s | cpsat via | fits capacity |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in rows:
+        fits = "-" if r["capacity"] is None else (
+            f"{'yes' if r['cpsat_fits'] else 'no'} (greedy {'yes' if r['greedy_fits'] else 'no'})")
+        out.append(
+            f"| {r['instance']} | {r['buffers']:,} | {r['max_live']:,} | {r['greedy_arena']:,} | "
+            f"{r['greedy_ratio']:.4f} | {r['greedy_seconds']:.2f} | {r['cpsat_arena']:,} | "
+            f"{r['cpsat_ratio']:.4f} | {r['cpsat_seconds']:.2f} | {'+'.join(r['cpsat_engines'] or [])} | {fits} |"
+        )
+    fitted = [r for r in rows if r["capacity"] is not None]
+    out += ["", f"Capacity instances fitted by cpsat: {sum(bool(r['cpsat_fits']) for r in fitted)} of {len(fitted)}."]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--effort", type=float, default=60.0, help="cpsat deterministic effort per instance")
+    ap.add_argument("--only", nargs="*", help="substrings of instance names to run")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
+    args = ap.parse_args()
+    if not DATASETS.is_dir():
+        print(f"datasets not found at {DATASETS}", file=sys.stderr)
+        return 2
+    rows = []
+    for rel in INSTANCES:
+        if args.only and not any(s in rel for s in args.only):
+            continue
+        if not (DATASETS / rel).exists():
+            print(f"skip {rel}: missing", file=sys.stderr)
+            continue
+        r = run(rel, args.effort)
+        rows.append(r)
+        print(f"{rel}: greedy {r['greedy_ratio']:.4f} ({r['greedy_seconds']}s)  "
+              f"cpsat {r['cpsat_ratio']:.4f} ({r['cpsat_seconds']}s, {r['cpsat_engines']})", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "layout.json").write_text(json.dumps({"effort": args.effort, "results": rows}, indent=2) + "\n")
+    (out / "layout.md").write_text(markdown(rows, args.effort))
+    print(markdown(rows, args.effort))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
