@@ -19,10 +19,12 @@ test: install
 
 demo: install
 	@mkdir -p build/demo
-	$(BIN)/turnipc plan tests/models/demo_mlp.onnx --gpu-mem 25% --dim batch=8 -o build/demo/demo.plan
-	$(BIN)/turnipc verify build/demo/demo.plan
-	$(BIN)/turnipc inspect build/demo/demo.plan --top 5
-	$(BIN)/turnip-run build/demo/demo.plan --random-inputs --seed 0 --check
+	$(BIN)/turnipc plan tests/models/gpt2_dynamo18.onnx --gpu-mem 25% --dim batch=2 --dim seq=16 -o build/demo/gpt2.plan
+	$(BIN)/turnipc verify build/demo/gpt2.plan
+	$(BIN)/turnipc inspect build/demo/gpt2.plan --top 5 --plot build/demo/memory.png
+	$(BIN)/turnipc simulate build/demo/gpt2.plan --device h100
+	$(BIN)/turnip-run build/demo/gpt2.plan --random-inputs --seed 0 --check --trace build/demo/run.json
+	@echo "demo: GPT-2 planned at 25% of its GPU memory, verified, run and checked; pictures in build/demo/"
 
 bench: install
 	@mkdir -p bench/results
