@@ -45,8 +45,9 @@ kind), `total_flops`, `memories`, `top_tensors`, `ops`, `options`, `model`,
 """
 
 
-def help_text(cmd: click.Command, prog: str) -> str:
-    r = CliRunner().invoke(cmd, ["--help"], prog_name=prog, terminal_width=100)
+def help_text(cmd: click.Command, prog: str, *sub: str) -> str:
+    """Help as users see it (subcommands through their group, so they inherit its settings)."""
+    r = CliRunner().invoke(cmd, [*sub, "--help"], prog_name=prog, terminal_width=100)
     return r.output.rstrip()
 
 
@@ -58,7 +59,7 @@ def render() -> str:
     out = [INTRO]
     out += ["## `turnipc`", "", "```", help_text(c_main, "turnipc"), "```", ""]
     for name in sorted(c_main.commands):
-        out += [f"### `turnipc {name}`", "", "```", help_text(c_main.commands[name], f"turnipc {name}"), "```", ""]
+        out += [f"### `turnipc {name}`", "", "```", help_text(c_main, "turnipc", name), "```", ""]
     out += ["## `turnip-run`", "", "```", help_text(run_main, "turnip-run"), "```", ""]
     return "\n".join(out)
 

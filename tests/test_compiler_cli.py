@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 
+import fixtures
 import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
-
-import fixtures
 from turnip.plan import read_plan
+
 from turnipc.cli import main
 
 GPT2 = fixtures.get("gpt2_dynamo18")

@@ -160,9 +160,25 @@ def test_greedy_on_input12():
 def test_hard_small_instance_beats_greedy():
     assert greedy_layout(HARD_SMALL).arena_bytes == 14
     assert max_live(HARD_SMALL) == 11
-    lay = search_layout(HARD_SMALL, effort=1.0)
+    lay = search_layout(HARD_SMALL, effort=1.0, use_squeaky=False)
     check_layout(HARD_SMALL, lay.offsets)
-    assert lay.arena_bytes == 11 and lay.optimal
+    assert lay.arena_bytes == 11 and lay.optimal and lay.stats["engines"] == ["search"]
+
+
+def test_capacity_below_max_live_returns_best_layout_that_does_not_fit():
+    bufs = [Buffer("a", 0, 4, 3), Buffer("b", 2, 6, 3), Buffer("c", 4, 8, 3), Buffer("d", 0, 8, 1)]
+    assert max_live(bufs) == 7
+    for lay in (search_layout(bufs, capacity=6, effort=1.0), cpsat_layout(bufs, capacity=6, effort=1.0)):
+        check_layout(bufs, lay.offsets)
+        assert lay.arena_bytes == 7
+
+
+def test_search_alignment_is_honoured():
+    bufs = [Buffer("a", 0, 5, 3), Buffer("b", 1, 6, 5, alignment=8), Buffer("c", 2, 7, 7, alignment=4),
+            Buffer("d", 6, 9, 8, alignment=8)]
+    lay = search_layout(bufs, effort=1.0, use_squeaky=False)
+    check_layout(bufs, lay.offsets)
+    assert lay.offsets["b"] % 8 == 0 and lay.offsets["c"] % 4 == 0 and lay.offsets["d"] % 8 == 0
 
 
 def test_cpsat_reaches_max_live_where_greedy_does_not():
@@ -172,9 +188,18 @@ def test_cpsat_reaches_max_live_where_greedy_does_not():
 
 
 def test_cpsat_alone_reaches_max_live_on_small_instance():
-    lay = cpsat_layout(HARD_SMALL, effort=5.0, use_search=False)
+    lay = cpsat_layout(HARD_SMALL, effort=5.0, use_search=False, use_squeaky=False)
     check_layout(HARD_SMALL, lay.offsets)
-    assert lay.arena_bytes == 11
+    assert lay.arena_bytes == 11 and lay.stats["engines"] == ["cpsat"]
+
+
+def test_cpsat_lns_windows_on_a_longer_instance():
+    # more buffers than one LNS window: CP-SAT works on windows around the top buffer
+    bufs = random_instance(21, n=400, horizon=200)
+    g = greedy_layout(bufs)
+    lay = cpsat_layout(bufs, effort=3.0, use_search=False, use_squeaky=False, window=60)
+    check_layout(bufs, lay.offsets)
+    assert lay.arena_bytes <= g.arena_bytes
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -6,8 +6,8 @@ import json
 import os
 
 from click.testing import CliRunner
-
 from turnip.plan import COMPUTE, read_plan
+
 from turnipc.plot import memory_series
 from turnipc.timeline import lanes, makespan_us, timeline_cmd
 

@@ -7,10 +7,14 @@ One CP-SAT model over thousands of buffers does not scale, so:
 2. Split time into independent segments (no lifetime crosses a cut) and work
    only on the segments that set the arena.
 3. A squeaky-wheel iterated greedy (buffers that end near the top get placed
-   earlier next pass) with up to a quarter of the effort; it takes
-   pangu_2.6B from 0.76 % above max-live to max-live in three passes.
-4. Segments of up to ``SEARCH_MAX_BUFFERS`` buffers get the exact canonical
-   search (:mod:`.search`) with up to three quarters of what is left.
+   earlier next pass) with up to a quarter of the effort (70 % on segments too
+   big for the exact search); it takes pangu_2.6B from 0.76 % above max-live
+   to max-live in three passes.
+4. Segments of up to ``SEARCH_MAX_BUFFERS`` buffers get a portfolio at the
+   target (max-live or the capacity) with up to three quarters of what is left:
+   the exact canonical search (:mod:`.search`) and CP-SAT on the whole segment
+   take turns with doubling slices. Without a capacity, if max-live is out of
+   reach the search bisects upward with half of the rest.
 5. Then LNS: take the buffer at the top of the arena, open a window of time
    around it, free the buffers whose lifetime lies in the window (all others
    stay where they are) and ask CP-SAT "do the free buffers fit below C?",
@@ -24,21 +28,23 @@ of the interval graph), fixed buffers included as constant intervals merged
 where they touch. Two buffers overlap in time exactly when both are live at
 the later of their starts, so these cliques say the same as ``NoOverlap2D`` over
 (time x memory) boxes while giving CP-SAT per-instant energy reasoning (a
-clique whose bytes exceed C fails at once). ``NoOverlap2D`` with fixed time
-intervals is what CP-SAT's presolve reduces to the same thing anyway; a
-cumulative over time adds nothing since times are fixed. Sizes are divided by
+clique whose bytes exceed C fails at once, which ``NoOverlap2D`` did not do on
+the windows we tried; search speed was the same). A cumulative over time adds
+nothing since times are fixed. Sizes are divided by
 their gcd; identical free buffers (same lifetime, size, alignment) have their
 offsets ordered (symmetry breaking); every variable gets a hint from the
 current layout (identical buffers' hints sorted to agree with that order).
 
-Determinism: the budget ``effort`` is deterministic: CP-SAT's deterministic
-time (work counters; units near one second of one core) plus search nodes
-(``search.NODES_PER_EFFORT`` per unit), never a clock. One CP-SAT worker with a
-fixed seed is the default because CP-SAT's multi-worker portfolio is not
-deterministic (workers race); ``num_workers > 1`` switches on CP-SAT's
-``interleave_search``, its deterministic interleaved portfolio. Caveat: CP-SAT
-charges little deterministic time for some propagation-heavy windows, so the
-wall time per unit varies by instance (the results do not).
+Determinism: the budget ``effort`` is deterministic: CP-SAT work (deterministic
+time, conflicts and branches; see ``CONFLICTS_PER_EFFORT``), search work
+(``search.WORK_PER_EFFORT`` per unit) and greedy passes, never a clock; units
+are near one second of one core. One CP-SAT worker with a fixed seed is the
+default because CP-SAT's multi-worker portfolio is not deterministic (workers
+race); ``num_workers > 1`` switches on CP-SAT's ``interleave_search``, its
+deterministic interleaved portfolio. The wall time per unit still varies by
+instance (the results do not).
+
+``TURNIP_LAYOUT_DEBUG=1`` prints one line per CP-SAT call (2: CP-SAT's log).
 """
 
 from __future__ import annotations
@@ -49,9 +55,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .decompose import Segment, prepare
-from .model import Buffer, Layout, max_live, validate_buffers
 from .greedy import squeaky_improve
-from .search import NODES_PER_EFFORT, improve_segment
+from .model import Buffer, Layout, max_live, validate_buffers
+from .search import WORK_PER_EFFORT, improve_segment
 
 Progress = Callable[[int, int], None]
 
@@ -61,6 +67,16 @@ DEFAULT_EFFORT = 60.0
 WINDOW_BUFFERS = 150
 #: Segments up to this many buffers get the exact search before CP-SAT.
 SEARCH_MAX_BUFFERS = 2500
+#: ... and CP-SAT on the whole segment takes turns with the search up to this many.
+PORTFOLIO_CPSAT_MAX = 400
+
+#: CP-SAT's own deterministic time undercounts propagation-heavy no-overlap models (we
+#: measured 0.01 units for 15 s of search), so each call is also limited by conflicts and
+#: charged by the largest of: deterministic time, conflicts and branches per unit. All three
+#: counters are deterministic; the rates match about one second of one core.
+CONFLICTS_PER_EFFORT = 150
+BRANCHES_PER_EFFORT = 2000
+BUILD_ITEMS_PER_EFFORT = 200_000
 
 _DEBUG = int(os.environ.get("TURNIP_LAYOUT_DEBUG") or 0)
 
@@ -150,6 +166,7 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
         itv[i] = model.new_fixed_size_interval_var(x[i], s, f"m{i}")
     const: dict[tuple[int, int], object] = {}
     members = np.concatenate([free, near])
+    items_total = 0
     for clique in _cliques(members, L, U):
         fr = [i for i in clique if is_free[i]]
         if not fr:
@@ -170,6 +187,7 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
             if key not in const:
                 const[key] = model.new_fixed_size_interval_var(s0, e0 - s0, f"f{s0}_{e0}")
             items.append(const[key])
+        items_total += len(clique)
         if len(items) > 1:
             model.add_no_overlap(items)
     groups: dict[tuple, list[int]] = {}
@@ -182,6 +200,7 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
     solver = cp_model.CpSolver()
     prm = solver.parameters
     prm.max_deterministic_time = max(0.01, effort)
+    prm.max_number_of_conflicts = max(20, int(effort * CONFLICTS_PER_EFFORT))
     prm.random_seed = seed
     prm.num_workers = num_workers
     if num_workers > 1:
@@ -189,11 +208,14 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
     if _DEBUG > 1:
         prm.log_search_progress = True
     status = solver.solve(model)
-    used = solver.deterministic_time
+    used = max(solver.deterministic_time, solver.num_conflicts / CONFLICTS_PER_EFFORT,
+               solver.num_branches / BRANCHES_PER_EFFORT)
+    # building the model in Python costs too: about a second per 200,000 clique entries
+    used += 0.01 + items_total / BUILD_ITEMS_PER_EFFORT
     name = solver.status_name(status)
     if _DEBUG:
         print(f"    cpsat window free={len(free)} fixed={len(near)} cap={cap} effort={effort:.2f} -> {name} "
-              f"dt={used:.2f} wall={solver.wall_time:.1f}", flush=True)
+              f"dt={used:.2f} wall={solver.wall_time:.1f} br={solver.num_branches} cf={solver.num_conflicts}", flush=True)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         new = np.array([int(solver.value(x[i])) for i in free.tolist()], dtype=np.int64)
         return "FEASIBLE", new, used
@@ -201,7 +223,8 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
 
 
 def _window(p: Segment, v: int, want: int) -> np.ndarray:
-    """Buffers whose lifetime lies inside a time window around buffer ``v`` (about ``want``)."""
+    """Buffers whose lifetime lies inside a time window around buffer ``v``: the window
+    grows equally on both sides (in lifetime boundaries) until it holds ``want`` buffers."""
     n = len(p.L)
     if n <= want:
         return np.arange(n)
@@ -209,33 +232,19 @@ def _window(p: Segment, v: int, want: int) -> np.ndarray:
     times = np.unique(np.concatenate([L, U]))
     a = int(np.searchsorted(times, L[v]))
     b = int(np.searchsorted(times, U[v]))
-    sel = np.flatnonzero((L >= times[a]) & (U <= times[b]))
-    # grow one boundary at a time on both sides until the window holds ``want`` buffers
-    while len(sel) < want and (a > 0 or b < len(times) - 1):
-        lo, hi = a, b
-        step = 1
-        while True:
-            a2, b2 = max(0, lo - step), min(len(times) - 1, hi + step)
-            cnt = int(np.count_nonzero((L >= times[a2]) & (U <= times[b2])))
-            if cnt >= want or (a2 == 0 and b2 == len(times) - 1):
-                break
-            step *= 2
-        if step > 1:  # binary search the smallest step reaching ``want``
-            s_lo, s_hi = step // 2, step
-            while s_hi - s_lo > 1:
-                mid = (s_lo + s_hi) // 2
-                a2, b2 = max(0, lo - mid), min(len(times) - 1, hi + mid)
-                if np.count_nonzero((L >= times[a2]) & (U <= times[b2])) >= want:
-                    s_hi = mid
-                else:
-                    s_lo = mid
-            step = s_hi
-        a, b = max(0, lo - step), min(len(times) - 1, hi + step)
-        sel = np.flatnonzero((L >= times[a]) & (U <= times[b]))
-        break
-    if v not in set(sel.tolist()):
-        sel = np.append(sel, v)
-    return np.sort(sel)
+    last = len(times) - 1
+
+    def inside(step: int) -> np.ndarray:
+        return np.flatnonzero((L >= times[max(0, a - step)]) & (U <= times[min(last, b + step)]))
+
+    lo, hi = 0, max(a, last - b)
+    while lo < hi:  # smallest step holding ``want`` buffers (the count grows with the step)
+        mid = (lo + hi) // 2
+        if len(inside(mid)) >= want:
+            hi = mid
+        else:
+            lo = mid + 1
+    return inside(lo)
 
 
 def _lns(p: Segment, goal: int, budget: _Budget, seed: int, num_workers: int, report, window: int) -> None:
@@ -286,6 +295,45 @@ def _lns(p: Segment, goal: int, budget: _Budget, seed: int, num_workers: int, re
                 return
 
 
+def _portfolio(seg: Segment, target: int, budget: _Budget, effort: float, seed: int,
+               num_workers: int, report) -> None:
+    """Alternate the exact search and CP-SAT on the whole segment at ``target``, each
+    slice twice the last, until one fits it, one proves it infeasible, or ``effort`` is spent.
+
+    Neither engine dominates: the search fits MiniMalloc's A, B, C, F in seconds where
+    CP-SAT stalls, CP-SAT fits one segment of E in one unit where the search stalls."""
+    stop = budget.used + effort
+    slice_ = max(0.5, effort / 32)
+    everything = np.arange(len(seg.ids))
+    state: dict = {}  # the search resumes its schedule from slice to slice
+    use_cpsat = len(seg.ids) <= PORTFOLIO_CPSAT_MAX
+    while seg.arena > target:
+        left = stop - budget.used
+        if left <= 0.005:
+            return
+        share = min(slice_, left) if use_cpsat else left
+        work, status = improve_segment(seg, target, int(share * WORK_PER_EFFORT), report,
+                                       fit_only=True, state=state)
+        budget.used += work / WORK_PER_EFFORT
+        if seg.arena <= target or status == "infeasible" or not use_cpsat:
+            return
+        left = stop - budget.used
+        if left <= 0.005:
+            return
+        _canonical_identical(seg)
+        status, new, used = _fits(seg, everything, target, min(slice_, left), seed, num_workers)
+        budget.used += used
+        if new is not None:
+            seg.off = new
+            seg.engine = "cpsat"
+            seg.proven = True
+            report()
+            return
+        if status == "INFEASIBLE":
+            return
+        slice_ *= 2
+
+
 def cpsat_layout(
     buffers: Sequence[Buffer],
     capacity: int | None = None,
@@ -295,13 +343,15 @@ def cpsat_layout(
     seed: int = 0,
     window: int = WINDOW_BUFFERS,
     use_search: bool = True,
+    use_squeaky: bool = True,
 ) -> Layout:
     """Layout by greedy, exact search on small segments, then CP-SAT LNS.
 
     ``capacity``: stop as soon as the arena fits (else minimise toward max-live).
-    ``effort``: deterministic budget (CP-SAT deterministic time plus search nodes; about
-    seconds of one core); the result depends only on the input and the arguments.
+    ``effort``: deterministic budget (CP-SAT work plus search work; units of about a
+    second of one core); the result depends only on the input and the arguments.
     ``progress``: optional ``callback(best_arena_bytes, lower_bound_bytes)``.
+    ``use_search`` / ``use_squeaky``: switch those stages off (CP-SAT LNS alone remains).
     Never returns a larger arena than :func:`greedy_layout`.
     """
     validate_buffers(buffers)
@@ -316,8 +366,7 @@ def cpsat_layout(
     report()
     budget = _Budget(effort)
     goal = ml // unit if capacity is None else max(ml // unit, capacity // unit)
-    searched: set[int] = set()
-    squeaked: set[int] = set()
+    done: set[int] = set()
     stuck: set[int] = set()
     while budget.left > 0.005 and prep.arena > goal:
         k = max(range(len(prep.segments)), key=lambda j: (prep.segments[j].arena, -j))
@@ -325,19 +374,24 @@ def cpsat_layout(
         if k in stuck:
             break
         before = seg.arena
-        if k not in squeaked:
-            squeaked.add(k)
-            budget.used += squeaky_improve(seg, goal, budget.left * 0.25, report)
-            if seg.arena <= goal:
-                continue
-        if use_search and k not in searched and len(seg.ids) <= SEARCH_MAX_BUFFERS:
-            searched.add(k)
-            nodes = improve_segment(seg, goal, int(budget.left * 0.75 * NODES_PER_EFFORT), report,
-                                    fit_only=capacity is not None)
-            budget.used += nodes / NODES_PER_EFFORT
-            if seg.proven or seg.arena <= goal:
-                continue
-        _lns(seg, max(goal, seg.lb), budget, seed, num_workers, report, window)
+        target = max(goal, seg.lb)
+        if k not in done:
+            done.add(k)
+            if use_squeaky:
+                # too big for the exact search: the squeaky wheel is the main tool
+                share = 0.25 if len(seg.ids) <= SEARCH_MAX_BUFFERS else 0.7
+                budget.used += squeaky_improve(seg, goal, budget.left * share, report)
+                if seg.arena <= goal:
+                    continue
+            if use_search and len(seg.ids) <= SEARCH_MAX_BUFFERS:
+                _portfolio(seg, target, budget, budget.left * 0.75, seed, num_workers, report)
+                if seg.arena <= goal:
+                    continue
+                if capacity is None and budget.left > 0.005:
+                    # the target itself was out of reach: bisect upward with the search
+                    work, _ = improve_segment(seg, target + 1, int(budget.left * 0.5 * WORK_PER_EFFORT), report)
+                    budget.used += work / WORK_PER_EFFORT
+        _lns(seg, target, budget, seed, num_workers, report, window)
         if seg.arena >= before:
             stuck.add(k)
     arena = prep.arena * unit

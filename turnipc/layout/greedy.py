@@ -244,8 +244,8 @@ def squeaky_improve(seg, goal: int, effort: float, report=None, passes: int = 40
             bases.append(name)
     cost = squeaky_cost(n)
     used = 0.0
-    per_base = effort / len(bases)
     for name in bases:
+        per_base = effort - used  # patience ends a base that stops improving
         base = orders[name]
         rank = np.empty(n, dtype=np.int64)
         rank[base] = np.arange(n)

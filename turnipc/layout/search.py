@@ -21,7 +21,8 @@ overlaps in time). Inference and pruning:
 
 Static preorders ("WAT", "TAW", "TWA": W width in sections, A area, T largest
 section total, Z size) are tried round-robin under a node limit that doubles.
-Effort is counted in search nodes, so results never depend on the machine.
+Effort is a deterministic work count (nodes and placement tries weighted by
+instance size), so results never depend on the machine.
 """
 
 from __future__ import annotations
@@ -95,10 +96,18 @@ class CanonicalSearch:
         self.masked = self.mo.copy()  # mo, with INF for placed buffers
         self.offset = [-1] * n
         self.nodes = 0
+        # deterministic work estimate in microseconds of CPython (fitted on the datasets,
+        # within about 30 %): a node ~0.1 us per buffer, a placement try 34 us plus
+        # 0.001 us per section membership
+        self.work = 0
+        self._node_work = 1 + n // 10
+        self._try_work = 34 + len(self.mem) // 1000
         del starts
 
     def solve(self, node_limit: int) -> str:
-        """'found' (offsets in ``self.offset``), 'infeasible' (proven) or 'limit'."""
+        """'found' (offsets in ``self.offset``), 'infeasible' (proven) or 'limit'.
+
+        ``node_limit`` bounds the deterministic work estimate (see ``WORK_PER_EFFORT``)."""
         if self.n == 0:
             return "found"
         if int(self.total.max()) > self.cap or max(self.s) > self.cap:
@@ -190,7 +199,8 @@ class CanonicalSearch:
 
     def _dfs(self, part: np.ndarray, lo: int, hi: int, last_off: int, last_rank: int) -> bool:
         self.nodes += 1
-        if self.nodes > self.node_limit:
+        self.work += self._node_work
+        if self.work > self.node_limit:
             raise _Limit
         placed = self.placed
         un = part[~placed[part]]
@@ -213,6 +223,7 @@ class CanonicalSearch:
             if o + s[i] > cap:
                 continue
             mark = len(self.trail)
+            self.work += self._try_work
             lifted = self._place(i, o)
             ok = False
             if self._ok(o, lo, hi):
@@ -244,38 +255,61 @@ def sections(L, U) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def search_fit(
-    L, U, S, cap: int, node_budget: int, heuristics: Sequence[str] = HEURISTICS, A=None
+    L, U, S, cap: int, node_budget: int, heuristics: Sequence[str] = HEURISTICS, A=None,
+    state: dict | None = None,
 ) -> tuple[str, np.ndarray | None, int]:
-    """Round-robin over preorders with a doubling node limit, as long as the budget lasts.
+    """Round-robin over preorders with a doubling work limit, as long as the budget lasts.
 
-    Returns (status, offsets or None, nodes used); status 'found', 'infeasible' or 'limit'.
+    Budgets are deterministic work (``WORK_PER_EFFORT`` per effort unit). Returns
+    (status, offsets or None, work used); status 'found', 'infeasible' or 'limit'.
+    ``state``: optional dict carried between calls on the same question so that a
+    later call resumes the doubling schedule (limit and heuristic) where this one stopped.
     """
     a, b, T = sections(L, U)
     n = len(a)
     used = 0
-    limit = max(2 * n, 64)
+    st = state if state is not None else {}
+    limit = st.get("limit", max(2 * n, 64) * 60)  # about 2n placement tries
+    k = st.get("k", 0)
     while used < node_budget:
-        for h in heuristics:
-            lim = min(limit, node_budget - used)
-            if lim <= 0:
-                break
+        h = heuristics[k % len(heuristics)]
+        left = node_budget - used
+        if left < limit:
+            # not enough left for a full run at this limit: spend it, keep the schedule
             srch = CanonicalSearch(a, b, S, T, cap, h, A)
-            status = srch.solve(lim)
-            used += srch.nodes
-            if status == "found":
-                return status, np.array(srch.offset, dtype=np.int64), used
-            if status == "infeasible":
-                return status, None, used
-        limit *= 2
+            status = srch.solve(left)
+            used += srch.work
+            if status != "limit":
+                return _finish(status, srch, used)
+            break
+        srch = CanonicalSearch(a, b, S, T, cap, h, A)
+        status = srch.solve(limit)
+        used += srch.work
+        if status != "limit":
+            return _finish(status, srch, used)
+        k += 1
+        if k % len(heuristics) == 0:
+            limit *= 2
+    st["limit"], st["k"] = limit, k
     return "limit", None, used
 
 
-#: Search nodes per effort unit (about one second of CPython on a 2-core machine).
-NODES_PER_EFFORT = 5000
+def _finish(status: str, srch: CanonicalSearch, used: int):
+    if status == "found":
+        return status, np.array(srch.offset, dtype=np.int64), used
+    return status, None, used
 
 
-def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False) -> int:
-    """Lower ``seg``'s arena toward ``target`` (scaled units) by exact search; returns nodes used.
+#: Search work per effort unit (work is in estimated microseconds of CPython).
+WORK_PER_EFFORT = 1_000_000
+
+
+def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False,
+                    state: dict | None = None):
+    """Lower ``seg``'s arena toward ``target`` (scaled units) by exact search.
+
+    Returns (work used, status of the query at ``target``: 'found', 'infeasible',
+    'limit', or 'skipped' when the segment already meets it).
 
     ``fit_only``: only ``target`` matters (a capacity), so it gets the whole budget.
     Otherwise ``target`` (max-live) gets 60 % of the budget, then the search bisects
@@ -285,13 +319,17 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
     lo = max(target, seg.lb, int(seg.S.max()))
     hi = seg.arena - 1
     first = True
+    first_status = "skipped"
     while lo <= hi and used < node_budget:
         left = node_budget - used
         cap = lo if first else (lo + hi) // 2
         share = left if (fit_only or lo == hi) else (left * 6 // 10 if first else left // 2)
         first = False
-        status, off, nodes = search_fit(seg.L, seg.U, seg.S, cap, max(share, 1), A=seg.A)
-        used += nodes
+        status, off, work = search_fit(seg.L, seg.U, seg.S, cap, max(share, 1), A=seg.A,
+                                       state=state if fit_only else None)
+        used += work
+        if first_status == "skipped":
+            first_status = status
         if status == "found":
             seg.off = off
             seg.engine = "search"
@@ -301,17 +339,17 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
                 report()
         elif fit_only:
             break
-        else:  # proven infeasible, or out of nodes here: aim higher with the rest
+        else:  # proven infeasible, or out of work here: aim higher with the rest
             lo = cap + 1
-    return used
+    return used, first_status
 
 
-def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None):
+def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True):
     """Greedy start, squeaky-wheel passes, then the exact canonical search on every
     segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
     first, then bisects upward).
 
-    ``effort`` is in deterministic units: NODES_PER_EFFORT search nodes each.
+    ``effort`` is in deterministic units (WORK_PER_EFFORT search work each, about a second).
     """
     from .decompose import prepare
     from .greedy import squeaky_improve
@@ -327,7 +365,7 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None):
             progress(prep.arena * unit, ml)
 
     report()
-    budget = int(effort * NODES_PER_EFFORT)
+    budget = int(effort * WORK_PER_EFFORT)
     used = 0
     goal = ml // unit if capacity is None else max(ml // unit, capacity // unit)
     tried: set[int] = set()
@@ -337,10 +375,12 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None):
             break
         tried.add(seg_idx)
         seg = prep.segments[seg_idx]
-        spent = squeaky_improve(seg, goal, (budget - used) / NODES_PER_EFFORT * 0.25, report)
-        used += int(spent * NODES_PER_EFFORT)
+        if use_squeaky:
+            spent = squeaky_improve(seg, goal, (budget - used) / WORK_PER_EFFORT * 0.25, report)
+            used += int(spent * WORK_PER_EFFORT)
         if seg.arena > goal:
-            used += improve_segment(seg, goal, budget - used, report, fit_only=capacity is not None)
+            used += improve_segment(seg, goal, budget - used, report, fit_only=capacity is not None)[0]
     arena = prep.arena * unit
     return Layout(prep.offsets(), arena, ml, "search", arena == ml,
-                  stats={"nodes": used, "segments": len(prep.segments)})
+                  stats={"effort_used": round(used / WORK_PER_EFFORT, 3), "segments": len(prep.segments),
+                         "engines": sorted({s.engine for s in prep.segments})})
