@@ -44,15 +44,15 @@ def bench_graph(name: str, graph, import_s: float) -> list[dict]:
         verify_plan(plan)
         verify_s = time.perf_counter() - t0
         s = plan.stats
-        max_live = max(s["max_live_bytes_per_device"])
+        max_live = max(s.max_live_bytes_per_device)
         rows.append({
             "model": name, "budget": label, "tasks": len(graph.tasks), "import_s": round(import_s, 3),
             "plan_s": round(plan_s, 3), "verify_s": round(verify_s, 3),
-            "budget_bytes": s["budget_bytes"], "peak_bytes": s["peak_bytes"], "max_live_bytes": max_live,
-            "lower_bound_bytes": s["lower_bound_bytes"], "no_offload_peak_bytes": s["no_offload_peak_bytes"],
-            "peak_over_lower_bound": round(s["peak_bytes"] / s["lower_bound_bytes"], 3),
-            "peak_over_max_live": round(s["peak_bytes"] / max_live, 4),
-            "reload_bytes": s["reload_bytes"], "offload_bytes": s["offload_bytes"], "nodes": sum(s["nodes"].values()),
+            "budget_bytes": s.budget_bytes, "peak_bytes": s.peak_bytes, "max_live_bytes": max_live,
+            "lower_bound_bytes": s.lower_bound_bytes, "no_offload_peak_bytes": s.no_offload_peak_bytes,
+            "peak_over_lower_bound": round(s.peak_bytes / s.lower_bound_bytes, 3),
+            "peak_over_max_live": round(s.peak_bytes / max_live, 4),
+            "reload_bytes": s.reload_bytes, "offload_bytes": s.offload_bytes, "nodes": sum(s.nodes.values()),
         })
     return rows
 

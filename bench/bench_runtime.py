@@ -77,8 +77,8 @@ def bench_model(name: str, path: str, dims: dict | None, feeds: dict, folder: st
             "ort_s": round(statistics.median(t_ort), 4), "turnip_s": round(statistics.median(t_turnip), 4),
             "turnip_fixed_s": round(statistics.median(t_fixed), 4),
             "ratio_turnip_over_ort": round(statistics.median(t_turnip) / statistics.median(t_ort), 2),
-            "peak_bytes": s["peak_bytes"], "no_offload_peak_bytes": s["no_offload_peak_bytes"],
-            "reload_bytes": s["reload_bytes"], "offload_bytes": s["offload_bytes"], "nodes": sum(s["nodes"].values()),
+            "peak_bytes": s.peak_bytes, "no_offload_peak_bytes": s.no_offload_peak_bytes,
+            "reload_bytes": s.reload_bytes, "offload_bytes": s.offload_bytes, "nodes": sum(s.nodes.values()),
         })
         print(rows[-1], flush=True)
     return rows

@@ -107,10 +107,10 @@ def sim_row(plan, profile) -> dict[str, Any]:
     r = simulate(plan, profile, order="dynamic")
     f = simulate(plan, profile, order="fixed")
     return {
-        "nodes": dict(plan.stats["nodes"]),
-        "peak_bytes": plan.stats["peak_bytes"],
-        "reload_bytes": plan.stats["reload_bytes"],
-        "offload_bytes": plan.stats["offload_bytes"],
+        "nodes": dict(plan.stats.nodes),
+        "peak_bytes": plan.stats.peak_bytes,
+        "reload_bytes": plan.stats.reload_bytes,
+        "offload_bytes": plan.stats.offload_bytes,
         "makespan_s": r.makespan,
         "fixed_makespan_s": f.makespan,
         "bound_s": r.bound,

@@ -60,8 +60,8 @@ def test_budget_spellings(runner, tmp_path, mem):
     s = read_plan(out).stats
     want = {"300K": 300 * 1024, "1M": 1 << 20, "2097152": 2097152}.get(mem)
     if want:
-        assert s["budget_bytes"] == want
-    assert s["peak_bytes"] <= s["budget_bytes"]
+        assert s.budget_bytes == want
+    assert s.peak_bytes <= s.budget_bytes
 
 
 def _error(r, code=2):

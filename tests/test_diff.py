@@ -72,11 +72,11 @@ def test_one_more_layer_adds_tensors(plans):
     assert {"name": "r5", "old": "output", "new": "activation", "bytes": 8 * 256 * 4} in t["kind_changed"]
     m = o["metrics"]
     for key in ("peak_bytes", "budget_bytes", "no_offload_peak_bytes", "reload_bytes", "lower_bound_bytes"):
-        assert m[key]["old"] == old.stats[key] and m[key]["new"] == new.stats[key]
-        assert m[key]["delta"] == new.stats[key] - old.stats[key]
+        assert m[key]["old"] == getattr(old.stats, key) and m[key]["new"] == getattr(new.stats, key)
+        assert m[key]["delta"] == getattr(new.stats, key) - getattr(old.stats, key)
     assert m["nodes.compute"]["delta"] == 2
-    assert m["transfer_bytes"]["delta"] == sum(new.stats[k] - old.stats[k] for k in ("offload_bytes", "reload_bytes", "move_bytes"))
-    assert m["budget_bytes"]["pct"] == pytest.approx(100 * (new.stats["budget_bytes"] / old.stats["budget_bytes"] - 1))
+    assert m["transfer_bytes"]["delta"] == sum(getattr(new.stats, k) - getattr(old.stats, k) for k in ("offload_bytes", "reload_bytes", "move_bytes"))
+    assert m["budget_bytes"]["pct"] == pytest.approx(100 * (new.stats.budget_bytes / old.stats.budget_bytes - 1))
 
 
 def test_wider_hidden_resizes_tensors(plans):
@@ -93,13 +93,13 @@ def test_wider_hidden_resizes_tensors(plans):
     assert deltas == sorted(deltas, reverse=True)
     assert not d.tensors["added"] and not d.tensors["removed"]
     peak = d.metrics["peak_bytes"]
-    assert (peak.old, peak.new) == (old.stats["peak_bytes"], new.stats["peak_bytes"])
-    assert peak.delta == new.stats["peak_bytes"] - old.stats["peak_bytes"] > 0
+    assert (peak.old, peak.new) == (old.stats.peak_bytes, new.stats.peak_bytes)
+    assert peak.delta == new.stats.peak_bytes - old.stats.peak_bytes > 0
 
 
 def test_threshold_crossed_exit_2(plans):
     made, paths, _ = plans
-    pct = 100 * (made["wider"].stats["peak_bytes"] / made["base"].stats["peak_bytes"] - 1)
+    pct = 100 * (made["wider"].stats.peak_bytes / made["base"].stats.peak_bytes - 1)
     code, o = run_json(paths["base"], paths["wider"], "--max-peak-increase", "5%", "--device", "none")
     assert code == 2 and o["exit_code"] == 2
     (th,) = o["thresholds"]
@@ -195,7 +195,7 @@ def test_other_format_version_compares_what_both_have(plans):
     assert any("versions differ" in n for n in dd.notes)
     assert any(s.startswith("lower_bound_bytes") for s in dd.not_compared)
     assert any(s.startswith("nodes") for s in dd.not_compared)
-    assert dd.metrics["peak_bytes"].delta == made["wider"].stats["peak_bytes"] - made["base"].stats["peak_bytes"]
+    assert dd.metrics["peak_bytes"].delta == made["wider"].stats.peak_bytes - made["base"].stats.peak_bytes
     assert dd.tensors["resized"] and dd.exit_code == 1
     assert run(paths["base"], p, "--device", "none").exit_code == 1
 

@@ -53,10 +53,10 @@ def test_plan_verify_run_check(name, budget, tmp_path):
     plan = _plan(name, budget)
     verify_plan(plan)
     stats = plan.stats
-    assert stats["peak_bytes"] <= stats["budget_bytes"]
+    assert stats.peak_bytes <= stats.budget_bytes
     if budget != "100%":
-        assert stats["peak_bytes"] < stats["no_offload_peak_bytes"]
-        assert stats["reload_bytes"] > 0
+        assert stats.peak_bytes < stats.no_offload_peak_bytes
+        assert stats.reload_bytes > 0
     # the plan names its model relative to its own folder: write it beside the model
     path = os.path.join(os.path.dirname(fixtures.get(name).path), f".test-{name}-{budget.strip('%')}-{os.getpid()}.plan")
     try:
@@ -95,14 +95,14 @@ def test_planning_twice_in_two_processes_is_byte_identical(tmp_path):
         subprocess.run(cmd, check=True, env=env, capture_output=True)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
-    assert read_plan(tmp_path / "p0.plan").stats["peak_bytes"] > 0
+    assert read_plan(tmp_path / "p0.plan").stats.peak_bytes > 0
 
 
 def test_gpus_2_plans_moves_and_runs(tmp_path):
     fx = fixtures.get("gpt2_dynamo18")
     plan = build_plan(_graph("gpt2_dynamo18"), PlanOptions(Budget(fraction=0.5), gpus=2), plan_dir=os.path.dirname(fx.path))
     verify_plan(plan)
-    assert plan.stats["nodes"]["move"] > 0
+    assert plan.stats.nodes["move"] > 0
     assert len({n.device for n in plan.nodes if n.kind == "compute"}) == 2
     feeds, ref = _reference("gpt2_dynamo18")
     out = run_plan(plan, feeds, backend="numpy", plan_path=os.path.join(os.path.dirname(fx.path), "x.plan")).outputs
@@ -117,9 +117,9 @@ def test_cpsat_plans_verify_run_and_never_move_more_than_greedy(name):
     cp = build_plan(_graph(name), PlanOptions(BUDGETS["25%"], solver="cpsat", effort=0.5), plan_dir=os.path.dirname(fx.path))
     verify_plan(cp)
     greedy = _plan(name, "25%")
-    moved = lambda p: p.stats["reload_bytes"] + p.stats["offload_bytes"]  # noqa: E731
+    moved = lambda p: p.stats.reload_bytes + p.stats.offload_bytes  # noqa: E731
     assert moved(cp) <= moved(greedy)
-    assert cp.stats["peak_bytes"] <= cp.stats["budget_bytes"]
+    assert cp.stats.peak_bytes <= cp.stats.budget_bytes
     feeds, ref = _reference(name)
     out = run_plan(cp, feeds, backend="numpy", plan_path=os.path.join(os.path.dirname(fx.path), "x.plan")).outputs
     for c in compare(out, ref, atol=1e-4, rtol=1e-3):

@@ -65,12 +65,12 @@ def _plan_and_write(model_path: str, folder: str) -> tuple[str, str]:
     except BudgetError:
         plan = build_plan(graph, PlanOptions(Budget(minimum=True)), plan_dir=folder)
         how = "min"
-        assert plan.stats["budget_bytes"] < plan.stats["no_offload_peak_bytes"], "the minimum budget is the no-offload peak"
+        assert plan.stats.budget_bytes < plan.stats.no_offload_peak_bytes, "the minimum budget is the no-offload peak"
     verify_plan(plan)
     st = plan.stats
-    assert st["peak_bytes"] <= st["budget_bytes"], (st["peak_bytes"], st["budget_bytes"])
+    assert st.peak_bytes <= st.budget_bytes, (st.peak_bytes, st.budget_bytes)
     if how == "25%":
-        assert st["budget_bytes"] == max(1, int(st["no_offload_peak_bytes"] * 0.25))
+        assert st.budget_bytes == max(1, int(st.no_offload_peak_bytes * 0.25))
     path = os.path.join(folder, "model.plan")
     write_plan(plan, path)
     assert read_plan(path).model_sha256 == plan.model_sha256

@@ -31,7 +31,7 @@ def test_docs_run_trace_has_every_node_of_its_plan():
             assert e["name"] == node.name and e["args"]["op"] == node.op
         assert e["dur"] >= 0
     reloads = [e for e in xs if e["args"]["kind"] == "reload"]
-    assert sum(e["args"]["bytes"] for e in reloads) == plan.stats["reload_bytes"]
+    assert sum(e["args"]["bytes"] for e in reloads) == plan.stats.reload_bytes
     sim = _xs(os.path.join(IMG, "sim-trace.json"))
     assert sorted(e["args"]["node"] for e in sim) == list(range(len(plan.nodes)))
 
@@ -39,9 +39,9 @@ def test_docs_run_trace_has_every_node_of_its_plan():
 def test_docs_memory_plot_series_respect_the_plan():
     plan = read_plan(os.path.join(IMG, "gpt2-25.plan"))
     dev = memory_series(plan)["devices"][0]
-    assert max(dev["total"]) == plan.stats["max_live_bytes_per_device"][0]
-    assert max(dev["total"]) <= plan.stats["budget_bytes"]
-    assert sum(dev["reload"]) == plan.stats["reload_bytes"]
+    assert max(dev["total"]) == plan.stats.max_live_bytes_per_device[0]
+    assert max(dev["total"]) <= plan.stats.budget_bytes
+    assert sum(dev["reload"]) == plan.stats.reload_bytes
 
 
 def test_timeline_command_reads_both_traces(tmp_path):

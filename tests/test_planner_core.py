@@ -22,39 +22,39 @@ GRAPHS = {"mlp": mlp_taskgraph, "skip": skip_taskgraph}
 def test_plans_verify_within_budget(name, budget, gpus):
     g = GRAPHS[name]()
     full = build_plan(g, PlanOptions(Budget(fraction=1.0), gpus=gpus))
-    if budget.fraction and budget.resolve(full.stats["no_offload_peak_bytes"]) < full.stats["lower_bound_bytes"]:
+    if budget.fraction and budget.resolve(full.stats.no_offload_peak_bytes) < full.stats.lower_bound_bytes:
         with pytest.raises(BudgetError):
             build_plan(g, PlanOptions(budget, gpus=gpus))
         return
     plan = build_plan(g, PlanOptions(budget, gpus=gpus))
     verify_plan(plan)
     for m in plan.gpu_memories():
-        assert m.size <= m.budget == plan.stats["budget_bytes"]
-    assert plan.stats["peak_bytes"] <= plan.stats["budget_bytes"]
-    assert plan.stats["lower_bound_bytes"] <= plan.stats["peak_bytes"] <= plan.stats["no_offload_peak_bytes"] or budget.fraction == 1.0
+        assert m.size <= m.budget == plan.stats.budget_bytes
+    assert plan.stats.peak_bytes <= plan.stats.budget_bytes
+    assert plan.stats.lower_bound_bytes <= plan.stats.peak_bytes <= plan.stats.no_offload_peak_bytes or budget.fraction == 1.0
 
 
 def test_full_budget_needs_no_transfers_and_tight_budget_does():
     g = skip_taskgraph()
     full = build_plan(g, PlanOptions(Budget(fraction=1.0)))
-    assert full.stats["nodes"]["reload"] == 0 and full.stats["nodes"]["offload"] == 0
+    assert full.stats.nodes["reload"] == 0 and full.stats.nodes["offload"] == 0
     tight = build_plan(g, PlanOptions(Budget(minimum=True)))
-    assert tight.stats["offload_bytes"] > 0, "skip activations must be offloaded at the minimum budget"
-    assert tight.stats["reload_bytes"] >= tight.stats["offload_bytes"]
-    assert tight.stats["peak_bytes"] < full.stats["peak_bytes"]
+    assert tight.stats.offload_bytes > 0, "skip activations must be offloaded at the minimum budget"
+    assert tight.stats.reload_bytes >= tight.stats.offload_bytes
+    assert tight.stats.peak_bytes < full.stats.peak_bytes
 
 
 def test_weights_are_dropped_not_written_back():
     plan = build_plan(mlp_taskgraph(), PlanOptions(Budget(minimum=True)))
     weights = {i for i, t in enumerate(plan.tensors) if t.kind == "weight"}
     offloaded = {n.dst.tensor for n in plan.nodes if n.kind == "offload"}
-    assert plan.stats["nodes"]["reload"] > 0
+    assert plan.stats.nodes["reload"] > 0
     assert not (weights & offloaded), "a weight with a clean host copy was copied back"
 
 
 def test_budget_below_lower_bound_is_refused():
     g = mlp_taskgraph()
-    lb = build_plan(g, PlanOptions(Budget(fraction=1.0))).stats["lower_bound_bytes"]
+    lb = build_plan(g, PlanOptions(Budget(fraction=1.0))).stats.lower_bound_bytes
     with pytest.raises(BudgetError, match="smallest feasible"):
         build_plan(g, PlanOptions(Budget(bytes=lb - 1)))
 

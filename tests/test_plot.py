@@ -41,12 +41,12 @@ def test_series_max_equals_max_live_and_fits_budget(name, budget, gpus, prefetch
         stacked = sum(dv[k] for k in KINDS)
         assert np.array_equal(stacked, dv["total"])
         assert all((dv[k] >= 0).all() for k in KINDS)
-        assert int(stacked.max()) == plan.stats["max_live_bytes_per_device"][d]
-        assert stacked.max() <= dv["arena"] <= dv["budget"] == plan.stats["budget_bytes"]
+        assert int(stacked.max()) == plan.stats.max_live_bytes_per_device[d]
+        assert stacked.max() <= dv["arena"] <= dv["budget"] == plan.stats.budget_bytes
         assert dv["total"][-1] > 0 or d != plan.outputs[0].mem, "the graph output is resident when the run ends"
     # transfer bars add up to the plan's totals
     for kind, key in (("reload", "reload_bytes"), ("offload", "offload_bytes"), ("move_in", "move_bytes"), ("move_out", "move_bytes")):
-        assert sum(int(dv[kind].sum()) for dv in s["devices"]) == plan.stats[key]
+        assert sum(int(dv[kind].sum()) for dv in s["devices"]) == getattr(plan.stats, key)
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))

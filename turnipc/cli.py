@@ -117,9 +117,9 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     elif not quiet:
         s = plan.stats
         click.echo(
-            f"wrote {output}: peak {format_bytes(s['peak_bytes'])} of {format_bytes(s['budget_bytes'])} budget, "
-            f"offload {format_bytes(s['offload_bytes'])}, reload {format_bytes(s['reload_bytes'])}, "
-            f"{sum(s['nodes'].values())} nodes"
+            f"wrote {output}: peak {format_bytes(s.peak_bytes or 0)} of {format_bytes(s.budget_bytes or 0)} budget, "
+            f"offload {format_bytes(s.offload_bytes or 0)}, reload {format_bytes(s.reload_bytes or 0)}, "
+            f"{sum((s.nodes or {}).values())} nodes"
         )
 
 

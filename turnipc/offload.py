@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from turnip.plan import NodeKind
+
 from .residency import aligned, simulate
 from .taskgraph import TaskGraph
 
@@ -107,7 +109,7 @@ def _greedy_leaves(graph: TaskGraph, order, device_of, budgets, gaps: list[Gap])
     # a gap is left when some transfer of the storage happens inside it
     by_key: dict[tuple[str, int], list[int]] = {}
     for ev in res.events:
-        if ev.kind in ("reload", "offload"):
+        if ev.kind in (NodeKind.RELOAD, NodeKind.OFFLOAD):
             by_key.setdefault((ev.storage, ev.device), []).append(ev.step)
     for k, g in enumerate(gaps):
         steps = by_key.get((g.storage, g.device), ())

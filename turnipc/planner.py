@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from turnip.plan import GPU, Loc, Memory, Placement, Plan, TensorInfo
-from turnip.plan import HOST as HOST_KIND
+from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, TensorInfo, TensorKind
 
 from .errors import BudgetError
 from .layout.greedy import greedy_layout
@@ -216,17 +215,17 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
     tensors = [
         TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, v.kind, tindex[v.storage]) for v in graph.values.values()
     ]
-    memories = [Memory(d, GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
+    memories = [Memory(d, MemoryKind.GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
     host_id = opts.gpus
-    memories.append(Memory(host_id, HOST_KIND, -1, lay.arena.get(HOST, 0), lay.arena.get(HOST, 0)))
+    memories.append(Memory(host_id, MemoryKind.HOST, -1, lay.arena.get(HOST, 0), lay.arena.get(HOST, 0)))
     memmap = MemoryMap({d: d for d in range(opts.gpus)}, host_id)
     nodes = build_nodes(graph, res, lay.offsets, memmap, tindex)
 
     placements = []
     for o in res.occupants:
         if o.writer is None:
-            kind = graph.storage_kind(o.storage)
-            source = {"weight": "weight", "constant": "constant", "input": "input"}[kind]
+            source = TensorKind(graph.storage_kind(o.storage))
+            assert source in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT), source  # nothing else is placed
             placements.append(Placement(tindex[o.storage], Loc(memmap.mem_of(o.device), lay.offsets[o.id], tindex[o.storage]), source))
     placements.sort(key=lambda p: (p.loc.mem, p.loc.offset, p.tensor))
 
@@ -237,25 +236,25 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         outputs.append(Loc(memmap.mem_of(occ.device), lay.offsets[o], tindex[name]))
 
     constants = {tindex[k]: _le_bytes(v) for k, v in graph.constants.items() if k in tindex}
-    counts: dict[str, int] = {}
+    counts: dict[NodeKind, int] = {}
     for nd in nodes:
         counts[nd.kind] = counts.get(nd.kind, 0) + 1
     gpu_arenas = _gpu_arenas(lay, opts.gpus)
-    stats = {
-        "budget_bytes": budget,
-        "peak_bytes": max(gpu_arenas),
-        "peak_bytes_per_device": gpu_arenas,
-        "max_live_bytes_per_device": [lay.lower.get(d, 0) for d in range(opts.gpus)],
-        "no_offload_peak_bytes": no_offload_peak,
-        "lower_bound_bytes": max(res.lower_bound),
-        "offload_bytes": res.bytes_offloaded,
-        "reload_bytes": res.bytes_reloaded,
-        "move_bytes": res.bytes_moved,
-        "host_bytes": lay.arena.get(HOST, 0),
-        "nodes": {k: counts.get(k, 0) for k in ("compute", "reload", "offload", "move")},
-        "effective_budget_bytes": min(planned.effective),
-        "total_flops": graph.total_flops(),
-    }
+    stats = PlanStats(
+        budget_bytes=budget,
+        peak_bytes=max(gpu_arenas),
+        peak_bytes_per_device=gpu_arenas,
+        max_live_bytes_per_device=[lay.lower.get(d, 0) for d in range(opts.gpus)],
+        no_offload_peak_bytes=no_offload_peak,
+        lower_bound_bytes=max(res.lower_bound),
+        offload_bytes=res.bytes_offloaded,
+        reload_bytes=res.bytes_reloaded,
+        move_bytes=res.bytes_moved,
+        host_bytes=lay.arena.get(HOST, 0),
+        nodes={k.value: counts.get(k, 0) for k in NodeKind},
+        effective_budget_bytes=min(planned.effective),
+        total_flops=graph.total_flops(),
+    )
     model_path = graph.model_path
     if plan_dir is not None:
         model_path = os.path.relpath(os.path.abspath(graph.model_path), os.path.abspath(plan_dir))

@@ -19,7 +19,7 @@ import json
 from typing import Any, Callable
 
 import numpy as np
-from turnip.plan import COMPUTE, GPU, Loc, Plan
+from turnip.plan import COMPUTE, GPU, Loc, NodeKind, Plan, TensorKind
 
 from .units import format_bytes
 
@@ -31,8 +31,8 @@ COLORS = {"weights": "#8da0cb", "activations": "#66c2a5", "reloaded": "#fc8d62",
           "reload": "#e6550d", "offload": "#3182bd", "move": "#756bb1",
           "budget": "#d62728", "lower_bound": "#444444", "no_offload_peak": "#7f7f7f", "arena": "#2ca02c"}
 KIND_LABELS = {"weights": "weights, inputs, constants", "activations": "activations", "reloaded": "reloaded (arrived by a reload)"}
-_KIND_OF_TENSOR = {"weight": "weights", "input": "weights", "constant": "weights",
-                   "activation": "activations", "output": "activations"}
+_KIND_OF_TENSOR = {TensorKind.WEIGHT: "weights", TensorKind.INPUT: "weights", TensorKind.CONSTANT: "weights",
+                   TensorKind.ACTIVATION: "activations", TensorKind.OUTPUT: "activations"}
 
 
 def _aligned(n: int) -> int:
@@ -92,13 +92,13 @@ def memory_series(plan: Plan) -> dict[str, Any]:
                 touch(loc, t)
         for loc in n.outputs:
             if loc is not None and loc.mem in gpus:
-                kind = "reloaded" if n.kind == "reload" else _KIND_OF_TENSOR.get(tensors[storage(loc)].kind, "activations")
+                kind = "reloaded" if n.kind == NodeKind.RELOAD else _KIND_OF_TENSOR.get(tensors[storage(loc)].kind, "activations")
                 write(loc, t, kind)
-        if n.kind == "reload" and n.dst.mem in gpus:
+        if n.kind == NodeKind.RELOAD and n.dst.mem in gpus:
             traffic[n.dst.mem]["reload"][t] += n.bytes
-        elif n.kind == "offload" and n.src.mem in gpus:
+        elif n.kind == NodeKind.OFFLOAD and n.src.mem in gpus:
             traffic[n.src.mem]["offload"][t] += n.bytes
-        elif n.kind == "move":
+        elif n.kind == NodeKind.MOVE:
             if n.dst.mem in gpus:
                 traffic[n.dst.mem]["move_in"][t] += n.bytes
             if n.src.mem in gpus:
@@ -112,8 +112,8 @@ def memory_series(plan: Plan) -> dict[str, Any]:
         diff[mem][kind][lower] += size
         diff[mem][kind][last + 1] -= size
 
-    s = plan.stats if isinstance(plan.stats, dict) else {}
-    max_live = s.get("max_live_bytes_per_device") or []
+    s = plan.stats
+    max_live = s.max_live_bytes_per_device or []
     devices = []
     for mem_id, m in sorted(gpus.items(), key=lambda kv: kv[1].device):
         series = {k: np.cumsum(diff[mem_id][k])[:T] for k in KINDS}
@@ -122,7 +122,7 @@ def memory_series(plan: Plan) -> dict[str, Any]:
             "device": m.device, **series, "total": total, **traffic[mem_id],
             "budget": m.budget, "arena": m.size,
             "max_live": max_live[m.device] if m.device < len(max_live) else None,
-            "lower_bound": s.get("lower_bound_bytes"), "no_offload_peak": s.get("no_offload_peak_bytes"),
+            "lower_bound": s.lower_bound_bytes, "no_offload_peak": s.no_offload_peak_bytes,
         })
     return {"x": np.arange(-1, npos), "labels": labels, "devices": devices}
 

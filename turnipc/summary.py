@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnip.plan import COMPUTE, GPU, Plan
+from turnip.plan import MemoryKind, NodeKind, Plan
 
 from .units import format_bytes
 
@@ -15,9 +15,9 @@ def summary_obj(plan: Plan, top: int = 10) -> dict[str, Any]:
     offloaded: dict[int, int] = {}
     reloaded: dict[int, int] = {}
     for n in plan.nodes:
-        if n.kind == "offload":
+        if n.kind == NodeKind.OFFLOAD:
             offloaded[n.dst.tensor] = offloaded.get(n.dst.tensor, 0) + 1
-        elif n.kind == "reload":
+        elif n.kind == NodeKind.RELOAD:
             reloaded[n.dst.tensor] = reloaded.get(n.dst.tensor, 0) + 1
     biggest = sorted(range(len(plan.tensors)), key=lambda i: (-plan.tensors[i].nbytes, i))
     tops = []
@@ -35,17 +35,17 @@ def summary_obj(plan: Plan, top: int = 10) -> dict[str, Any]:
         "model_sha256": plan.model_sha256,
         "options": plan.options,
         "devices": plan.num_devices,
-        "budget_bytes": s.get("budget_bytes"),
-        "peak_bytes": s.get("peak_bytes"),
-        "peak_bytes_per_device": s.get("peak_bytes_per_device"),
-        "no_offload_peak_bytes": s.get("no_offload_peak_bytes"),
-        "lower_bound_bytes": s.get("lower_bound_bytes"),
-        "offload_bytes": s.get("offload_bytes"),
-        "reload_bytes": s.get("reload_bytes"),
-        "move_bytes": s.get("move_bytes"),
-        "host_bytes": s.get("host_bytes"),
-        "nodes": s.get("nodes"),
-        "total_flops": s.get("total_flops"),
+        "budget_bytes": s.budget_bytes,
+        "peak_bytes": s.peak_bytes,
+        "peak_bytes_per_device": s.peak_bytes_per_device,
+        "no_offload_peak_bytes": s.no_offload_peak_bytes,
+        "lower_bound_bytes": s.lower_bound_bytes,
+        "offload_bytes": s.offload_bytes,
+        "reload_bytes": s.reload_bytes,
+        "move_bytes": s.move_bytes,
+        "host_bytes": s.host_bytes,
+        "nodes": s.nodes,
+        "total_flops": s.total_flops,
         "memories": [{"id": m.id, "kind": m.kind, "device": m.device, "size": m.size, "budget": m.budget} for m in plan.memories],
         "top_tensors": tops,
         "ops": op_counts(plan),
@@ -55,7 +55,7 @@ def summary_obj(plan: Plan, top: int = 10) -> dict[str, Any]:
 def op_counts(plan: Plan) -> dict[str, int]:
     c: dict[str, int] = {}
     for n in plan.nodes:
-        if n.kind == COMPUTE:
+        if n.kind == NodeKind.COMPUTE:
             c[n.op] = c.get(n.op, 0) + 1
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -86,4 +86,4 @@ def summary_text(plan: Plan, top: int = 10) -> str:
 
 
 def gpu_budget_ok(plan: Plan) -> bool:
-    return all(m.size <= m.budget for m in plan.memories if m.kind == GPU)
+    return all(m.size <= m.budget for m in plan.memories if m.kind == MemoryKind.GPU)

@@ -23,30 +23,100 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Callable, TypeVar
 
 import msgpack
 
 FORMAT_NAME = "turnip-plan"
 FORMAT_VERSION = 1
 
-#: Node kinds, and the queue each runs on.
-COMPUTE = "compute"
-RELOAD = "reload"  # host -> GPU
-OFFLOAD = "offload"  # GPU -> host
-MOVE = "move"  # GPU -> GPU
-NODE_KINDS = (COMPUTE, RELOAD, OFFLOAD, MOVE)
+class _Vocabulary(str, Enum):
+    """A closed set of names that the plan file stores as plain strings.
 
-#: Tensor kinds.
-TENSOR_KINDS = ("input", "weight", "constant", "activation", "output")
+    A ``str`` subclass, so members compare, hash and msgpack-encode exactly as
+    their values do: plans written with the enums are byte-identical to plans
+    written with the bare strings, and ``kind == "compute"`` still holds.
+    ``str()`` and f-strings give the value (as ``enum.StrEnum`` does on 3.11+).
+    """
 
-#: Memory kinds.
-GPU = "gpu"
-HOST = "host"
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class NodeKind(_Vocabulary):
+    """What a MEMGRAPH node does; each kind runs on its own kind of queue (:data:`QUEUE_OF_KIND`)."""
+
+    COMPUTE = "compute"
+    RELOAD = "reload"  # host -> GPU
+    OFFLOAD = "offload"  # GPU -> host
+    MOVE = "move"  # GPU -> GPU
+
+
+class TensorKind(_Vocabulary):
+    """Where a tensor's first bytes come from (and whether the user gets it back)."""
+
+    INPUT = "input"  # fed by the user
+    WEIGHT = "weight"  # an initializer, read from the model file
+    CONSTANT = "constant"  # folded at plan time, stored in ``Plan.constants``
+    ACTIVATION = "activation"  # written by a compute node, dropped when dead
+    OUTPUT = "output"  # written by a compute node, returned to the user
+
+
+class MemoryKind(_Vocabulary):
+    """A preallocated memory: one arena per GPU, one (pinned) host region."""
+
+    GPU = "gpu"
+    HOST = "host"
+
+
+class QueueKind(_Vocabulary):
+    """The kind of queue (stream / copy engine) a node runs on; a queue is ``(device, QueueKind)``."""
+
+    COMPUTE = "compute"
+    H2D = "h2d"
+    D2H = "d2h"
+    PEER = "peer"
+
+
+#: Node kind -> the kind of queue that runs it.
+QUEUE_OF_KIND: dict[NodeKind, QueueKind] = {
+    NodeKind.COMPUTE: QueueKind.COMPUTE,
+    NodeKind.RELOAD: QueueKind.H2D,
+    NodeKind.OFFLOAD: QueueKind.D2H,
+    NodeKind.MOVE: QueueKind.PEER,
+}
+
+# Short names kept for readers that import them (``from turnip.plan import COMPUTE``).
+COMPUTE = NodeKind.COMPUTE
+RELOAD = NodeKind.RELOAD
+OFFLOAD = NodeKind.OFFLOAD
+MOVE = NodeKind.MOVE
+NODE_KINDS = tuple(NodeKind)
+TRANSFER_KINDS = (NodeKind.OFFLOAD, NodeKind.RELOAD, NodeKind.MOVE)
+TENSOR_KINDS = tuple(TensorKind)
+QUEUE_KINDS = tuple(QueueKind)
+GPU = MemoryKind.GPU
+HOST = MemoryKind.HOST
 
 
 class PlanFormatError(ValueError):
     """The bytes are not a plan this runtime can read."""
+
+
+_V = TypeVar("_V", bound=_Vocabulary)
+
+
+def _vocab(cls: type[_V], value: Any, what: str) -> _V:
+    """``cls(value)``, or a PlanFormatError naming the field and the names it may hold."""
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise PlanFormatError(f"{what} is {value!r}, not one of {allowed}; re-plan the model with `turnipc plan`") from None
 
 
 @dataclass(frozen=True)
@@ -61,8 +131,12 @@ class TensorInfo:
     dtype: str  # NumPy dtype name ("float32", "int64", "bool", "bfloat16", ...)
     shape: tuple[int, ...]
     nbytes: int
-    kind: str
+    kind: TensorKind
     storage: int
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not TensorKind:  # accept the bare string (tests, older callers)
+            object.__setattr__(self, "kind", _vocab(TensorKind, self.kind, f"tensor {self.name!r} kind"))
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -76,7 +150,8 @@ class TensorInfo:
 
     @staticmethod
     def from_obj(o: dict[str, Any]) -> "TensorInfo":
-        return TensorInfo(o["name"], o["dtype"], tuple(o["shape"]), o["nbytes"], o["kind"], o["storage"])
+        return TensorInfo(o["name"], o["dtype"], tuple(o["shape"]), o["nbytes"], _vocab(TensorKind, o["kind"], f"tensor {o['name']!r} kind"),
+                          o["storage"])
 
 
 @dataclass(frozen=True)
@@ -84,17 +159,21 @@ class Memory:
     """A preallocated memory: one arena per GPU, and one (pinned) host region."""
 
     id: int
-    kind: str  # GPU or HOST
+    kind: MemoryKind
     device: int  # GPU index; -1 for host memory
     size: int  # bytes to allocate
     budget: int  # bytes the plan was allowed (size <= budget for GPUs)
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not MemoryKind:
+            object.__setattr__(self, "kind", _vocab(MemoryKind, self.kind, f"memory {self.id} kind"))
 
     def to_obj(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "device": self.device, "size": self.size, "budget": self.budget}
 
     @staticmethod
     def from_obj(o: dict[str, Any]) -> "Memory":
-        return Memory(o["id"], o["kind"], o["device"], o["size"], o["budget"])
+        return Memory(o["id"], _vocab(MemoryKind, o["kind"], f"memory {o['id']} kind"), o["device"], o["size"], o["budget"])
 
 
 @dataclass(frozen=True)
@@ -117,21 +196,25 @@ class Loc:
 class Placement:
     """A tensor whose bytes the runtime writes before the first node runs.
 
-    ``source`` says where the bytes come from: ``"weight"`` (an initializer of
-    the model, by tensor name), ``"constant"`` (``Plan.constants``, folded at
-    plan time) or ``"input"`` (fed by the user).
+    ``source`` says where the bytes come from: ``WEIGHT`` (an initializer of
+    the model, by tensor name), ``CONSTANT`` (``Plan.constants``, folded at
+    plan time) or ``INPUT`` (fed by the user).
     """
 
     tensor: int
     loc: Loc
-    source: str
+    source: TensorKind
+
+    def __post_init__(self) -> None:
+        if type(self.source) is not TensorKind:
+            object.__setattr__(self, "source", _vocab(TensorKind, self.source, f"placement of tensor {self.tensor} source"))
 
     def to_obj(self) -> dict[str, Any]:
         return {"tensor": self.tensor, "loc": self.loc.to_obj(), "source": self.source}
 
     @staticmethod
     def from_obj(o: dict[str, Any]) -> "Placement":
-        return Placement(o["tensor"], Loc.from_obj(o["loc"]), o["source"])
+        return Placement(o["tensor"], Loc.from_obj(o["loc"]), _vocab(TensorKind, o["source"], f"placement of tensor {o['tensor']} source"))
 
 
 @dataclass(frozen=True)
@@ -148,7 +231,7 @@ class Node:
     """
 
     id: int
-    kind: str
+    kind: NodeKind
     device: int
     deps: tuple[int, ...]
     inputs: tuple[Loc | None, ...]
@@ -160,6 +243,10 @@ class Node:
     flops: int = 0
     bytes: int = 0
     pos: int = 0
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not NodeKind:
+            object.__setattr__(self, "kind", _vocab(NodeKind, self.kind, f"node {self.id} kind"))
 
     @property
     def src(self) -> Loc:
@@ -193,7 +280,7 @@ class Node:
     def from_obj(o: dict[str, Any]) -> "Node":
         return Node(
             id=o["id"],
-            kind=o["kind"],
+            kind=_vocab(NodeKind, o["kind"], f"node {o['id']} kind"),
             device=o["device"],
             deps=tuple(o["deps"]),
             inputs=tuple(None if x is None else Loc.from_obj(x) for x in o["inputs"]),
@@ -206,6 +293,60 @@ class Node:
             bytes=o.get("bytes", 0),
             pos=o.get("pos", 0),
         )
+
+
+#: The summary numbers the compiler records, in the order docs/plan-format.md lists them.
+_STAT_FIELDS = (
+    "budget_bytes", "peak_bytes", "peak_bytes_per_device", "max_live_bytes_per_device", "no_offload_peak_bytes",
+    "lower_bound_bytes", "effective_budget_bytes", "offload_bytes", "reload_bytes", "move_bytes", "host_bytes",
+    "nodes", "total_flops",
+)
+
+
+@dataclass
+class PlanStats:
+    """Summary numbers of a plan (``stats`` in the file): informative, never needed to execute.
+
+    Every field is optional because a plan need not carry them (a hand-built
+    plan, a plan of another format version): ``None`` means "not recorded",
+    and is not written. Values are kept exactly as read, so a plan re-encodes
+    to the same bytes; keys this version does not know are kept in ``extra``.
+    """
+
+    budget_bytes: int | None = None  # the resolved budget per GPU
+    peak_bytes: int | None = None  # the largest GPU arena
+    peak_bytes_per_device: list[int] | None = None  # arena size of each GPU
+    max_live_bytes_per_device: list[int] | None = None  # most bytes live at once on each GPU
+    no_offload_peak_bytes: int | None = None  # arena with unlimited memory (what 100% means)
+    lower_bound_bytes: int | None = None  # the largest working set of one task
+    effective_budget_bytes: int | None = None  # resident-bytes limit the residency stage used
+    offload_bytes: int | None = None
+    reload_bytes: int | None = None
+    move_bytes: int | None = None
+    host_bytes: int | None = None  # size of the host region
+    nodes: dict[str, int] | None = None  # count of nodes by kind (keys: NodeKind values)
+    total_flops: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def transfer_bytes(self, kind: NodeKind) -> int | None:
+        """Bytes copied by transfer nodes of ``kind`` (offload, reload or move)."""
+        value: int | None = getattr(self, f"{NodeKind(kind).value}_bytes")
+        return value
+
+    def to_obj(self) -> dict[str, Any]:
+        o = dict(self.extra)
+        for name in _STAT_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                o[name] = v
+        return o
+
+    @staticmethod
+    def from_obj(o: Any) -> "PlanStats":
+        if not isinstance(o, dict):
+            raise PlanFormatError(f"plan stats are a {type(o).__name__}, not a map; re-plan the model with `turnipc plan`")
+        known = {k: o[k] for k in _STAT_FIELDS if k in o}
+        return PlanStats(**known, extra={k: v for k, v in o.items() if k not in known})
 
 
 @dataclass
@@ -223,8 +364,10 @@ class Plan:
     inputs: list[int]  # graph inputs (tensor indices), in ONNX order
     outputs: list[Loc]  # where each graph output is when the run ends, in ONNX order
     constants: dict[int, bytes] = field(default_factory=dict)  # tensor index -> raw little-endian bytes
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: PlanStats = field(default_factory=PlanStats)
     version: int = FORMAT_VERSION
+    #: Sections a lenient read (:func:`read_plan_lenient`) could not parse and left empty; never written.
+    unread: tuple[str, ...] = field(default=(), compare=False)
 
     # -- convenience -----------------------------------------------------
     def tensor_index(self) -> dict[str, int]:
@@ -257,7 +400,7 @@ class Plan:
             "inputs": list(self.inputs),
             "outputs": [x.to_obj() for x in self.outputs],
             "constants": [[k, self.constants[k]] for k in sorted(self.constants)],
-            "stats": _sorted(self.stats),
+            "stats": _sorted(self.stats.to_obj()),
         }
 
     @staticmethod
@@ -283,7 +426,7 @@ class Plan:
                 inputs=list(o["inputs"]),
                 outputs=[Loc.from_obj(x) for x in o["outputs"]],
                 constants={int(k): bytes(v) for k, v in o.get("constants", [])},
-                stats=o.get("stats", {}),
+                stats=PlanStats.from_obj(o.get("stats", {})),
                 version=version,
             )
         except (KeyError, TypeError, IndexError) as e:
@@ -377,6 +520,76 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
     except OSError as e:
         raise PlanFormatError(f"cannot read plan file {os.fspath(path)!r}: {e.strerror}") from e
     return decode_plan(data)
+
+
+def read_plan_lenient(path: str | os.PathLike[str]) -> Plan:
+    """Read a plan for comparison (``turnipc diff``), accepting format versions the runtime cannot execute.
+
+    A plan of the current version is read exactly as :func:`read_plan` reads
+    it. Another version is read section by section: a section that does not
+    parse is left empty and named in ``Plan.unread``, so a comparison can say
+    what it could not compare instead of failing. Raises
+    :class:`PlanFormatError` (message starting with the path) for a file that
+    is not a plan at all.
+    """
+    where = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise PlanFormatError(f"cannot read {where!r}: {e.strerror}") from e
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise PlanFormatError(f"{where}: not valid msgpack ({type(e).__name__}); is it truncated or not a plan?") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+        raise PlanFormatError(f"{where}: not a Turnip plan (no 'format: turnip-plan' header)")
+    version = obj.get("version")
+    if version == FORMAT_VERSION:
+        try:
+            return Plan.from_obj(obj)
+        except PlanFormatError as e:
+            raise PlanFormatError(f"{where}: {e}") from e
+    if not isinstance(version, int):
+        raise PlanFormatError(f"{where}: plan has no integer format version ({version!r})")
+    return _plan_from_obj_partial(obj, version)
+
+
+_T = TypeVar("_T")
+
+
+def _plan_from_obj_partial(o: dict[str, Any], version: int) -> Plan:
+    """A plan of another format version, each section parsed on its own (see :func:`read_plan_lenient`)."""
+    unread: list[str] = []
+
+    def section(name: str, parse: Callable[[Any], _T], default: _T) -> _T:
+        try:
+            return parse(o[name])
+        except Exception:  # any shape of foreign data: the section is simply not compared
+            unread.append(name)
+            return default
+
+    raw_model = o.get("model")
+    model: dict[str, Any] = raw_model if isinstance(raw_model, dict) else {}
+    if not model:
+        unread.append("model")
+    plan = Plan(
+        model_path=str(model.get("path", "")),
+        model_sha256=str(model.get("sha256", "")),
+        opset=dict(model.get("opset", {}) or {}),
+        options=section("options", dict, {}),
+        tensors=section("tensors", lambda v: [TensorInfo.from_obj(t) for t in v], []),
+        memories=section("memories", lambda v: [Memory.from_obj(m) for m in v], []),
+        placements=section("placements", lambda v: [Placement.from_obj(p) for p in v], []),
+        nodes=section("nodes", lambda v: [Node.from_obj(n) for n in v], []),
+        inputs=section("inputs", list, []),
+        outputs=section("outputs", lambda v: [Loc.from_obj(x) for x in v], []),
+        constants=section("constants", lambda v: {int(k): bytes(b) for k, b in v}, {}),
+        stats=section("stats", PlanStats.from_obj, PlanStats()),
+        version=version,
+    )
+    plan.unread = tuple(unread)
+    return plan
 
 
 def resolve_model_path(plan: Plan, plan_path: str | os.PathLike[str]) -> str:

@@ -78,9 +78,9 @@ def _plan_one(graph, fraction: float, out: str) -> dict:
     return {
         "plan": os.path.relpath(out, PLANS),
         "fraction": fraction,
-        "budget_bytes": s["budget_bytes"],
-        "peak_bytes": s["peak_bytes"],
-        "no_offload_peak_bytes": s["no_offload_peak_bytes"],
+        "budget_bytes": s.budget_bytes,
+        "peak_bytes": s.peak_bytes,
+        "no_offload_peak_bytes": s.no_offload_peak_bytes,
         "reload_bytes": s.get("reload_bytes", 0),
         "offload_bytes": s.get("offload_bytes", 0),
         "nodes": len(plan.nodes),
