@@ -8,6 +8,8 @@ the residency stage then has to squeeze into the budget.
 
 from __future__ import annotations
 
+from turnip.graph import DependencyGraph
+
 from .taskgraph import TaskGraph
 
 
@@ -20,14 +22,13 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
     frees_kind = ("activation",)
 
     preds: list[set[int]] = [set() for _ in range(n)]
-    succs: list[set[int]] = [set() for _ in range(n)]
     for t in graph.tasks:
         for s in t.storages_read(graph):
             p = producers.get(s)
             if p is not None and p != t.id:
                 preds[t.id].add(p)
-                succs[p].add(t.id)
-    indeg = [len(p) for p in preds]
+    deps = DependencyGraph(preds)
+    indeg = list(deps.ndeps)
     ready = [i for i in range(n) if indeg[i] == 0]
     reads = [t.storages_read(graph) for t in graph.tasks]
     alloc = [sum(graph.storage_bytes(s) for s in t.storages_written(graph)) for t in graph.tasks]
@@ -46,7 +47,7 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
         order.append(best)
         for s in reads[best]:
             remaining_uses[s] -= 1
-        for j in sorted(succs[best]):
+        for j in deps.succ[best]:  # increasing, as DependencyGraph keeps them
             indeg[j] -= 1
             if indeg[j] == 0:
                 ready.append(j)

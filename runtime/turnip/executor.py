@@ -45,98 +45,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Node, Plan
+from .errors import ExecutionError, PlanError, TurnipError
+from .graph import PlanGraph, copy_label, describe_node
+from .plan import Node
+from .queues import QUEUE_KINDS, QUEUE_OF_KIND, Queue, assign_queues, dynamic_priorities
 
-#: Node kind -> the kind of queue that runs it.
-QUEUE_OF_KIND = {COMPUTE: "compute", RELOAD: "h2d", OFFLOAD: "d2h", MOVE: "peer"}
-QUEUE_KINDS = ("compute", "h2d", "d2h", "peer")
+__all__ = [
+    "ORDERS", "QUEUE_KINDS", "QUEUE_OF_KIND", "ExecStats", "ExecutionError", "Executor", "PlanError", "Queue", "TurnipError",
+    "copy_label", "describe_node", "dynamic_priorities",
+]
+
 ORDERS = ("dynamic", "fixed", "random")
-
-Queue = tuple[int, str]  # (device, queue kind)
-
-
-class TurnipError(Exception):
-    """A user-facing runtime error: one line naming the problem and the fix."""
-
-    exit_code = 2
-
-
-class PlanError(TurnipError):
-    """The plan is inconsistent (bad ids, cycles, out-of-bounds locations)."""
-
-
-class ExecutionError(TurnipError):
-    """A node failed while the plan ran."""
-
-    def __init__(self, message: str, node_id: int | None = None) -> None:
-        super().__init__(message)
-        self.node_id = node_id
-
-
-def describe_node(node: Node, plan: Plan | None = None) -> str:
-    """'node 12 (compute Relu 'layer1/relu')' or 'node 3 (reload 'w', 4096 bytes)'."""
-    if node.kind == COMPUTE:
-        dom = f"{node.domain}." if node.domain and node.domain != "ai.onnx" else ""
-        return f"node {node.id} (compute {dom}{node.op} {node.name!r})"
-    what = ""
-    if plan is not None and node.outputs:
-        t = node.outputs[0].tensor
-        if 0 <= t < len(plan.tensors):
-            what = f" {plan.tensors[t].name!r}"
-    return f"node {node.id} ({node.kind}{what}, {node.bytes} bytes, device {node.device})"
-
-
-def copy_label(node: Node, plan: Plan | None = None) -> str:
-    """Short label of a copy node for traces: 'reload w'."""
-    if plan is not None and node.outputs and 0 <= node.outputs[0].tensor < len(plan.tensors):
-        return f"{node.kind} {plan.tensors[node.outputs[0].tensor].name}"
-    return f"{node.kind} #{node.id}"
-
-
-def dynamic_priorities(plan: Plan) -> list[int]:
-    """Priority of each node (index-aligned with ``plan.nodes``) for the dynamic order.
-
-    ``pos`` for every node but reloads; a reload gets the smallest ``pos`` of
-    the compute nodes depending on it that read the bytes it writes (falling
-    back to its successors' smallest ``pos``, then to its own).
-    """
-    by_id = {n.id: n for n in plan.nodes}
-    succ: dict[int, list[int]] = {}
-    for n in plan.nodes:
-        if n.kind == RELOAD or any(by_id.get(d) is not None and by_id[d].kind == RELOAD for d in n.deps):
-            for d in set(n.deps):
-                succ.setdefault(d, []).append(n.id)
-    tensors = plan.tensors
-
-    def span(loc: Any) -> tuple[int, int, int]:
-        nb = tensors[loc.tensor].nbytes if 0 <= loc.tensor < len(tensors) else 0
-        return loc.mem, loc.offset, loc.offset + max(nb, 1)
-
-    out = []
-    for n in plan.nodes:
-        p = n.pos
-        if n.kind == RELOAD and n.outputs:
-            mem, lo, hi = span(n.outputs[0])
-            best = None
-            fallback = None
-            for sid in succ.get(n.id, ()):
-                s = by_id[sid]
-                fallback = s.pos if fallback is None else min(fallback, s.pos)
-                if s.kind != COMPUTE:
-                    continue
-                for loc in s.inputs:
-                    if loc is None:
-                        continue
-                    m2, lo2, hi2 = span(loc)
-                    if m2 == mem and lo2 < hi and lo < hi2:
-                        best = s.pos if best is None else min(best, s.pos)
-                        break
-            if best is not None:
-                p = best
-            elif fallback is not None:
-                p = fallback
-        out.append(p)
-    return out
 
 
 @dataclass
@@ -196,65 +115,30 @@ class Executor:
         self.describe = describe or (lambda i: describe_node(self.nodes[i]))
         n = len(self.nodes)
 
-        index: dict[int, int] = {}
-        for i, node in enumerate(self.nodes):
-            if node.id in index:
-                raise PlanError(f"plan has two nodes with id {node.id}; re-plan the model with `turnipc plan`")
-            index[node.id] = i
+        for node in self.nodes:
             if node.kind not in QUEUE_OF_KIND:
                 raise PlanError(f"node {node.id} has unknown kind {node.kind!r}; re-plan the model with `turnipc plan`")
-
-        queues: dict[Queue, int] = {}
-        queue_of = [0] * n
-        for i, node in enumerate(self.nodes):
-            q = (node.device, QUEUE_OF_KIND[node.kind])
-            queue_of[i] = queues.setdefault(q, len(queues))
-        self.queues: list[Queue] = list(queues)
-        self.queue_of = queue_of
-
-        succ: list[list[int]] = [[] for _ in range(n)]
-        ndeps = [0] * n
-        for i, node in enumerate(self.nodes):
-            for d in set(node.deps):
-                j = index.get(d)
-                if j is None:
-                    raise PlanError(f"node {node.id} depends on node {d}, which the plan does not have; re-plan the model")
-                if j == i:
-                    raise PlanError(f"node {node.id} depends on itself; re-plan the model")
-                succ[j].append(i)
-                ndeps[i] += 1
-        self.succ = [tuple(s) for s in succ]
-        self.ndeps = ndeps
-        self.index = index
-
-        # Acyclic? (Kahn.) A cycle would make every order hang.
-        counts = list(ndeps)
-        stack = [i for i in range(n) if counts[i] == 0]
-        seen = 0
-        while stack:
-            i = stack.pop()
-            seen += 1
-            for s in self.succ[i]:
-                counts[s] -= 1
-                if counts[s] == 0:
-                    stack.append(s)
-        if seen != n:
-            stuck = [self.nodes[i].id for i in range(n) if counts[i] > 0][:5]
-            raise PlanError(f"plan dependencies have a cycle ({n - seen} nodes can never run, e.g. nodes {stuck}); re-plan the model")
+        graph = PlanGraph(self.nodes)
+        graph.check_acyclic()  # a cycle would make every order hang
+        self.graph = graph
+        self.queues, self.queue_of = assign_queues(self.nodes)
+        self.succ = graph.succ
+        self.ndeps = graph.ndeps
+        self.index = graph.index
 
         if order == "fixed":
-            serial = sorted(range(n), key=lambda i: (self.nodes[i].pos, self.nodes[i].id))
+            serial = graph.serial_order()
+            bad = graph.serial_violation(serial)
+            if bad is not None:
+                i, s = (self.nodes[k] for k in bad)
+                raise PlanError(
+                    f"planned serial order is not dependency-respecting: node {s.id} (pos "
+                    f"{s.pos}) depends on node {i.id} (pos {i.pos}); "
+                    "re-plan the model, or run with --order dynamic"
+                )
             rank = [0] * n
-            for r, i in enumerate(serial):
-                rank[i] = r
-            for i in range(n):
-                for s in self.succ[i]:
-                    if rank[s] < rank[i]:
-                        raise PlanError(
-                            f"planned serial order is not dependency-respecting: node {self.nodes[s].id} (pos "
-                            f"{self.nodes[s].pos}) depends on node {self.nodes[i].id} (pos {self.nodes[i].pos}); "
-                            "re-plan the model, or run with --order dynamic"
-                        )
+            for r, k in enumerate(serial):
+                rank[k] = r
             self.serial = serial
             self.prio = rank
         else:

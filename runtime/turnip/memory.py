@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .dtypes import np_dtype
-from .executor import PlanError
+from .errors import PlanError
 from .plan import Loc, Plan
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,16 +20,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .backends import Backend, get_backend
-from .executor import (
-    ORDERS,
-    QUEUE_OF_KIND,
-    Executor,
-    TurnipError,
-    copy_label,
-    describe_node,
-    dynamic_priorities,
-)
+from .errors import TurnipError
+from .executor import ORDERS, Executor
+from .graph import copy_label, describe_node
 from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, read_plan
+from .queues import QUEUE_OF_KIND, dynamic_priorities
 from .weights import InitialData, validate_feeds
 
 

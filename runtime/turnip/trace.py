@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Iterable
 
-from .executor import QUEUE_KINDS
+from .plan import QUEUE_KINDS
 
 
 def chrome_trace(timeline: Iterable[Any], *, backend: str = "", label: str = "turnip") -> dict[str, Any]:

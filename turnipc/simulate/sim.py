@@ -1,6 +1,6 @@
 """Discrete-event simulation of the runtime's executor on a plan.
 
-The queues are the runtime's (runtime/turnip/executor.py): per device a
+The queues are the runtime's (runtime/turnip/queues.py): per device a
 ``compute`` queue (compute nodes), an ``h2d`` queue (reloads), a ``d2h``
 queue (offloads) and a ``peer`` queue (moves, on the destination device).
 Each queue runs one node at a time; a node is *ready* when every node in its
@@ -12,7 +12,7 @@ Orders (which ready node a free queue starts):
 * ``dynamic``: lowest priority first, where the priority is the node's
   planned position ``pos``, except that a reload takes the ``pos`` of the
   first compute node reading the bytes it writes (the runtime's
-  :func:`turnip.executor.dynamic_priorities`, reused). Work-conserving: a
+  :func:`turnip.queues.dynamic_priorities`, reused). Work-conserving: a
   free queue with a ready node always starts one.
 * ``fixed``: *in-order issue*. Nodes are issued strictly in the planned
   serial order (``pos``, ties by id): a node may start only once every node
@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
-from turnip.executor import QUEUE_KINDS, QUEUE_OF_KIND, dynamic_priorities
-from turnip.plan import COMPUTE, Plan
+from turnip.errors import PlanError
+from turnip.graph import PlanGraph
+from turnip.plan import NodeKind, Plan, QueueKind
+from turnip.queues import QUEUE_KINDS, Queue, assign_queues, dynamic_priorities
 
 from .cost import node_times
 from .profiles import DeviceProfile, get_profile
@@ -50,7 +52,6 @@ from .profiles import DeviceProfile, get_profile
 ORDERS = ("dynamic", "fixed", "serial")
 JITTER_DISTS = ("uniform", "lognormal")
 
-Queue = tuple[int, str]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -143,45 +144,21 @@ class _Prepared:
     n: int
     queues: list[Queue]
     queue_of: list[int]
-    succ: list[list[int]]
-    ndeps: list[int]
+    succ: Sequence[Sequence[int]]
+    ndeps: Sequence[int]
     serial: list[int]  # node indices in planned order (pos, id)
-    rank: list[int]
+    graph: PlanGraph
 
 
 @_gc_paused
 def _prepare(plan: Plan) -> _Prepared:
-    nodes = plan.nodes
-    n = len(nodes)
-    index = {nd.id: i for i, nd in enumerate(nodes)}
-    if len(index) != n:
-        raise SimulationError("plan has two nodes with the same id; re-plan the model with `turnipc plan`")
-    qmap: dict[Queue, int] = {}
-    keys: list[Queue] = []
-    for nd in nodes:
-        try:
-            keys.append((nd.device, QUEUE_OF_KIND[nd.kind]))
-        except KeyError:
-            raise SimulationError(f"node {nd.id} has unknown kind {nd.kind!r}") from None
-    for q in sorted(set(keys), key=lambda q: (q[0], QUEUE_KINDS.index(q[1]))):
-        qmap[q] = len(qmap)
-    queue_of = [qmap[k] for k in keys]
-    succ: list[list[int]] = [[] for _ in range(n)]
-    ndeps = [0] * n
-    for i, nd in enumerate(nodes):
-        for d in set(nd.deps):
-            j = index.get(d)
-            if j is None:
-                raise SimulationError(f"node {nd.id} depends on node {d}, which the plan does not have")
-            if j == i:
-                raise SimulationError(f"node {nd.id} depends on itself")
-            succ[j].append(i)
-            ndeps[i] += 1
-    serial = sorted(range(n), key=lambda i: (nodes[i].pos, nodes[i].id))
-    rank = [0] * n
-    for r, i in enumerate(serial):
-        rank[i] = r
-    return _Prepared(n, list(qmap), queue_of, succ, ndeps, serial, rank)
+    try:
+        graph = PlanGraph.of(plan)
+    except PlanError as e:
+        raise SimulationError(str(e)) from None
+    queues, queue_of = assign_queues(plan.nodes, sort=True)
+    serial = graph.serial_order()
+    return _Prepared(len(serial), queues, queue_of, graph.succ, graph.ndeps, serial, graph)
 
 
 def jitter_factors(n: int, jitter: float, seed: int | None, dist: str = "uniform") -> np.ndarray:
@@ -233,7 +210,7 @@ def simulate(
         raise ValueError(f"need one duration per node ({n}), got shape {base.shape}")
     dur = base * jitter_factors(n, jitter, seed, jitter_dist)
     if zero_transfers:
-        dur = np.where(np.fromiter((nd.kind == COMPUTE for nd in plan.nodes), dtype=bool, count=n), dur, 0.0)
+        dur = np.where(np.fromiter((nd.kind == NodeKind.COMPUTE for nd in plan.nodes), dtype=bool, count=n), dur, 0.0)
     durl: list[float] = dur.tolist()
 
     queue_of = prep.queue_of
@@ -250,7 +227,7 @@ def simulate(
     t = 0.0
 
     if order == "dynamic":
-        prio = list(priorities) if priorities is not None else dynamic_priorities(plan)
+        prio = list(priorities) if priorities is not None else dynamic_priorities(plan, prep.graph)
         if len(prio) != n:
             raise ValueError("one priority per node is required")
         heaps: list[list[tuple[int, int]]] = [[] for _ in range(nq)]
@@ -295,15 +272,14 @@ def simulate(
                     heappush(events, (e, j))
     else:
         serial = prep.serial
-        rank = prep.rank
-        for i in range(n):
-            for s in succ[i]:
-                if rank[s] < rank[i]:
-                    raise SimulationError(
-                        f"planned serial order is not dependency-respecting: node {plan.nodes[s].id} (pos "
-                        f"{plan.nodes[s].pos}) depends on node {plan.nodes[i].id} (pos {plan.nodes[i].pos}); "
-                        "use order 'dynamic'"
-                    )
+        bad = prep.graph.serial_violation(serial)
+        if bad is not None:
+            i, s = bad
+            raise SimulationError(
+                f"planned serial order is not dependency-respecting: node {plan.nodes[s].id} (pos "
+                f"{plan.nodes[s].pos}) depends on node {plan.nodes[i].id} (pos {plan.nodes[i].pos}); "
+                "use order 'dynamic'"
+            )
         is_serial = order == "serial"
         cursor = 0
         running = 0
@@ -347,11 +323,11 @@ def simulate(
     qo = np.asarray(queue_of, dtype=np.int64)
     busy_arr = np.bincount(qo, weights=dur, minlength=nq) if n else np.zeros(nq)
     busy = {q: float(busy_arr[k]) for k, q in enumerate(prep.queues)}
-    per_kind = {k: 0.0 for k in QUEUE_KINDS}
+    per_kind: dict[QueueKind, float] = {k: 0.0 for k in QUEUE_KINDS}
     comp_dev: dict[int, float] = {}
     for q, b in busy.items():
         per_kind[q[1]] += b
-        if q[1] == "compute":
+        if q[1] == QueueKind.COMPUTE:
             comp_dev[q[0]] = comp_dev.get(q[0], 0.0) + b
     bound = max(busy.values(), default=0.0)
     busiest = max(comp_dev.values(), default=0.0)
@@ -362,10 +338,10 @@ def simulate(
         queues=list(prep.queues),
         busy=busy,
         compute_per_device=comp_dev,
-        compute_s=per_kind["compute"],
-        h2d_s=per_kind["h2d"],
-        d2h_s=per_kind["d2h"],
-        peer_s=per_kind["peer"],
+        compute_s=per_kind[QueueKind.COMPUTE],
+        h2d_s=per_kind[QueueKind.H2D],
+        d2h_s=per_kind[QueueKind.D2H],
+        peer_s=per_kind[QueueKind.PEER],
         bound=bound,
         critical_path=critical_path(prep, durl),
         exposed_transfer=max(0.0, makespan - busiest),
@@ -428,7 +404,7 @@ def compare_orders(plan: Plan, profile: DeviceProfile | str = "h100-sxm", *, jit
     """Makespan of each order for each seed, with the same jitter draw for every order (common random numbers)."""
     prep = _prepare(plan)
     base = node_times(plan, profile)
-    prio = dynamic_priorities(plan)
+    prio = dynamic_priorities(plan, prep.graph)
     out: dict[str, list[float]] = {o: [] for o in orders}
     for s in seeds:
         for o in orders:

@@ -15,8 +15,8 @@ import json
 import os
 from typing import Any
 
-from turnip.executor import QUEUE_OF_KIND, copy_label
-from turnip.plan import COMPUTE, Plan
+from turnip.graph import copy_label
+from turnip.plan import COMPUTE, QUEUE_OF_KIND, Plan
 from turnip.run import TimelineEvent
 from turnip.trace import chrome_trace
 

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..executor import TurnipError, describe_node
+from ..errors import TurnipError
+from ..graph import describe_node
 from ..memory import Memories
 from ..plan import COMPUTE, Loc, Memory, Node, Plan
 

@@ -78,8 +78,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..executor import QUEUE_KINDS, QUEUE_OF_KIND, TurnipError, describe_node
+from ..errors import TurnipError
+from ..graph import describe_node
 from ..plan import GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Memory, Node, Plan
+from ..queues import QUEUE_KINDS, QUEUE_OF_KIND
 from .base import Backend, BackendError
 
 #: Inputs that kernels read only as host parameters (via ctx.host): op -> input indices.
