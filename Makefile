@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[cpu,dev]'
 	touch $(STAMP)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -n 2 -q tests
 
 demo: install
@@ -35,6 +35,7 @@ plans: install
 
 lint: install
 	$(BIN)/ruff check turnipc runtime tests bench plans
+	$(BIN)/mypy
 
 clean:
 	rm -rf build $(VENV)

@@ -205,8 +205,8 @@ def _flops(task: Task, values: Mapping[str, Value]) -> int:
     if op == "Einsum":
         return _einsum_flops(str(task.attrs.get("equation", "")), ins, out_elems)
     if op in POOLS:
-        k = task.attrs.get("kernel_shape")
-        return out_elems * (math.prod(k) if k else 1)
+        kernel: list[int] | None = task.attrs.get("kernel_shape")
+        return out_elems * (math.prod(kernel) if kernel else 1)
     if op in REDUCTIONS:
         return _elems(inp(0))
     if op in NORMS:

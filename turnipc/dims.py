@@ -70,7 +70,9 @@ def _parse_shape_text(shape: str, full: str) -> tuple[int, ...]:
 
 def _split_shapes(text: str) -> list[str]:
     """Split 'a:2x16,b:[2,16]' on the commas outside brackets."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    cur: list[str] = []
     for ch in text:
         if ch in "[(":
             depth += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from turnip.plan import COMPUTE, Loc, Node
+from turnip.plan import COMPUTE, Loc, Node, NodeKind
 
 from .residency import HOST, Occupant, Residency
 from .taskgraph import TaskGraph
@@ -121,7 +121,7 @@ def build_nodes(
             (dst,) = ev.writes
             nodes.append(
                 Node(
-                    id=e, kind=ev.kind, device=ev.device, deps=tuple(sorted(deps)),
+                    id=e, kind=NodeKind(ev.kind), device=ev.device, deps=tuple(sorted(deps)),
                     inputs=(loc(src, ev.storage),), outputs=(loc(dst, ev.storage),),
                     name=f"{ev.kind} {ev.storage}", bytes=graph.storage_bytes(ev.storage), pos=e,
                 )

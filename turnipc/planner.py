@@ -213,7 +213,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
     names = list(graph.values)
     tindex = {name: i for i, name in enumerate(names)}
     tensors = [
-        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, v.kind, tindex[v.storage]) for v in graph.values.values()
+        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, TensorKind(v.kind), tindex[v.storage]) for v in graph.values.values()
     ]
     memories = [Memory(d, MemoryKind.GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
     host_id = opts.gpus
@@ -231,9 +231,9 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
 
     outputs = []
     for name in graph.outputs:
-        o = res.final[graph.values[name].storage]
-        occ = res.occupants[o]
-        outputs.append(Loc(memmap.mem_of(occ.device), lay.offsets[o], tindex[name]))
+        final = res.final[graph.values[name].storage]
+        occ = res.occupants[final]
+        outputs.append(Loc(memmap.mem_of(occ.device), lay.offsets[final], tindex[name]))
 
     constants = {tindex[k]: _le_bytes(v) for k, v in graph.constants.items() if k in tindex}
     counts: dict[NodeKind, int] = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html as _html
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 from turnip.plan import COMPUTE, GPU, Loc, NodeKind, Plan, TensorKind
@@ -174,8 +174,10 @@ def plot_memory(plan: Plan, path_png: str, title: str | None = None, dpi: int = 
         ax.step(xs, base, where="post", color="#333333", linewidth=0.6)
         ylim = top * 1.12 / f
         handles: list[Any] = [Patch(color=COLORS[kk], label=KIND_LABELS[kk]) for kk in reversed(KINDS)]  # as stacked
-        for key, label, style in (("budget", "budget", "--"), ("arena", "arena (peak)", "-"),
-                                  ("no_offload_peak", "no-offload peak", ":"), ("lower_bound", "lower bound", "-.")):
+        lines: tuple[tuple[str, str, Literal["--", "-", ":", "-."]], ...] = (
+            ("budget", "budget", "--"), ("arena", "arena (peak)", "-"), ("no_offload_peak", "no-offload peak", ":"),
+            ("lower_bound", "lower bound", "-."))
+        for key, label, style in lines:
             v = dv.get(key)
             if v is None:
                 continue

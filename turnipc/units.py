@@ -29,6 +29,7 @@ class Budget:
             return "min"
         if self.bytes is not None:
             return format_bytes(self.bytes)
+        assert self.fraction is not None  # a Budget is min, bytes or a fraction
         return f"{self.fraction * 100:g}%"
 
 

@@ -7,7 +7,10 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 import click
 import numpy as np
@@ -71,7 +74,7 @@ class _Progress:
             console=Console(stderr=True),
             transient=True,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self.t0 = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
@@ -176,7 +179,7 @@ def _main(
 
     if output_path:
         try:
-            np.savez(output_path, **result.outputs)
+            np.savez(output_path, **result.outputs)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
         except OSError as e:
             raise TurnipError(f"cannot write outputs to {output_path!r} ({e.strerror}); pick a writable path") from e
 

@@ -139,7 +139,7 @@ class Executor:
             rank = [0] * n
             for r, k in enumerate(serial):
                 rank[k] = r
-            self.serial = serial
+            self.serial: list[int] | None = serial
             self.prio = rank
         else:
             self.serial = None
@@ -226,7 +226,7 @@ class Executor:
                         idle[qi] = True
                         cond.wait(wait_timeout)
                         idle[qi] = False
-                    if mode_random:
+                    if rng is not None:  # the random order
                         k = rng.randrange(len(heap))
                         heap[k], heap[-1] = heap[-1], heap[k]
                         i = heap.pop()
@@ -235,13 +235,14 @@ class Executor:
                     if mode_fixed and st.cursor + 1 < n:
                         # issue order is fixed; queues still overlap: the next node may start now
                         st.cursor += 1
-                        qn = queue_of[serial[st.cursor]]  # type: ignore[index]
+                        assert serial is not None  # the fixed order has one
+                        qn = queue_of[serial[st.cursor]]
                         if qn != qi and idle[qn]:
                             conds[qn].notify()
                     lock.release()
                     # -- run it (lock free) ----------------------------------
                     try:
-                        if mode_random:
+                        if rng is not None:
                             r = rng.random()
                             if r < 0.2:
                                 time.sleep(r * 1e-3)  # up to 0.2 ms
@@ -319,10 +320,10 @@ class Executor:
         if interrupted is not None:
             raise interrupted
         if st.error is not None:
-            i, e = st.error
+            i, err = st.error
             where = self.describe(i) if i >= 0 else "worker"
-            msg = str(e) or repr(e)
-            raise ExecutionError(f"{where} failed: {type(e).__name__}: {msg}", None if i < 0 else self.nodes[i].id) from e
+            msg = str(err) or repr(err)
+            raise ExecutionError(f"{where} failed: {type(err).__name__}: {msg}", None if i < 0 else self.nodes[i].id) from err
         return ExecStats(
             wall_s=wall,
             nodes_run=st.done,

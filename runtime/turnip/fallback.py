@@ -30,7 +30,7 @@ def _attr_types(op: str, domain: str, opset: int) -> dict[str, int]:
         schema = onnx.defs.get_schema(op, opset, domain)
     except Exception:  # noqa: BLE001 - unknown op/domain: let make_attribute infer
         return {}
-    return {name: int(a.type) for name, a in schema.attributes.items()}
+    return {name: int(a.type) for name, a in schema.attributes.items()}  # type: ignore[call-overload]  # a pybind11 enum: int() works, its stub lacks __int__
 
 
 def make_attribute(name: str, value: Any, attr_type: int | None = None):
@@ -98,8 +98,8 @@ def build_model(
     graph = helper.make_graph(
         [node],
         f"turnip_fallback_{op}",
-        [_value_info(n, info) for n, info in zip(in_names, input_infos, strict=False) if n],
-        [_value_info(n, info) for n, info in zip(out_names, output_infos, strict=False) if n],
+        [_value_info(n, info) for n, info in zip(in_names, input_infos, strict=False) if info is not None],
+        [_value_info(n, info) for n, info in zip(out_names, output_infos, strict=False) if info is not None],
     )
     opsets = [helper.make_opsetid(d, v) for d, v in sorted(imports.items())]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="turnip-fallback")

@@ -155,15 +155,15 @@ def describe_node(node: Node, plan: Plan | None = None) -> str:
         dom = f"{node.domain}." if node.domain and node.domain != "ai.onnx" else ""
         return f"node {node.id} (compute {dom}{node.op} {node.name!r})"
     what = ""
-    if plan is not None and node.outputs:
-        t = node.outputs[0].tensor
-        if 0 <= t < len(plan.tensors):
-            what = f" {plan.tensors[t].name!r}"
+    dst = node.outputs[0] if node.outputs else None
+    if plan is not None and dst is not None and 0 <= dst.tensor < len(plan.tensors):
+        what = f" {plan.tensors[dst.tensor].name!r}"
     return f"node {node.id} ({node.kind}{what}, {node.bytes} bytes, device {node.device})"
 
 
 def copy_label(node: Node, plan: Plan | None = None) -> str:
     """Short label of a copy node for traces: 'reload w'."""
-    if plan is not None and node.outputs and 0 <= node.outputs[0].tensor < len(plan.tensors):
-        return f"{node.kind} {plan.tensors[node.outputs[0].tensor].name}"
+    dst = node.outputs[0] if node.outputs else None
+    if plan is not None and dst is not None and 0 <= dst.tensor < len(plan.tensors):
+        return f"{node.kind} {plan.tensors[dst.tensor].name}"
     return f"{node.kind} #{node.id}"

@@ -28,7 +28,7 @@ class Memories:
         self.buffers: dict[int, Any] = {}
         self._views: dict[Loc, Any] = {}
         self._raw: dict[Loc, Any] = {}
-        self._dtypes = {}
+        self._dtypes: dict[str, Any] = {}  # dtype name -> NumPy dtype
         ids = set()
         for m in plan.memories:
             if m.id in ids:

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import onnx
 
 import numpy as np
 
@@ -112,7 +115,7 @@ class InitialData:
         self.plan = plan
         self.model_path = model_path
         self._sources: list[np.ndarray | None] = []  # per placement: bytes, or None for inputs
-        self._mmaps: dict[str, np.memmap] = {}
+        self._mmaps: dict[str, np.ndarray] = {}  # memmaps (a plain empty array for an empty file)
         weights = [p for p in plan.placements if p.source == "weight"]
         for p in plan.placements:
             if p.source not in ("weight", "constant", "input"):
@@ -162,7 +165,7 @@ class InitialData:
             model = onnx.load(path, load_external_data=False)
         except Exception as e:
             raise ModelError(f"cannot read model {path!r} ({type(e).__name__}: {e}); re-export it and re-plan") from e
-        self._model = model  # keeps raw_data buffers alive
+        self._model: onnx.ModelProto | None = model  # keeps raw_data buffers alive
         self._model_dir = os.path.dirname(os.path.abspath(path))
         return {init.name: init for init in model.graph.initializer}
 

@@ -179,8 +179,9 @@ def diff_plans(old: Plan, new: Plan, device: str | None = "h100", thresholds: Se
         identical = False
 
     model: dict[str, dict[str, Any]] = {}
-    for k, va, vb in (("path", old.model_path, new.model_path), ("sha256", old.model_sha256, new.model_sha256),
-                      ("opset", old.opset, new.opset)):
+    fields: tuple[tuple[str, Any, Any], ...] = (
+        ("path", old.model_path, new.model_path), ("sha256", old.model_sha256, new.model_sha256), ("opset", old.opset, new.opset))
+    for k, va, vb in fields:
         if va != vb:
             model[k] = {"old": va, "new": vb}
     options: dict[str, dict[str, Any]] = {}
@@ -215,13 +216,13 @@ def diff_plans(old: Plan, new: Plan, device: str | None = "h100", thresholds: Se
     tensors = _diff_tensors(old, new, not_compared)
     sa, sb = _section_objs(old), _section_objs(new)
     sections = [k for k in sorted(set(sa) & set(sb)) if k != "version" and sa[k] != sb[k]]
-    d = PlanDiff(old.version, new.version, identical, model, options, metrics, tensors, sections,
+    result = PlanDiff(old.version, new.version, identical, model, options, metrics, tensors, sections,
                  notes=notes, not_compared=not_compared, device=device)
-    if d.changed and not (model or options or d.changed_metrics() or any(tensors.values())):
-        d.notes.append("no summary number or tensor changed; the plans differ in "
-                       + (", ".join(sections) if sections else "their encoding"))
-    d.thresholds = check_thresholds(d, thresholds)
-    return d
+    if result.changed and not (model or options or result.changed_metrics() or any(tensors.values())):
+        result.notes.append("no summary number or tensor changed; the plans differ in "
+                            + (", ".join(sections) if sections else "their encoding"))
+    result.thresholds = check_thresholds(result, thresholds)
+    return result
 
 
 def _safe(get: Callable[[Plan], Any], plan: Plan) -> float | None:

@@ -41,7 +41,8 @@ class MetricDiff:
             return None
         if self.old == 0:
             return 0.0 if self.new == 0 else math.inf
-        return 100.0 * (self.new - self.old) / abs(self.old)  # type: ignore[operator]
+        assert self.old is not None and self.new is not None  # comparable
+        return 100.0 * (self.new - self.old) / abs(self.old)
 
     @property
     def changed(self) -> bool:

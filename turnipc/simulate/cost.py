@@ -36,7 +36,7 @@ def transfer_time(nbytes: float, kind: str, profile: DeviceProfile) -> float:
 
 
 def output_dtype(node: Node, plan: Plan) -> str:
-    if node.outputs:
+    if node.outputs and node.outputs[0] is not None:
         t = node.outputs[0].tensor
         if 0 <= t < len(plan.tensors):
             return plan.tensors[t].dtype
@@ -69,7 +69,7 @@ def node_times(plan: Plan, profile: DeviceProfile | str) -> np.ndarray:
         if nd.kind == COMPUTE:
             is_compute[i] = True
             dt = "float32"
-            if nd.outputs:
+            if nd.outputs and nd.outputs[0] is not None:
                 t = nd.outputs[0].tensor
                 if 0 <= t < nt:
                     dt = tensors[t].dtype

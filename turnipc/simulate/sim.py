@@ -325,10 +325,10 @@ def simulate(
     busy = {q: float(busy_arr[k]) for k, q in enumerate(prep.queues)}
     per_kind: dict[QueueKind, float] = {k: 0.0 for k in QUEUE_KINDS}
     comp_dev: dict[int, float] = {}
-    for q, b in busy.items():
-        per_kind[q[1]] += b
-        if q[1] == QueueKind.COMPUTE:
-            comp_dev[q[0]] = comp_dev.get(q[0], 0.0) + b
+    for (dev, qkind), b in busy.items():
+        per_kind[qkind] += b
+        if qkind == QueueKind.COMPUTE:
+            comp_dev[dev] = comp_dev.get(dev, 0.0) + b
     bound = max(busy.values(), default=0.0)
     busiest = max(comp_dev.values(), default=0.0)
     return SimResult(

@@ -14,7 +14,7 @@ BACKENDS = ("auto", "numpy", "cupy")
 def cupy_status() -> tuple[bool, str]:
     """(usable, why not): whether CuPy imports and sees at least one CUDA device."""
     try:
-        import cupy  # type: ignore[import-not-found]
+        import cupy
     except ImportError as e:
         return False, f"CuPy is not installed ({e}); on a GPU machine: pip install -e '.[gpu]'"
     except Exception as e:  # noqa: BLE001 - a broken install (missing CUDA libraries)
@@ -43,7 +43,7 @@ def _cupy_backend() -> Backend:
     return CupyBackend()
 
 
-def get_backend(name: str = "auto") -> Backend:
+def get_backend(name: "str | Backend" = "auto") -> Backend:
     """A fresh backend by name: "auto", "numpy" or "cupy"."""
     if isinstance(name, Backend):
         return name

@@ -80,6 +80,7 @@ import numpy as np
 
 from ..errors import TurnipError
 from ..graph import describe_node
+from ..memory import Memories
 from ..plan import GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Memory, Node, Plan
 from ..queues import QUEUE_KINDS, QUEUE_OF_KIND
 from .base import Backend, BackendError
@@ -256,7 +257,7 @@ class CupyBackend(Backend):
         super().__init__()
         if cupy_module is None:
             try:
-                import cupy as cupy_module  # type: ignore[import-not-found, no-redef]
+                import cupy as cupy_module  # type: ignore[no-redef]  # the optional argument, bound here
             except ImportError as e:
                 raise BackendError(f"backend 'cupy' needs CuPy ({e}); pip install -e '.[gpu]', or use --backend numpy") from e
         self.cp = cupy_module
@@ -298,7 +299,7 @@ class CupyBackend(Backend):
         self._index: dict[int, int] = {}
 
     # -- memory ---------------------------------------------------------------
-    def allocate_all(self, plan: Plan):  # type: ignore[override]
+    def allocate_all(self, plan: Plan) -> Memories:
         self.free()
         self._reset_run_state()
         self.report = {}
@@ -550,7 +551,7 @@ class CupyBackend(Backend):
         cp = self.cp
         dev = node.device
         with cp.cuda.Device(dev):
-            outputs = [self.view(loc) for loc in node.outputs]
+            outputs = [None if loc is None else self.view(loc) for loc in node.outputs]  # None: an omitted optional output
             dev_inputs = [None if loc is None else self.view(loc) for loc in node.inputs]
             inputs = []
             for i, loc in enumerate(node.inputs):
@@ -742,7 +743,7 @@ class CupyBackend(Backend):
         if plan is None:
             return
         cp = self.cp
-        nodes = []
+        nodes: list[dict[str, Any]] = []
         total = 0
         for i, (nb, cnt) in enumerate(self._alloc):
             if nb:
@@ -790,7 +791,7 @@ class CupyBackend(Backend):
         pinned_now = self._pinned_pool_blocks()
         base = getattr(self, "_pinned_base", None)
         r["pinned_pool_free_blocks_growth"] = None if pinned_now is None or base is None else pinned_now - base
-        if nodes and not self.strict_memory:
+        if first is not None and not self.strict_memory:
             warnings.warn(
                 f"turnip cupy backend: {len(nodes)} compute node(s) allocated device memory outside the plan "
                 f"(largest {_human(r['outside_plan_bytes_max_node'])}, first {first['op']} {first['name']!r}; "
