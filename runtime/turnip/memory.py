@@ -9,22 +9,31 @@ ever happens per node. Views are cached per ``Loc``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .dtypes import np_dtype
 from .errors import PlanError
-from .plan import Loc, Plan
+from .plan import Loc, Memory, Plan
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .backends.base import Backend
+
+class Allocator(Protocol):
+    """What Memories needs from a backend: one flat byte buffer per plan memory, and its release.
+
+    A buffer must support ``len()``, slicing to a flat ``uint8`` view and
+    ``.view(dtype).reshape(shape)`` (NumPy and CuPy arrays do).
+    """
+
+    def allocate(self, mem: Memory) -> Any: ...
+
+    def release(self, buf: Any) -> None: ...
 
 
 class Memories:
-    """The allocated memories of one plan, on one backend."""
+    """The allocated memories of one plan, through one allocator (a backend)."""
 
-    def __init__(self, plan: Plan, backend: "Backend") -> None:
+    def __init__(self, plan: Plan, allocator: Allocator) -> None:
         self.plan = plan
-        self.backend = backend
+        self.allocator = allocator
         self.buffers: dict[int, Any] = {}
         self._views: dict[Loc, Any] = {}
         self._raw: dict[Loc, Any] = {}
@@ -36,7 +45,7 @@ class Memories:
             ids.add(m.id)
         try:
             for m in plan.memories:
-                self.buffers[m.id] = backend.allocate(m)
+                self.buffers[m.id] = allocator.allocate(m)
         except BaseException:
             self.free()
             raise
@@ -96,5 +105,5 @@ class Memories:
         self._views.clear()
         self._raw.clear()
         for buf in self.buffers.values():
-            self.backend.release(buf)
+            self.allocator.release(buf)
         self.buffers.clear()

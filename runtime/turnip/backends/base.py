@@ -1,10 +1,20 @@
 """The backend interface: where memories live and how nodes touch them.
 
-A backend allocates the plan's memories (:class:`turnip.memory.Memories`),
-gives zero-copy views of locations, copies between views (reload, offload,
-move) and runs compute nodes on views. For each node it prepares, once at
-load time, a zero-argument callable the executor runs: no lookups, no
-allocation and no view building happen per node at run time.
+What a new backend must provide is small, in the spirit of tinygrad's
+``Allocator``: :meth:`Backend.allocate` / :meth:`Backend.release` one flat
+buffer per plan memory, :meth:`Backend.copy` between two views (on the
+calling queue), :meth:`Backend.write` / :meth:`Backend.read` host data, and
+optionally :meth:`Backend.synchronize` and :meth:`Backend.thread_init` (bind
+the worker thread to its queue: a device and a stream). Everything else is
+decided once, here, for every backend: the zero-copy views
+(:class:`turnip.memory.Memories`, which only needs the allocator half),
+which kernel a compute node runs (native, else the onnxruntime fallback,
+recorded in ``fallback_nodes``), and which inputs reach a kernel as host
+parameters (declared with ``@register(..., host_inputs=...)``).
+
+For each node the backend prepares, once at load time, a zero-argument
+callable the executor runs: no lookups, no allocation and no view building
+happen per node at run time.
 
 Kernels are written once against the array API (``ctx.xp``); an op without a
 native kernel runs through the onnxruntime fallback, and the backend records
@@ -23,6 +33,9 @@ from ..errors import TurnipError
 from ..graph import describe_node
 from ..memory import Memories
 from ..plan import COMPUTE, Loc, Memory, Node, Plan
+
+#: Largest plan-time constant (bytes) handed to a kernel as a host parameter array.
+HOST_PARAM_MAX_BYTES = 4096
 
 
 class BackendError(TurnipError):
@@ -48,6 +61,8 @@ class Backend(ABC):
 
     name: str = "?"
     xp: ModuleType = np
+    #: Whether views live outside host memory, so that host parameters (see :meth:`host_param`) save a device sync.
+    device_arrays: bool = False
 
     def __init__(self) -> None:
         self.plan: Plan | None = None
@@ -146,13 +161,45 @@ class Backend(ABC):
         """What a kernel gets for input ``loc`` (default: the view)."""
         return self.view(loc)
 
+    def host_param(self, plan: Plan, node: Node, i: int, loc: Loc) -> np.ndarray | None:
+        """Input ``i`` of ``node`` as a host array, if its kernel reads it only as a parameter and it is a small plan-time constant.
+
+        The kernel declares such inputs at registration (``host_inputs``); the
+        bytes come from ``plan.constants`` (of the tensor, or of the storage it
+        aliases). None: give the kernel the view.
+        """
+        from ..kernels import host_inputs
+
+        if i not in host_inputs(node.op, node.domain):
+            return None
+        t = plan.tensors[loc.tensor]
+        data = plan.constants.get(loc.tensor)
+        if data is None:
+            data = plan.constants.get(t.storage)
+        if data is None or t.nbytes > HOST_PARAM_MAX_BYTES or len(data) != t.nbytes:
+            return None
+        from ..dtypes import np_dtype
+
+        return np.frombuffer(data, dtype=np_dtype(t.dtype)).reshape(t.shape).copy()
+
+    def kernel_inputs(self, plan: Plan, node: Node, views: list[Any]) -> list[Any]:
+        """What the kernel of ``node`` gets for each input: the view, or (device backends) a host parameter array."""
+        if not self.device_arrays:
+            return views
+        out = []
+        for i, loc in enumerate(node.inputs):
+            h = None if loc is None else self.host_param(plan, node, i, loc)
+            out.append(h if h is not None else views[i])
+        return out
+
     def prepare_compute(self, plan: Plan, node: Node) -> Callable[[], None]:
         """A callable that runs a compute node on its planned views."""
         kernel, fallback = self.prepare_kernel(plan, node)
         if fallback:
             self.fallback_nodes.append((node.id, node.op, node.domain, node.name))
         ctx = self.kernel_context(plan, node)
-        inputs = [None if loc is None else self.compute_input(plan, loc) for loc in node.inputs]
+        views = [None if loc is None else self.compute_input(plan, loc) for loc in node.inputs]
+        inputs = self.kernel_inputs(plan, node, views)
         outputs = [None if loc is None else self.view(loc) for loc in node.outputs]
         return self.bind_compute(node, kernel, ctx, inputs, outputs)
 

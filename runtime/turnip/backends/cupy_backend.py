@@ -59,8 +59,8 @@ which pairs had peer access.
 
 Compute: the shared kernels with ``ctx.xp = cupy``. Small plan-time constant
 inputs that kernels only read as parameters (Slice starts, Reduce axes, Pad
-pads, ...) are given as host NumPy arrays, so reading them never syncs the
-device. MatMul with matching dtypes writes straight into its planned output
+pads, ...: the kernels declare them, ``Backend.host_param`` decides) are
+given as host NumPy arrays, so reading them never syncs the device. MatMul with matching dtypes writes straight into its planned output
 (``cupy.matmul(..., out=)``) instead of through a temporary. Ops without a
 native kernel go through onnxruntime: with onnxruntime-gpu whose CUDA
 execution provider really loads, on the planned device pointers through
@@ -84,41 +84,6 @@ from ..memory import Memories
 from ..plan import GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Memory, Node, Plan
 from ..queues import QUEUE_KINDS, QUEUE_OF_KIND
 from .base import Backend, BackendError
-
-#: Inputs that kernels read only as host parameters (via ctx.host): op -> input indices.
-#: When such an input is a plan-time constant, the kernel gets it as a host NumPy array.
-PARAM_INPUTS: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,),
-    "Expand": (1,),
-    "Tile": (1,),
-    "Slice": (1, 2, 3, 4),
-    "Pad": (1, 2, 3),
-    "Range": (0, 1, 2),
-    "ConstantOfShape": (0,),
-    "Squeeze": (1,),
-    "Unsqueeze": (1,),
-    "Split": (1,),
-    "ReduceSum": (1,),
-    "ReduceMean": (1,),
-    "ReduceMax": (1,),
-    "ReduceMin": (1,),
-    "ReduceProd": (1,),
-    "ReduceL1": (1,),
-    "ReduceL2": (1,),
-    "ReduceLogSum": (1,),
-    "ReduceLogSumExp": (1,),
-    "ReduceSumSquare": (1,),
-    "CumSum": (1,),
-    "Clip": (1, 2),
-    "Dropout": (1, 2),
-    "Trilu": (1,),
-    "TopK": (1,),
-    "OneHot": (1,),
-    "Resize": (1, 2, 3),
-    "Upsample": (1,),
-}
-#: Largest constant (bytes) handed to a kernel as a host array.
-HOST_PARAM_MAX_BYTES = 4096
 
 _CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED = 704
 
@@ -243,6 +208,7 @@ class CupyBackend(Backend):
     """The plan on NVIDIA GPUs through CuPy (see the module docstring)."""
 
     name = "cupy"
+    device_arrays = True
 
     def __init__(
         self,
@@ -533,30 +499,13 @@ class CupyBackend(Backend):
     def compute_input(self, plan: Plan, loc: Loc) -> Any:
         return self.view(loc)
 
-    def _host_param(self, plan: Plan, node: Node, i: int, loc: Loc) -> np.ndarray | None:
-        """A plan-time constant parameter input as a host array, or None."""
-        if i not in PARAM_INPUTS.get(node.op, ()) or node.domain not in ("", "ai.onnx"):
-            return None
-        t = plan.tensors[loc.tensor]
-        data = plan.constants.get(loc.tensor)
-        if data is None:
-            data = plan.constants.get(t.storage)
-        if data is None or t.nbytes > HOST_PARAM_MAX_BYTES or len(data) != t.nbytes:
-            return None
-        from ..dtypes import np_dtype
-
-        return np.frombuffer(data, dtype=np_dtype(t.dtype)).reshape(t.shape).copy()
-
     def prepare_compute(self, plan: Plan, node: Node) -> Callable[[], None]:
         cp = self.cp
         dev = node.device
         with cp.cuda.Device(dev):
             outputs = [None if loc is None else self.view(loc) for loc in node.outputs]  # None: an omitted optional output
             dev_inputs = [None if loc is None else self.view(loc) for loc in node.inputs]
-            inputs = []
-            for i, loc in enumerate(node.inputs):
-                h = None if loc is None else self._host_param(plan, node, i, loc)
-                inputs.append(h if h is not None else dev_inputs[i])
+            inputs = self.kernel_inputs(plan, node, dev_inputs)
             kernel, how = self._select_kernel(plan, node, dev_inputs, outputs)
             if how == "ort-cuda":
                 inputs = dev_inputs
@@ -805,4 +754,4 @@ class CupyBackend(Backend):
         return dict(self.report)
 
 
-__all__ = ["CupyBackend", "MemoryPlanError", "PARAM_INPUTS", "ort_cuda_status"]
+__all__ = ["CupyBackend", "MemoryPlanError", "ort_cuda_status"]

@@ -8,9 +8,13 @@ library allows, else ``outputs[i][...] = result``). Kernels never allocate
 their outputs and never change their shapes.
 
 Small integer inputs that ONNX passes as tensors but that are really
-parameters (Reshape's shape, Slice's starts, ReduceMean's axes, ...) arrive as
-host NumPy arrays when they are plan-time constants; ``ctx.host(x)`` gives a
-host NumPy array for any input either way.
+parameters (Reshape's shape, Slice's starts, ReduceMean's axes, ...) are
+declared where the kernel is registered (``@register("Slice",
+host_inputs=(1, 2, 3, 4))``). Every backend then decides the same way, in
+shared code (:meth:`turnip.backends.base.Backend.host_param`): such an input
+that is a small plan-time constant reaches the kernel as a host NumPy array,
+so a GPU kernel reading it never synchronizes the device. ``ctx.host(x)``
+gives a host NumPy array for any input either way.
 """
 
 from __future__ import annotations
@@ -49,12 +53,22 @@ Kernel = Callable[[KernelContext, list, list], None]
 
 #: (domain, op_type) -> kernel. Domain "" is the default ONNX domain.
 REGISTRY: dict[tuple[str, str], Kernel] = {}
+#: (domain, op_type) -> indices of the inputs the kernel reads only as host parameters.
+HOST_INPUTS: dict[tuple[str, str], tuple[int, ...]] = {}
 
 
-def register(*ops: str, domain: str = "") -> Callable[[Kernel], Kernel]:
+def _key(op: str, domain: str) -> tuple[str, str]:
+    return ("" if domain == "ai.onnx" else domain, op)
+
+
+def register(*ops: str, domain: str = "", host_inputs: tuple[int, ...] = ()) -> Callable[[Kernel], Kernel]:
+    """Register ``fn`` as the kernel of ``ops``; ``host_inputs``: inputs it reads only through ``ctx.host``."""
+
     def deco(fn: Kernel) -> Kernel:
         for op in ops:
-            REGISTRY[(domain, op)] = fn
+            REGISTRY[_key(op, domain)] = fn
+            if host_inputs:
+                HOST_INPUTS[_key(op, domain)] = tuple(host_inputs)
         return fn
 
     return deco
@@ -63,7 +77,13 @@ def register(*ops: str, domain: str = "") -> Callable[[Kernel], Kernel]:
 def get_kernel(op: str, domain: str = "") -> Kernel | None:
     """The native kernel for an op, or None (the runtime then uses the onnxruntime fallback)."""
     _load_all()
-    return REGISTRY.get(("" if domain == "ai.onnx" else domain, op))
+    return REGISTRY.get(_key(op, domain))
+
+
+def host_inputs(op: str, domain: str = "") -> tuple[int, ...]:
+    """Indices of the inputs of ``op`` that its kernel reads only as host parameters (see the module docstring)."""
+    _load_all()
+    return HOST_INPUTS.get(_key(op, domain), ())
 
 
 _loaded = False

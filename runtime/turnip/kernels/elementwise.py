@@ -343,7 +343,7 @@ def gelu(ctx, inputs, outputs):
     write(outputs[0], y)
 
 
-@register("Clip")
+@register("Clip", host_inputs=(1, 2))
 def clip(ctx, inputs, outputs):
     xp = ctx.xp
     x = inputs[0]
@@ -382,7 +382,7 @@ def identity(ctx, inputs, outputs):
     write(outputs[0], inputs[0].reshape(outputs[0].shape))
 
 
-@register("Dropout")
+@register("Dropout", host_inputs=(1, 2))
 def dropout(ctx, inputs, outputs):
     """Inference-mode Dropout: identity (training_mode with ratio > 0 is not supported)."""
     x = inputs[0]

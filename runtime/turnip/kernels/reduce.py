@@ -96,7 +96,7 @@ for _op in (
     "ReduceLogSum",
     "ReduceLogSumExp",
 ):
-    register(_op)(_reducer(_op))
+    register(_op, host_inputs=(1,))(_reducer(_op))
 
 
 def _arg(fn_name):
@@ -146,5 +146,5 @@ def _cum(fn_name):
     return kernel
 
 
-register("CumSum")(_cum("cumsum"))
+register("CumSum", host_inputs=(1,))(_cum("cumsum"))
 register("CumProd")(_cum("cumprod"))

@@ -157,7 +157,7 @@ def _resize(xp, x, out, scales, axes, get_coeffs, coord_mode, roi, exclude_outsi
     write(out, res)
 
 
-@register("Resize")
+@register("Resize", host_inputs=(1, 2, 3))
 def resize(ctx, inputs, outputs):
     xp = ctx.xp
     x = inputs[0]
@@ -229,7 +229,7 @@ def resize(ctx, inputs, outputs):
     _resize(xp, x, out, scales, axes, get_coeffs, coord_mode, roi, exclude_outside, extrapolation_value, nearest)
 
 
-@register("Upsample")
+@register("Upsample", host_inputs=(1,))
 def upsample(ctx, inputs, outputs):
     xp = ctx.xp
     x = inputs[0]

@@ -18,7 +18,7 @@ def write_host(xp, out, value):
     out[...] = v.item() if v.ndim == 0 else xp.asarray(v.astype(out.dtype, copy=False))
 
 
-@register("Reshape", "Squeeze", "Unsqueeze", "Flatten")
+@register("Reshape", "Squeeze", "Unsqueeze", "Flatten", host_inputs=(1,))  # Flatten has no input 1
 def reshape(ctx, inputs, outputs):
     write(outputs[0], inputs[0].reshape(outputs[0].shape))
 
@@ -46,7 +46,7 @@ def concat(ctx, inputs, outputs):
         off += n
 
 
-@register("Split")
+@register("Split", host_inputs=(1,))
 def split(ctx, inputs, outputs):
     """Chunk sizes come from the planned output shapes (same for every opset variant)."""
     x = inputs[0]
@@ -92,7 +92,7 @@ def slice_params(ctx, inputs, x):
     return tuple(sl)
 
 
-@register("Slice")
+@register("Slice", host_inputs=(1, 2, 3, 4))
 def slice_(ctx, inputs, outputs):
     x = inputs[0]
     write(outputs[0], x[slice_params(ctx, inputs, x)])
@@ -136,18 +136,18 @@ def gather_nd(ctx, inputs, outputs):
     write(outputs[0], xr[tuple(parts)].reshape(outputs[0].shape))
 
 
-@register("Expand")
+@register("Expand", host_inputs=(1,))
 def expand(ctx, inputs, outputs):
     write(outputs[0], ctx.xp.broadcast_to(inputs[0], outputs[0].shape))
 
 
-@register("Tile")
+@register("Tile", host_inputs=(1,))
 def tile(ctx, inputs, outputs):
     reps = host_ints(ctx, inputs[1])
     write(outputs[0], ctx.xp.tile(inputs[0], reps))
 
 
-@register("Pad")
+@register("Pad", host_inputs=(1, 2, 3))
 def pad(ctx, inputs, outputs):
     xp = ctx.xp
     x = inputs[0]
@@ -180,7 +180,7 @@ def pad(ctx, inputs, outputs):
     write(outputs[0], y)
 
 
-@register("Range")
+@register("Range", host_inputs=(0, 1, 2))
 def range_(ctx, inputs, outputs):
     xp = ctx.xp
     out = outputs[0]
@@ -193,7 +193,7 @@ def range_(ctx, inputs, outputs):
         write(out, xp.arange(n, dtype=np.float64) * float(delta) + float(start))
 
 
-@register("ConstantOfShape")
+@register("ConstantOfShape", host_inputs=(0,))
 def constant_of_shape(ctx, inputs, outputs):
     v = ctx.attr("value")
     outputs[0][...] = 0 if v is None else np.asarray(v).reshape(-1)[0].item()
@@ -230,7 +230,7 @@ def constant(ctx, inputs, outputs):
     write_host(ctx.xp, outputs[0], np.asarray(v).reshape(outputs[0].shape))
 
 
-@register("Trilu")
+@register("Trilu", host_inputs=(1,))
 def trilu(ctx, inputs, outputs):
     xp = ctx.xp
     x = inputs[0]
@@ -252,7 +252,7 @@ def eye_like(ctx, inputs, outputs):
     write(out, d == k)
 
 
-@register("TopK")
+@register("TopK", host_inputs=(1,))
 def topk(ctx, inputs, outputs):
     xp = ctx.xp
     x = inputs[0]
@@ -317,7 +317,7 @@ def scatter_elements(ctx, inputs, outputs):
     _scatter(xp, out, index, upd, to_str(ctx.attr("reduction", "none")))
 
 
-@register("OneHot")
+@register("OneHot", host_inputs=(1,))
 def one_hot(ctx, inputs, outputs):
     xp = ctx.xp
     idx, depth, values = inputs
