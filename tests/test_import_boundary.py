@@ -91,3 +91,19 @@ def test_the_dynamic_check_would_notice(forbidden):
     code = f"import {forbidden}, sys\nprint(' '.join(sorted(k for k in sys.modules if k.split('.')[0] == {forbidden!r})))\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert forbidden in r.stdout.split()
+
+
+def test_the_simulator_and_the_cupy_backend_do_not_need_the_executor():
+    """The queue model, priorities and plan graph live in turnip.queues / turnip.graph, not in the executor."""
+    code = (
+        "import sys\n"
+        "import turnipc.simulate, turnipc.simulate.sim, turnipc.simulate.trace, turnipc.diff\n"
+        "print(' '.join(sorted(m for m in sys.modules if m in ('turnip.executor', 'turnip.run', 'turnip.backends'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ""
+    with open(os.path.join(RUNTIME, "backends", "cupy_backend.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    relative = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 2}
+    assert "executor" not in relative and {"queues", "graph"} <= relative, relative

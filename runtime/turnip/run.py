@@ -25,22 +25,8 @@ from .executor import ORDERS, Executor
 from .graph import copy_label, describe_node
 from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, read_plan
 from .queues import QUEUE_OF_KIND, dynamic_priorities
+from .trace import TimelineEvent
 from .weights import InitialData, validate_feeds
-
-
-@dataclass(frozen=True)
-class TimelineEvent:
-    """One node's run: seconds since its repeat started."""
-
-    node: int
-    kind: str
-    device: int
-    queue: str
-    name: str
-    op: str
-    bytes: int
-    start: float
-    end: float
 
 
 @dataclass

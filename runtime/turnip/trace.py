@@ -11,9 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .plan import QUEUE_KINDS
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One node's run: seconds since its repeat started (the runtime's, or the simulator's, timeline)."""
+
+    node: int
+    kind: str
+    device: int
+    queue: str
+    name: str
+    op: str
+    bytes: int
+    start: float
+    end: float
 
 
 def chrome_trace(timeline: Iterable[Any], *, backend: str = "", label: str = "turnip") -> dict[str, Any]:

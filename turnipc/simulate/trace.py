@@ -17,8 +17,7 @@ from typing import Any
 
 from turnip.graph import copy_label
 from turnip.plan import COMPUTE, QUEUE_OF_KIND, Plan
-from turnip.run import TimelineEvent
-from turnip.trace import chrome_trace
+from turnip.trace import TimelineEvent, chrome_trace
 
 from .sim import SimResult
 
