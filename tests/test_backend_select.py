@@ -412,3 +412,35 @@ def test_plan_with_more_gpus_than_present(tmp_path):
     be, _ = _fake_backend(1)
     with pytest.raises(BackendError, match=r"uses 2 GPU\(s\).*sees 1"):
         run_plan(plan_path, feeds_for(0), backend=be)
+
+
+def test_kernel_routes_are_decided_in_shared_code():
+    """Backend.select_kernel: the backend's own kernel, else the shared one, else onnxruntime on its device."""
+    from turnip.backends import KernelRoute
+    from turnip.backends.numpy_backend import NumpyBackend
+    from turnip.kernels import get_kernel
+    from turnip.plan import Node, Plan
+
+    def special(ctx, inputs, outputs):
+        return None
+
+    def on_device(ctx, inputs, outputs):
+        return None
+
+    class Routed(NumpyBackend):
+        def special_kernel(self, plan, node, inputs, outputs):
+            return special if node.op == "Tanh" else None
+
+        def device_fallback(self, plan, node, inputs, outputs):
+            return on_device
+
+    plan = Plan("m.onnx", "0" * 64, {"": 17}, {}, [], [], [], [], [], [])
+
+    def node(op, domain=""):
+        return Node(0, "compute", 0, (), (), (), op=op, domain=domain)
+
+    be = Routed()
+    assert be.select_kernel(plan, node("Relu"), [], []) == (get_kernel("Relu"), KernelRoute.NATIVE)
+    assert be.select_kernel(plan, node("Tanh"), [], []) == (special, KernelRoute.NATIVE)
+    assert be.select_kernel(plan, node("QuickGelu", "com.microsoft"), [], []) == (on_device, KernelRoute.DEVICE_FALLBACK)
+    assert NumpyBackend().select_kernel(plan, node("Relu"), [], [])[1] == KernelRoute.NATIVE

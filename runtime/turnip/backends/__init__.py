@@ -6,7 +6,7 @@ backend is installed, else NumPy.
 
 from __future__ import annotations
 
-from .base import Backend, BackendError, KernelError
+from .base import Backend, BackendError, KernelError, KernelRoute
 
 BACKENDS = ("auto", "numpy", "cupy")
 
@@ -67,4 +67,4 @@ def get_backend(name: "str | Backend" = "auto") -> Backend:
     raise BackendError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "BackendError", "KernelError", "BACKENDS", "get_backend", "cupy_available", "cupy_status"]
+__all__ = ["Backend", "BackendError", "KernelError", "KernelRoute", "BACKENDS", "get_backend", "cupy_available", "cupy_status"]

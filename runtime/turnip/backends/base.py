@@ -24,6 +24,7 @@ which nodes did (``fallback_nodes``) for ``turnip-run --report``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from enum import Enum
 from types import ModuleType
 from typing import Any, Callable
 
@@ -36,6 +37,14 @@ from ..plan import COMPUTE, Loc, Memory, Node, Plan
 
 #: Largest plan-time constant (bytes) handed to a kernel as a host parameter array.
 HOST_PARAM_MAX_BYTES = 4096
+
+
+class KernelRoute(str, Enum):
+    """How a compute node runs: decided once per node by :meth:`Backend.select_kernel`."""
+
+    NATIVE = "native"  # a kernel of turnip.kernels (or the backend's own better one)
+    DEVICE_FALLBACK = "ort-device"  # onnxruntime on the backend's device, on the planned views
+    HOST_FALLBACK = "ort-host"  # onnxruntime on the CPU (a host round trip on a GPU backend)
 
 
 class BackendError(TurnipError):
@@ -128,13 +137,46 @@ class Backend(ABC):
 
         return KernelContext(xp=self.xp, attrs=node.attrs, opset=opset_for(plan, node.domain), op=node.op, name=node.name)
 
+    def select_kernel(self, plan: Plan, node: Node, inputs: list[Any], outputs: list[Any]) -> tuple[Callable[..., None], KernelRoute]:
+        """The kernel of a compute node and its route, in the same order for every backend.
+
+        The backend's own kernel for this node if it has one
+        (:meth:`special_kernel`), else the shared native kernel, else the
+        backend's onnxruntime on its device (:meth:`device_fallback`), else
+        onnxruntime on the host. ``inputs`` / ``outputs`` are the planned views.
+        """
+        from ..kernels import get_kernel
+
+        special = self.special_kernel(plan, node, inputs, outputs)
+        if special is not None:
+            return special, KernelRoute.NATIVE
+        kernel = get_kernel(node.op, node.domain)
+        if kernel is not None:
+            return kernel, KernelRoute.NATIVE
+        device = self.device_fallback(plan, node, inputs, outputs)
+        if device is not None:
+            return device, KernelRoute.DEVICE_FALLBACK
+        return self.host_fallback_kernel(plan, node), KernelRoute.HOST_FALLBACK
+
+    def special_kernel(self, plan: Plan, node: Node, inputs: list[Any], outputs: list[Any]) -> Callable[..., None] | None:
+        """A backend-specific kernel that beats the shared one for this node (default: none)."""
+        return None
+
+    def device_fallback(self, plan: Plan, node: Node, inputs: list[Any], outputs: list[Any]) -> Callable[..., None] | None:
+        """onnxruntime on the backend's device for an op without a native kernel (default: none; the host fallback runs)."""
+        return None
+
     def prepare_kernel(self, plan: Plan, node: Node) -> tuple[Callable[..., None], bool]:
-        """(kernel, uses_fallback) for a compute node."""
+        """(kernel, uses_fallback) for a compute node, without views (the unprepared path)."""
         from ..kernels import get_kernel
 
         kernel = get_kernel(node.op, node.domain)
         if kernel is not None:
             return kernel, False
+        return self.host_fallback_kernel(plan, node), True
+
+    def host_fallback_kernel(self, plan: Plan, node: Node) -> Callable[..., None]:
+        """onnxruntime on the CPU for ``node``, its session built now (fail at load, not mid-run)."""
         try:
             from ..fallback import make_fallback_kernel
         except ImportError as e:
@@ -155,7 +197,7 @@ class Backend(ABC):
         build = getattr(kernel, "session", None)
         if callable(build):  # build the onnxruntime session now: fail at load, not mid-run
             build(node.attrs)
-        return kernel, True
+        return kernel
 
     def compute_input(self, plan: Plan, loc: Loc) -> Any:
         """What a kernel gets for input ``loc`` (default: the view)."""
@@ -194,16 +236,21 @@ class Backend(ABC):
 
     def prepare_compute(self, plan: Plan, node: Node) -> Callable[[], None]:
         """A callable that runs a compute node on its planned views."""
-        kernel, fallback = self.prepare_kernel(plan, node)
-        if fallback:
-            self.fallback_nodes.append((node.id, node.op, node.domain, node.name))
-        ctx = self.kernel_context(plan, node)
         views = [None if loc is None else self.compute_input(plan, loc) for loc in node.inputs]
-        inputs = self.kernel_inputs(plan, node, views)
         outputs = [None if loc is None else self.view(loc) for loc in node.outputs]
-        return self.bind_compute(node, kernel, ctx, inputs, outputs)
+        kernel, route = self.select_kernel(plan, node, views, outputs)
+        if route != KernelRoute.NATIVE:
+            self.fallback_nodes.append((node.id, node.op, node.domain, node.name))
+        # onnxruntime on the device reads the planned views itself; kernels may get host parameters
+        inputs = views if route == KernelRoute.DEVICE_FALLBACK else self.kernel_inputs(plan, node, views)
+        ctx = self.kernel_context(plan, node)
+        return self.bind_compute(node, kernel, ctx, inputs, outputs, route)
 
-    def bind_compute(self, node: Node, kernel: Callable[..., None], ctx: Any, inputs: list, outputs: list) -> Callable[[], None]:
+    def bind_compute(
+        self, node: Node, kernel: Callable[..., None], ctx: Any, inputs: list[Any], outputs: list[Any], route: KernelRoute = KernelRoute.NATIVE
+    ) -> Callable[[], None]:
+        """The prepared callable of a compute node (a GPU backend adds its stream, events and checks)."""
+
         def run() -> None:
             kernel(ctx, inputs, outputs)
 

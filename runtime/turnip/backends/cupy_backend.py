@@ -82,8 +82,8 @@ from ..errors import TurnipError
 from ..graph import describe_node
 from ..memory import Memories
 from ..plan import GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Memory, Node, Plan
-from ..queues import QUEUE_KINDS, QUEUE_OF_KIND
-from .base import Backend, BackendError
+from ..queues import QUEUE_KINDS, QUEUE_OF_KIND, QueueKind
+from .base import Backend, BackendError, KernelRoute
 
 _CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED = 704
 
@@ -406,7 +406,7 @@ class CupyBackend(Backend):
         if src.size == 0:
             return
         d = self._dev_of(dst)
-        s = self._streams.get((d, "h2d"))
+        s = self._streams.get((d, QueueKind.H2D))
         with self.cp.cuda.Device(d):
             sp = s.ptr if s is not None else self.cp.cuda.get_current_stream().ptr
             rt = self.cp.cuda.runtime
@@ -452,7 +452,7 @@ class CupyBackend(Backend):
         for node in plan.nodes:
             if node.device not in self._devices:
                 raise TurnipError(f"{describe_node(node, plan)} runs on GPU {node.device}, which has no arena in the plan; re-plan the model")
-            self._queue_of[node.id] = (node.device, QUEUE_OF_KIND.get(node.kind, "compute"))
+            self._queue_of[node.id] = (node.device, QUEUE_OF_KIND[node.kind])
         self._events = []
         for node in plan.nodes:
             with cp.cuda.Device(node.device):
@@ -500,59 +500,55 @@ class CupyBackend(Backend):
         return self.view(loc)
 
     def prepare_compute(self, plan: Plan, node: Node) -> Callable[[], None]:
-        cp = self.cp
-        dev = node.device
-        with cp.cuda.Device(dev):
-            outputs = [None if loc is None else self.view(loc) for loc in node.outputs]  # None: an omitted optional output
-            dev_inputs = [None if loc is None else self.view(loc) for loc in node.inputs]
-            inputs = self.kernel_inputs(plan, node, dev_inputs)
-            kernel, how = self._select_kernel(plan, node, dev_inputs, outputs)
-            if how == "ort-cuda":
-                inputs = dev_inputs
-            ctx = self.kernel_context(plan, node)
-        entry = (node.id, node.op, node.domain, node.name)
-        if how != "native":
-            self.fallback_nodes.append(entry)
-            (self._ort_cuda_nodes if how == "ort-cuda" else self._host_trip_nodes).append(entry)
-        return self._bind(node, kernel, ctx, inputs, outputs, how == "ort-cuda")
+        with self.cp.cuda.Device(node.device):  # views, kernels and onnxruntime sessions of this node's GPU
+            return super().prepare_compute(plan, node)
 
-    def _select_kernel(self, plan: Plan, node: Node, ins: list, outs: list) -> tuple[Callable[..., None], str]:
-        from ..kernels import get_kernel
+    def special_kernel(self, plan: Plan, node: Node, inputs: list[Any], outputs: list[Any]) -> Callable[..., None] | None:
+        """MatMul of matching float dtypes writes straight into its planned output (``cupy.matmul(..., out=)``)."""
+        if node.op != "MatMul" or node.domain not in ("", "ai.onnx") or len(inputs) != 2 or len(outputs) != 1:
+            return None
+        a, b, o = inputs[0], inputs[1], outputs[0]
+        if a is None or b is None or o is None or a.ndim < 2 or b.ndim < 2 or not (a.dtype == b.dtype == o.dtype) or o.dtype.kind != "f":
+            return None
+        try:
+            batch = np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+        except ValueError:
+            return None
+        if tuple(o.shape) == tuple(batch) + (a.shape[-2], b.shape[-1]) and a.shape[-1] == b.shape[-2]:
+            return _matmul_out(self.cp)
+        return None
 
-        cp = self.cp
-        if node.op == "MatMul" and node.domain in ("", "ai.onnx") and len(ins) == 2 and len(outs) == 1:
-            a, b, o = ins[0], ins[1], outs[0]
-            if a is not None and b is not None and a.ndim >= 2 and b.ndim >= 2 and a.dtype == b.dtype == o.dtype and o.dtype.kind == "f":
-                try:
-                    batch = np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
-                except ValueError:
-                    batch = None
-                if batch is not None and tuple(o.shape) == tuple(batch) + (a.shape[-2], b.shape[-1]) and a.shape[-1] == b.shape[-2]:
-                    return _matmul_out(cp), "native"
-        kernel = get_kernel(node.op, node.domain)
-        if kernel is not None:
-            return kernel, "native"
-        # no native kernel: onnxruntime, on the GPU if its CUDA provider works
-        if self.use_ort_cuda:
-            ok, why = ort_cuda_status(node.device)
-            self._ort_cuda_reason = why
-            sizes_ok = all(v is None or v.size > 0 for v in list(ins) + list(outs))
-            if ok and sizes_ok:
-                try:
-                    stream = self._stream(node.device, "compute")
-                    return _OrtCudaKernel(plan, node, ins, outs, node.device, stream.ptr), "ort-cuda"
-                except Exception as e:  # noqa: BLE001 - fall back to the host round trip, but say why
-                    self._ort_cuda_reason = f"onnxruntime CUDA session for {node.op} failed: {type(e).__name__}: {e}"
-        else:
+    def device_fallback(self, plan: Plan, node: Node, inputs: list[Any], outputs: list[Any]) -> Callable[..., None] | None:
+        """onnxruntime's CUDA provider on the planned device pointers, when it really loads; else None (host round trip)."""
+        if not self.use_ort_cuda:
             self._ort_cuda_reason = "onnxruntime CUDA fallback disabled"
-        kernel, _ = self.prepare_kernel(plan, node)  # the CPU onnxruntime fallback (raises KernelError if absent)
-        return kernel, "ort-host"
+            return None
+        ok, why = ort_cuda_status(node.device)
+        self._ort_cuda_reason = why
+        if not ok or not all(v is None or v.size > 0 for v in list(inputs) + list(outputs)):
+            return None
+        try:
+            stream = self._stream(node.device, QueueKind.COMPUTE)
+            return _OrtCudaKernel(plan, node, inputs, outputs, node.device, stream.ptr)
+        except Exception as e:  # noqa: BLE001 - fall back to the host round trip, but say why
+            self._ort_cuda_reason = f"onnxruntime CUDA session for {node.op} failed: {type(e).__name__}: {e}"
+            return None
+
+    def bind_compute(
+        self, node: Node, kernel: Callable[..., None], ctx: Any, inputs: list[Any], outputs: list[Any], route: KernelRoute = KernelRoute.NATIVE
+    ) -> Callable[[], None]:
+        entry = (node.id, node.op, node.domain, node.name)
+        if route == KernelRoute.DEVICE_FALLBACK:
+            self._ort_cuda_nodes.append(entry)
+        elif route == KernelRoute.HOST_FALLBACK:
+            self._host_trip_nodes.append(entry)
+        return self._bind(node, kernel, ctx, inputs, outputs, route == KernelRoute.DEVICE_FALLBACK)
 
     def _bind(self, node: Node, kernel: Callable[..., None], ctx: Any, inputs: list, outputs: list, external: bool) -> Callable[[], None]:
         cp = self.cp
         idx = self._index[node.id]
         ev = self._events[idx]
-        stream = self._stream(node.device, "compute")
+        stream = self._stream(node.device, QueueKind.COMPUTE)
         waits = self._cross_waits(node)
         cell = self._alloc[idx]
         strict = self.strict_memory
