@@ -9,6 +9,7 @@ the residency stage then has to squeeze into the budget.
 from __future__ import annotations
 
 from turnip.graph import DependencyGraph
+from turnip.plan import TensorKind
 
 from .taskgraph import TaskGraph
 
@@ -19,7 +20,7 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
     consumers = graph.consumers()
     remaining_uses = {s: len(c) for s, c in consumers.items()}
     outputs = set(graph.output_storages())
-    frees_kind = ("activation",)
+    frees_kind = (TensorKind.ACTIVATION,)
 
     preds: list[set[int]] = [set() for _ in range(n)]
     for t in graph.tasks:

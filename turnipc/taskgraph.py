@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from turnip.plan import TensorKind
 
 #: Value kinds. "weight": an initializer of the model, read by the runtime
 #: from the model file; "constant": computed at plan time (folding) and
 #: stored inline in the plan; "input"/"output": graph inputs and outputs.
-VALUE_KINDS = ("input", "weight", "constant", "activation", "output")
+#: The plan's TensorKind, by value: a value's kind becomes its tensor's kind in the plan.
+VALUE_KINDS = tuple(k.value for k in TensorKind)
+#: Kinds whose bytes exist before any task runs.
+INITIAL_KINDS = (TensorKind.INPUT, TensorKind.WEIGHT, TensorKind.CONSTANT)
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class TaskGraph:
 
     def initial_storages(self) -> list[str]:
         """Storages that hold data before any task runs (inputs, weights, constants)."""
-        return [s for s in self.storages() if self.values[s].kind in ("input", "weight", "constant")]
+        return [s for s in self.storages() if self.values[s].kind in INITIAL_KINDS]
 
     def total_flops(self) -> int:
         return sum(t.flops for t in self.tasks)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
+from turnip.plan import QueueKind
 
-QUEUE_COLORS = {"compute": "#4C72B0", "h2d": "#DD8452", "d2h": "#55A868", "peer": "#8172B3"}
+QUEUE_COLORS: dict[str, str] = {QueueKind.COMPUTE: "#4C72B0", QueueKind.H2D: "#DD8452", QueueKind.D2H: "#55A868", QueueKind.PEER: "#8172B3"}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .dtypes import np_dtype, onnx_elem_type
 from .executor import PlanError, TurnipError
-from .plan import Plan, resolve_model_path
+from .plan import Plan, TensorKind, resolve_model_path
 
 
 class InputError(TurnipError, ValueError):
@@ -116,9 +116,9 @@ class InitialData:
         self.model_path = model_path
         self._sources: list[np.ndarray | None] = []  # per placement: bytes, or None for inputs
         self._mmaps: dict[str, np.ndarray] = {}  # memmaps (a plain empty array for an empty file)
-        weights = [p for p in plan.placements if p.source == "weight"]
+        weights = [p for p in plan.placements if p.source == TensorKind.WEIGHT]
         for p in plan.placements:
-            if p.source not in ("weight", "constant", "input"):
+            if p.source not in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT):
                 raise PlanError(f"placement of tensor {p.tensor} has unknown source {p.source!r}; re-plan the model")
             if not 0 <= p.tensor < len(plan.tensors):
                 raise PlanError(f"placement names tensor {p.tensor}, which the plan does not have; re-plan the model")
@@ -134,10 +134,10 @@ class InitialData:
             inits = self._open_model(self.model_path)
         for p in plan.placements:
             t = plan.tensors[p.tensor]
-            if p.source == "input":
+            if p.source == TensorKind.INPUT:
                 self._sources.append(None)
                 continue
-            if p.source == "constant":
+            if p.source == TensorKind.CONSTANT:
                 data = plan.constants.get(p.tensor)
                 if data is None and t.storage in plan.constants:
                     data = plan.constants[t.storage]
