@@ -369,6 +369,10 @@ class Plan:
     #: Sections a lenient read (:func:`read_plan_lenient`) could not parse and left empty; never written.
     unread: tuple[str, ...] = field(default=(), compare=False)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.stats, dict):  # a plain mapping (older callers): the same numbers, typed
+            self.stats = PlanStats.from_obj(self.stats)
+
     # -- convenience -----------------------------------------------------
     def tensor_index(self) -> dict[str, int]:
         return {t.name: i for i, t in enumerate(self.tensors)}
