@@ -16,6 +16,7 @@ import os
 import numpy as np
 import onnx
 import pytest
+from plan_runner import PlanPerShapeRunner, bind_dims, symbolic_input_dims
 from turnip.generate import (
     CacheConvention,
     DecoderSignature,
@@ -27,7 +28,6 @@ from turnip.generate import (
     next_tokens,
 )
 
-from turnipc.decode_runner import PlanPerShapeRunner, bind_dims, symbolic_input_dims
 from turnipc.units import Budget
 
 DEC = os.path.join(os.path.dirname(__file__), "models", "decoders")

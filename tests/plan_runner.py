@@ -1,7 +1,7 @@
 """A decoder "runner" that plans each distinct step shape with turnipc and runs it with turnip.
 
     >>> from turnip.generate import DecoderSignature, generate
-    >>> from turnipc.decode_runner import PlanPerShapeRunner
+    >>> from plan_runner import PlanPerShapeRunner   # tests/ on sys.path
     >>> runner = PlanPerShapeRunner("llama_static.onnx", Budget(fraction=0.25))
     >>> generate(runner, DecoderSignature.from_onnx("llama_static.onnx"), prompt, 32)
 
@@ -13,7 +13,9 @@ one per past length). Plans are cached by binding; each ``run`` writes the
 feeds, weights and cache into a fresh arena (``turnip.run.run_plan``), so
 weights ARE re-read and the cache IS copied every step -- exactly what the
 state work of issue 13 removes. It exists to prove that Turnip's plans give
-the same tokens as onnxruntime at any budget, not to be fast.
+the same tokens as onnxruntime at any budget, not to be fast. It lives in
+tests/ (used by tests/test_generate.py and bench/bench_decode.py) because it
+joins compiler and runtime, which no package module may do.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import onnx
 from turnip.plan import Plan
 from turnip.run import run_plan
 
-from .importer import import_model
-from .planner import PlanOptions, build_plan
-from .units import Budget
+from turnipc.importer import import_model
+from turnipc.planner import PlanOptions, build_plan
+from turnipc.units import Budget
 
 
 def symbolic_input_dims(model_path: str) -> dict[str, list[tuple[int, str]]]:
