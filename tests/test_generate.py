@@ -230,3 +230,72 @@ def test_turnip_random_orders():
         runner.seed = 100 * seed  # the plans are kept; only the order changes
         res = generate(runner, sig, prompt, 12)
         np.testing.assert_array_equal(res.new_token_ids, want[:, :12])
+
+
+# ----------------------------------------------------------------- optimum-style inputs (attention_mask, position_ids)
+
+
+def _optimum_like_decoder(path, vocab=64):
+    """A real ONNX graph with optimum's decoder inputs whose "next token" is
+    (position_id + attention_mask.sum()) mod vocab and whose cache appends the
+    input ids: the ids it yields prove what the loop fed."""
+    from onnx import TensorProto, helper
+
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    cache = ["batch", 1, "past", 1]
+    nodes = [
+        helper.make_node("ReduceSum", ["attention_mask", "ax1"], ["msum"], keepdims=1),
+        helper.make_node("Add", ["position_ids", "msum"], ["tok"]),
+        helper.make_node("Mod", ["tok", "vocab"], ["idx"]),
+        helper.make_node("OneHot", ["idx", "vocab", "onoff"], ["logits"], axis=-1),
+        helper.make_node("Cast", ["input_ids"], ["idsf"], to=f),
+        helper.make_node("Unsqueeze", ["idsf", "ax13"], ["newkv"]),
+        helper.make_node("Concat", ["past_key_values.0.key", "newkv"], ["present.0.key"], axis=2),
+        helper.make_node("Concat", ["past_key_values.0.value", "newkv"], ["present.0.value"], axis=2),
+    ]
+    inits = [
+        helper.make_tensor("ax1", i64, [1], [1]),
+        helper.make_tensor("ax13", i64, [2], [1, 3]),
+        helper.make_tensor("vocab", i64, [], [vocab]),
+        helper.make_tensor("onoff", f, [2], [0.0, 1.0]),
+    ]
+    graph = helper.make_graph(
+        nodes, "optimum_like",
+        [helper.make_tensor_value_info("input_ids", i64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", i64, ["batch", "total"]),
+         helper.make_tensor_value_info("position_ids", i64, ["batch", "seq"]),
+         helper.make_tensor_value_info("past_key_values.0.key", f, cache),
+         helper.make_tensor_value_info("past_key_values.0.value", f, cache)],
+        [helper.make_tensor_value_info("logits", f, ["batch", "seq", vocab]),
+         helper.make_tensor_value_info("present.0.key", f, ["batch", 1, "total", 1]),
+         helper.make_tensor_value_info("present.0.value", f, ["batch", 1, "total", 1])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_attention_mask_and_position_ids_are_fed(tmp_path):
+    path = _optimum_like_decoder(tmp_path / "optimum_like.onnx")
+    sig = DecoderSignature.from_onnx(path)
+    assert sig.convention is CacheConvention.PAST_PRESENT
+    assert (sig.attention_mask, sig.position_ids) == ("attention_mask", "position_ids")
+    seen = []
+
+    class Keep:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, feeds):
+            seen.append({k: v.copy() for k, v in feeds.items()})
+            return self.inner.run(feeds)
+
+    prompt = np.array([[3, 4, 5, 6, 7], [1, 1, 2, 3, 5]])
+    res = generate(Keep(OrtRunner(path)), sig, prompt, 6)
+    # prompt of 5: the last prompt position is 4 with 5 mask ones -> 9; then +2 per step
+    np.testing.assert_array_equal(res.new_token_ids, [[9, 11, 13, 15, 17, 19]] * 2)
+    assert seen[2]["attention_mask"].shape == (2, 7) and seen[2]["position_ids"].tolist() == [[6], [6]]
+    # the cache holds the prompt then the fed-back ids (the last new id is never fed)
+    np.testing.assert_array_equal(seen[-1]["past_key_values.0.key"][:, 0, :, 0], np.concatenate([prompt, res.new_token_ids[:, :4]], axis=1))
