@@ -89,3 +89,17 @@ def test_slower_links_predict_less():
     slow = predict(s, with_link_efficiency("rtx4090", 0.5), 24 * GIB, 8, 512, 32, host_mem=256 * GIB)
     assert slow.decode_s == pytest.approx(2 * fast.decode_s, rel=0.05)
     assert replace(get_profile("rtx4090")).h2d_bw == 32e9
+
+
+def test_module_cli(capsys):
+    import json
+
+    from turnipc.simulate.decode import main
+
+    assert main(["--model", "llama-2-70b", "--device", "4090", "--batch", "8", "--host-mem", "256G", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["batch"] == 8 and d["gpu_mem"] == 24 * GIB and d["generation_tokens_per_s"] > 0
+    assert main(["--device", "t4", "--gpu-mem", "1G"]) == 2
+    assert capsys.readouterr().err.startswith("error: opt-30b: no batch")
+    assert main(["--model", "gpt5"]) == 2
+    assert "unknown model shape 'gpt5'" in capsys.readouterr().err

@@ -286,3 +286,66 @@ def with_link_efficiency(device: DeviceProfile | str, efficiency: float) -> Devi
     """The profile with PCIe rates scaled (e.g. 0.8 for typical pinned-memory copies)."""
     p = get_profile(device)
     return replace(p, h2d_bw=p.h2d_bw * efficiency, d2h_bw=p.d2h_bw * efficiency, name=f"{p.name}@{efficiency:g}pcie")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m turnipc.simulate.decode``: predicted tokens/s for a model shape, device, memory and batch."""
+    import argparse
+    import json
+    import sys
+
+    from ..units import parse_size
+    from .profiles import MEMORY_BYTES, UnknownDeviceError
+
+    ap = argparse.ArgumentParser(prog="python -m turnipc.simulate.decode", description=main.__doc__)
+    ap.add_argument("--model", default="opt-30b", help=f"model shape: {', '.join(SHAPES)}")
+    ap.add_argument("--device", default="t4", help="device profile (t4, a6000, rtx4090, a100-80gb, h100, ...)")
+    ap.add_argument("--gpu-mem", default=None, help="GPU memory for weights + cache + activations (e.g. 16G); default: the card's")
+    ap.add_argument("--host-mem", default=None, help="host memory for what is offloaded (e.g. 208G); default: unlimited")
+    ap.add_argument("--prompt", type=int, default=512, help="prompt length")
+    ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated per sequence")
+    ap.add_argument("--batch", type=int, default=None, help="batch size; default: search for the best")
+    ap.add_argument("--cache-on-gpu", action="store_true", help="never offload the KV cache (stream weights only)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    a = ap.parse_args(argv)
+
+    def fail(msg: str) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+    if a.model not in SHAPES:
+        return fail(f"unknown model shape {a.model!r}; use one of {', '.join(SHAPES)}")
+    try:
+        prof = get_profile(a.device)
+    except UnknownDeviceError as e:
+        return fail(str(e))
+    try:
+        gpu = parse_size(a.gpu_mem) if a.gpu_mem else MEMORY_BYTES.get(prof.name)
+        host = parse_size(a.host_mem) if a.host_mem else None
+    except ValueError as e:
+        return fail(str(e))
+    if gpu is None:
+        return fail(f"profile {prof.name!r} has no card memory on record; pass --gpu-mem (e.g. 16G)")
+    try:
+        if a.batch:
+            r = predict(a.model, prof, gpu, a.batch, a.prompt, a.new_tokens, host, offload_cache=not a.cache_on_gpu)
+        else:
+            r = best_batch(a.model, prof, gpu, a.prompt, a.new_tokens, host, offload_cache=not a.cache_on_gpu)
+    except (InfeasibleError, ValueError) as e:
+        return fail(f"{e}; give more --gpu-mem / --host-mem or a smaller --batch")
+    if a.json:
+        print(json.dumps(r.to_dict()))
+        return 0
+    p = r.placement
+    print(f"{r.shape} on {r.device}, {gpu / GIB:.1f} GiB GPU" + (f", {host / GIB:.0f} GiB host" if host else "")
+          + f", prompt {r.prompt_len}, {r.new_tokens} new tokens")
+    print(f"  batch {r.batch}{'' if a.batch else ' (best)'}: weights {p.weights_on_gpu:.0%} / cache {p.cache_on_gpu:.1%} on GPU")
+    print(f"  prefill {r.prefill_s:.2f} s ({r.prefill_tokens_per_s:,.0f} tok/s), decode {r.decode_s:.2f} s "
+          f"({r.decode_tokens_per_s:.2f} tok/s), generation {r.generation_tokens_per_s:.2f} tok/s")
+    print(f"  {r.h2d_bytes_per_decode_step / 1e9:.2f} GB over PCIe per decode step; decode is {r.bound}-bound "
+          "(peak rates: an optimistic bound, see the module docstring)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
