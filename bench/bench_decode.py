@@ -137,7 +137,36 @@ def verify_part(lines, data):
                                  identical=ok, wall_s=wall, reloaded_mb=reloaded))
                 print(lines[-1], flush=True)
     lines.append("")
+    speed_part(lines, data, dec)
     return ok_all
+
+
+def speed_part(lines, data, dec):
+    """Decode tok/s of the onnxruntime CPU loop vs today's Turnip runner (static cache, plans already built)."""
+    import numpy as np
+    from plan_runner import PlanPerShapeRunner
+    from turnip.generate import DecoderSignature, OrtRunner, generate
+
+    from turnipc.units import Budget
+
+    lines += ["## Decode tokens/s, onnxruntime CPU loop vs Turnip plan-per-shape (static cache, 32 tokens, 100 %)", "",
+              "Turnip's plans are built by a first, untimed generation; the timed one still writes every weight and "
+              "the whole cache into a fresh arena each step (no state yet), so this is a floor for `Session.generate`, "
+              "not its speed. Same process, same machine, one after the other.", "",
+              "| model | batch | onnxruntime decode tok/s | turnip decode tok/s | turnip / onnxruntime |", "|---|---|---|---|---|"]
+    for model in ("gpt2", "llama"):
+        path = os.path.join(dec, f"{model}_static.onnx")
+        sig = DecoderSignature.from_onnx(path)
+        ort_runner, tr = OrtRunner(path, threads=1), PlanPerShapeRunner(path, Budget(fraction=1.0), backend="numpy")
+        for batch in (1, 8):
+            prompt = np.random.default_rng(batch).integers(1, 256, (batch, 8))
+            generate(tr, sig, prompt, NEW)  # builds the two plans
+            o = generate(ort_runner, sig, prompt, NEW).decode_tokens_per_s()
+            t = generate(tr, sig, prompt, NEW).decode_tokens_per_s()
+            lines.append(f"| {model} | {batch} | {o:,.0f} | {t:,.0f} | {t / o:.3f} |")
+            data.append(dict(model=model, batch=batch, ort_decode_tok_s=o, turnip_decode_tok_s=t))
+            print(lines[-1], flush=True)
+    lines.append("")
 
 
 def main(argv=None) -> int:
