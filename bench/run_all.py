@@ -19,6 +19,7 @@ BENCHES = [
     ("executor", "bench_executor.py", "Executor overhead: nodes per second on trivial nodes"),
     ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs CP-SAT)"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
+    ("decode", "bench_decode.py", "Decode tokens/s: simulated OPT-30B / LLaMA-2 vs published; decode loop ids vs transformers"),
 ]
 
 

@@ -24,6 +24,19 @@ Sources:
   BF16/FP16 121 TFLOPS dense (242 sparse), INT8 242.5 TOPS dense (485
   sparse), GDDR6 300 GB/s, PCIe Gen4 x16 64 GB/s bidirectional; no NVLink,
   so peer copies go over PCIe.
+* t4: NVIDIA T4 Tensor Core GPU datasheet (2019): FP32 8.1 TFLOPS, mixed
+  FP16/FP32 65 TFLOPS, INT8 130 TOPS, 16 GB GDDR6 at 320 GB/s, PCIe Gen3
+  x16 (32 GB/s bidirectional); no BF16 (the FP16 rate is used), no NVLink.
+  The FlexGen / ZeRO-Inference T4 figures were measured on this card.
+* a6000: NVIDIA RTX A6000 datasheet (2021): FP32 38.7 TFLOPS, tensor
+  309.7 TFLOPS with sparsity, so 154.8 dense FP16/BF16, INT8 309.7 TOPS
+  dense, 48 GB GDDR6 at 768 GB/s, PCIe Gen4 x16 (64 GB/s bidirectional),
+  NVLink bridge 112.5 GB/s bidirectional.
+* rtx4090 (the 24 GB consumer card): NVIDIA Ada GPU architecture whitepaper
+  (v2.1, 2023), GeForce RTX 4090 column: FP32 82.6 TFLOPS, FP16/BF16 tensor
+  with FP32 accumulate 165.2 TFLOPS dense (the rate frameworks use; 330.3
+  with FP16 accumulate), INT8 660.6 TOPS dense, 24 GB GDDR6X at 1008 GB/s,
+  PCIe Gen4 x16; no NVLink.
 * cpu: a generic server CPU socket, order of magnitude only: 1 TFLOP/s
   FP32 (e.g. 32 cores x 2 AVX-512 FMA x 16 lanes x ~1 GHz sustained), no
   native 16-bit speed-up, 2x for INT8 (VNNI), 50 GB/s memory bandwidth, and
@@ -101,6 +114,12 @@ PROFILES: dict[str, DeviceProfile] = {
                       GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA A100 datasheet, SXM4 80GB"),
         DeviceProfile("l4", _peaks(30.3 * T, 121 * T, 121 * T, 242.5 * T), 300 * G, 32 * G, 32 * G, 32 * G,
                       GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA L4 datasheet (no NVLink: peers over PCIe Gen4)"),
+        DeviceProfile("t4", _peaks(8.1 * T, 65 * T, 65 * T, 130 * T), 320 * G, 16 * G, 16 * G, 16 * G,
+                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA T4 datasheet, 16GB (PCIe Gen3; no BF16: FP16 rate)"),
+        DeviceProfile("a6000", _peaks(38.7 * T, 154.8 * T, 154.8 * T, 309.7 * T), 768 * G, 32 * G, 32 * G, 56.25 * G,
+                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA RTX A6000 datasheet, 48GB (PCIe Gen4, NVLink bridge)"),
+        DeviceProfile("rtx4090", _peaks(82.6 * T, 165.2 * T, 165.2 * T, 660.6 * T), 1008 * G, 32 * G, 32 * G, 32 * G,
+                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA Ada whitepaper, GeForce RTX 4090 24GB (PCIe Gen4; no NVLink)"),
         DeviceProfile("cpu", _peaks(1 * T, 1 * T, 1 * T, 2 * T), 50 * G, 10 * G, 10 * G, 10 * G,
                       5 * US, 1 * US, "generic CPU socket (order of magnitude)"),
     )
@@ -115,6 +134,17 @@ ALIASES: dict[str, str] = {
     "a100-40g": "a100-40gb",
     "a100-80g": "a100-80gb",
     "host": "cpu",
+    "t4-16gb": "t4",
+    "rtx-a6000": "a6000",
+    "a6000-48gb": "a6000",
+    "4090": "rtx4090",
+    "rtx-4090": "rtx4090",
+}
+
+#: GPU memory of each profile's card (bytes), for simulations that size a budget from the device.
+MEMORY_BYTES: dict[str, int] = {
+    "h100-sxm": 80 * 2**30, "h100-pcie": 80 * 2**30, "a100-40gb": 40 * 2**30, "a100-80gb": 80 * 2**30,
+    "l4": 24 * 2**30, "t4": 16 * 2**30, "a6000": 48 * 2**30, "rtx4090": 24 * 2**30,
 }
 
 
