@@ -205,7 +205,7 @@ def test_turnip_static_cache_matches_transformers(model, budget):
     np.testing.assert_array_equal(res.new_token_ids, want)
     assert len(runner.plans) == 2 and runner.calls == 32
     for plan in runner.plans.values():
-        assert plan.stats["peak_bytes"] <= plan.stats["budget_bytes"]
+        assert plan.stats.peak_bytes <= plan.stats.budget_bytes
     assert (runner.bytes_reloaded > 0) == (budget < 1.0)
 
 

@@ -122,7 +122,9 @@ class DecoderSignature:
             caps = {inputs[s.past][0][2] for s in slots}
             if len(caps) != 1 or not isinstance(next(iter(caps)), int):
                 raise GenerateError(f"static-cache decoder needs one fixed cache length on axis 2, got {sorted(map(str, caps))}; export with a fixed max_cache_len")
-            return cls(CacheConvention.STATIC, "input_ids", logits, tuple(slots), cache_position="cache_position", capacity=int(next(iter(caps))))
+            capacity = next(iter(caps))
+            assert isinstance(capacity, int)
+            return cls(CacheConvention.STATIC, "input_ids", logits, tuple(slots), cache_position="cache_position", capacity=capacity)
         return cls(
             CacheConvention.PAST_PRESENT,
             "input_ids",
@@ -201,7 +203,8 @@ def next_tokens(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np
     p = filtered_probs(logits, s)
     u = rng.random(p.shape[0])
     cdf = np.cumsum(p, axis=-1)
-    ids = np.array([int(np.searchsorted(cdf[r], u[r] * cdf[r, -1], side="right")) for r in range(p.shape[0])], dtype=np.int64)
+    target = u * cdf[:, -1]
+    ids = np.array([int(np.searchsorted(cdf[r], target[r], side="right")) for r in range(p.shape[0])], dtype=np.int64)
     return np.minimum(ids, p.shape[-1] - 1)
 
 
@@ -326,7 +329,7 @@ def generate(
                 raise GenerateError(f"present outputs have length {sorted(got)} after step {step}, expected {past_len}; is this a KV-cache decoder?")
         nxt = next_tokens(logits[:, -1, :], sampling, rng)
         if eos_token_id is not None:
-            nxt = np.where(done, pad, nxt)
+            nxt = np.where(done, np.int64(eos_token_id if pad is None else pad), nxt)
             done |= nxt == eos_token_id
         out = np.concatenate([out, nxt[:, None]], axis=1)
         if on_token is not None:

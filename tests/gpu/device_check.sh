@@ -162,8 +162,8 @@ def timeline_h2d(stats, wall):
 def bench_plan(path, label, repeat=3, ort_model=None):
     plan = read_plan(path)
     feeds = random_feeds(plan, 0)
-    row = {"plan": os.path.relpath(path), "label": label, "budget_bytes": plan.stats.get("budget_bytes"),
-           "no_offload_peak_bytes": plan.stats.get("no_offload_peak_bytes"), "nodes": len(plan.nodes)}
+    row = {"plan": os.path.relpath(path), "label": label, "budget_bytes": plan.stats.budget_bytes,
+           "no_offload_peak_bytes": plan.stats.no_offload_peak_bytes, "nodes": len(plan.nodes)}
     outs = None
     for mode, kw in (("dynamic", dict(order="dynamic")), ("fixed", dict(order="fixed")), ("dynamic_async", dict(order="dynamic", async_release=True))):
         be = CupyBackend(async_release=kw.pop("async_release", False))

@@ -235,7 +235,7 @@ def _evaluate(s: DecoderShape, p: DeviceProfile, gpu_mem: int, host_mem: int | N
         h2d_total += L * h2d
         key = "pcie" if t in (t_h2d, t_d2h) else ("compute" if t == t_flops else "memory")
         bounds[key] += t
-    bound = max(bounds, key=bounds.get) if new_tokens > 1 else "compute"
+    bound = max(bounds, key=lambda k: bounds[k]) if new_tokens > 1 else "compute"
     return DecodePrediction(
         s.name, p.name, gpu_mem, host_mem, batch, prompt, new_tokens, Placement(round(w, 4), round(c, 4)),
         prefill_s, decode_s, micro, h2d_total / max(1, new_tokens - 1), bound,
