@@ -243,6 +243,21 @@ class Plan:
     def num_devices(self) -> int:
         return len(self.gpu_memories())
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the plan to ``path`` (atomically), naming its model relative to that file's folder.
+
+        A plan made in memory (``turnipc.plan``) names its model by absolute
+        path; the file names it relative to itself, as ``turnipc plan -o``
+        does, so plan and model can move together.
+        """
+        plan = self
+        if os.path.isabs(self.model_path):
+            import dataclasses
+
+            rel = os.path.relpath(self.model_path, os.path.dirname(os.path.abspath(path)))
+            plan = dataclasses.replace(self, model_path=rel.replace(os.sep, "/"))
+        write_plan(plan, path)
+
     # -- encoding --------------------------------------------------------
     def to_obj(self) -> dict[str, Any]:
         return {

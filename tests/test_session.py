@@ -1,0 +1,221 @@
+"""The Python API: turnip.Session / load_plan / LoadedPlan, turnipc.plan and Plan.save.
+
+Real plans (hand-built, and planned from the bundled GPT-2 fixture), the real
+NumPy backend, onnxruntime as the reference. Allocations are counted through
+a backend subclass that counts its real ``allocate`` calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+import pytest
+import turnip
+from test_executor import SHAPE, feeds_for, make_chain_plan
+from turnip.backends.numpy_backend import NumpyBackend
+from turnip.check import reference_outputs
+from turnip.plan import Loc, Placement, read_plan
+from turnip.run import LoadedPlan, _overwritten, random_feeds, run_plan
+
+import turnipc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GPT2 = os.path.join(HERE, "models", "gpt2_dynamo18.onnx")
+
+
+class CountingBackend(NumpyBackend):
+    """The NumPy backend, counting the memories it allocates and frees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.allocations = 0
+        self.frees = 0
+
+    def allocate(self, mem: Any) -> Any:
+        self.allocations += 1
+        return super().allocate(mem)
+
+    def free(self) -> None:
+        if self.memories is not None:
+            self.frees += 1
+        super().free()
+
+
+@pytest.fixture(scope="module")
+def gpt2_plan(tmp_path_factory):
+    """GPT-2 fixture planned at 25% of its no-offload peak (offloads, reloads, reused weight memory)."""
+    folder = tmp_path_factory.mktemp("gpt2")
+    for f in ("gpt2_dynamo18.onnx", "gpt2_dynamo18.onnx.data"):
+        shutil.copy(os.path.join(HERE, "models", f), folder / f)
+    plan = turnipc.plan(str(folder / "gpt2_dynamo18.onnx"), gpu_mem="25%", dims={"batch": 2, "seq": 16})
+    path = str(folder / "gpt2.plan")
+    plan.save(path)
+    return path
+
+
+def test_public_names_are_listed_and_typed():
+    assert set(turnip.__all__) >= {"Session", "load_plan", "Plan", "TurnipError", "run_plan", "__version__"}
+    assert set(turnipc.__all__) >= {"plan", "Plan", "TurnipError", "__version__"}
+    for mod in (turnip, turnipc):
+        for name in mod.__all__:
+            assert getattr(mod, name) is not None
+        assert dir(mod) == sorted(mod.__all__)
+    assert turnipc.Plan is turnip.Plan
+    with pytest.raises(AttributeError):
+        turnip.Executor  # noqa: B018 - internal names stay internal
+
+
+def test_session_runs_100_times_with_memories_allocated_once(gpt2_plan):
+    plan = turnip.load_plan(gpt2_plan)
+    feeds = random_feeds(plan, seed=3)
+    be = CountingBackend()
+    with turnip.Session(gpt2_plan, backend=be) as session:
+        assert be.allocations == len(plan.memories)
+        first = session.run(feeds)
+        for _ in range(99):
+            out = session.run(feeds)
+            assert out.keys() == first.keys()
+            for k in out:
+                assert np.array_equal(out[k], first[k]), k
+        assert session.runs == 100
+        assert be.allocations == len(plan.memories)  # not one more
+        assert session.last_stats is not None and session.last_stats.nodes_run == len(plan.nodes)
+    assert be.frees == 1 and session.closed
+    # and the answer is right (onnxruntime on the same feeds)
+    ref = reference_outputs(os.path.join(os.path.dirname(gpt2_plan), "gpt2_dynamo18.onnx"), feeds)
+    for k in first:
+        np.testing.assert_allclose(first[k], ref[k], atol=1e-4, rtol=1e-3)
+
+
+def test_session_outputs_follow_the_feeds(gpt2_plan):
+    plan = turnip.load_plan(gpt2_plan)
+    a, b = random_feeds(plan, seed=1), random_feeds(plan, seed=2)
+    with turnip.Session(gpt2_plan, backend="numpy", order="random", seed=5) as s:
+        ra, rb, ra2 = s.run(a), s.run(b), s.run(a)
+    once_b = run_plan(gpt2_plan, b, backend="numpy").outputs
+    for k in ra:
+        assert np.array_equal(ra[k], ra2[k])
+        assert np.array_equal(rb[k], once_b[k])
+        assert not np.array_equal(ra[k], rb[k])
+
+
+def test_weights_nobody_overwrites_are_written_once(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    plan = read_plan(plan_path)
+    # x (input, host H0) and w (weight, host H2): no node writes there
+    assert _overwritten(plan) == [False, False]
+    # w placed where the Relu writes r (GPU region 1) would be overwritten by every run
+    moved = [plan.placements[0], Placement(1, Loc(0, 128, 1), "weight")]
+    plan.placements = moved
+    assert _overwritten(plan) == [False, True]
+
+
+def test_device_outputs_are_views_of_the_plan_memory(tmp_path):
+    plan_path, w = make_chain_plan(tmp_path)
+    feeds = feeds_for(0)
+    with turnip.Session(plan_path, backend="numpy") as s:
+        host = s.run(feeds)["y"]
+        dev = s.run(feeds, device_outputs=True)["y"]
+        arena = s.loaded.backend.memories.buffers[0]
+        assert np.shares_memory(dev, arena)
+        assert not np.shares_memory(host, arena)
+        np.testing.assert_array_equal(dev, host)
+        np.testing.assert_allclose(host, np.maximum(feeds["x"], 0) + w, rtol=1e-6)
+
+
+class _DLPackOnly:
+    """An array that only speaks DLPack (as a torch CPU tensor would)."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self._a = a
+
+    def __dlpack__(self, **kw: Any) -> Any:
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self) -> Any:
+        return self._a.__dlpack_device__()
+
+
+def test_feeds_may_be_dlpack_arrays(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    x = feeds_for(1)["x"]
+    with turnip.Session(plan_path, backend="numpy") as s:
+        np.testing.assert_array_equal(s.run({"x": _DLPackOnly(x)})["y"], s.run({"x": x})["y"])
+
+
+def test_bad_feeds_and_closed_session_are_one_line_errors(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    s = turnip.Session(plan_path, backend="numpy")
+    with pytest.raises(turnip.TurnipError, match=r"input 'x' has dtype float64, the plan expects float32") as e:
+        s.run({"x": np.zeros(SHAPE)})
+    assert "\n" not in str(e.value)
+    with pytest.raises(turnip.TurnipError, match="missing input 'x'"):
+        s.run({})
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(turnip.TurnipError, match="closed"):
+        s.run(feeds_for(0))
+
+
+def test_session_takes_a_plan_object_and_a_model_override(tmp_path, gpt2_plan):
+    plan = turnip.load_plan(gpt2_plan)
+    feeds = random_feeds(plan, seed=0)
+    want = run_plan(gpt2_plan, feeds, backend="numpy").outputs
+    # a Plan object whose model path is relative cannot find its model ...
+    with pytest.raises(turnip.TurnipError, match="relative path"):
+        turnip.Session(plan, backend="numpy")
+    # ... unless told where it is; so can a plan file moved away from its model
+    moved = tmp_path / "elsewhere" / "gpt2.plan"
+    moved.parent.mkdir()
+    shutil.copy(gpt2_plan, moved)
+    model = os.path.join(os.path.dirname(gpt2_plan), "gpt2_dynamo18.onnx")
+    for source in (plan, str(moved)):
+        with turnip.Session(source, model=model, backend="numpy") as s:
+            got = s.run(feeds)
+        for k in want:
+            assert np.array_equal(got[k], want[k])
+
+
+def test_turnipc_plan_save_is_the_cli_plan(tmp_path):
+    from click.testing import CliRunner
+
+    from turnipc.cli import main
+
+    out_cli = tmp_path / "cli.plan"
+    r = CliRunner().invoke(main, ["plan", GPT2, "--gpu-mem", "25%", "--dim", "batch=2", "--dim", "seq=16", "-o", str(out_cli), "-q"])
+    assert r.exit_code == 0, r.output
+    plan = turnipc.plan(GPT2, gpu_mem=0.25, dims={"batch": 2, "seq": 16})
+    assert os.path.isabs(plan.model_path)
+    out_api = tmp_path / "api.plan"
+    plan.save(out_api)
+    assert out_api.read_bytes() == out_cli.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gpu_mem": "lots"}, "gpu_mem: cannot read size 'lots'"),
+        ({"gpu_mem": -5}, "must be a positive number of bytes"),
+        ({"solver": "magic"}, "solver='magic': use one of greedy, cpsat"),
+        ({"gpus": 0}, "gpus=0: plan for 1 to 64 GPUs"),
+    ],
+)
+def test_turnipc_plan_argument_errors(kwargs, message):
+    with pytest.raises(turnipc.TurnipError, match=message) as e:
+        turnipc.plan(GPT2, **{"dims": {"batch": 1, "seq": 4}, **kwargs})
+    assert "\n" not in str(e.value)
+
+
+def test_loaded_plan_is_what_run_plan_uses(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path, devices=2)
+    feeds = feeds_for(2)
+    with LoadedPlan(plan_path, backend="numpy") as lp:
+        a = lp.run(feeds)
+        b = lp.run(feeds)
+        assert lp.runs == 2
+    res = run_plan(plan_path, feeds, backend="numpy", repeat=3)
+    assert np.array_equal(a["y"], res.outputs["y"]) and np.array_equal(b["y"], res.outputs["y"])
+    assert len(res.stats.wall_s) == 3
