@@ -219,3 +219,28 @@ def test_loaded_plan_is_what_run_plan_uses(tmp_path):
     res = run_plan(plan_path, feeds, backend="numpy", repeat=3)
     assert np.array_equal(a["y"], res.outputs["y"]) and np.array_equal(b["y"], res.outputs["y"])
     assert len(res.stats.wall_s) == 3
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [("24G", 24 * 10**9), ("24GB", 24 * 10**9), ("24GiB", 24 * 2**30), ("24gib", 24 * 2**30), ("512M", 512 * 10**6),
+     ("512MiB", 512 * 2**20), ("300K", 300_000), ("300KiB", 307_200), ("1.5GiB", 3 * 2**29), ("1T", 10**12), ("4096", 4096), ("7B", 7)],
+)
+def test_sizes_decimal_and_binary(text, want):
+    from turnip.units import parse_size
+
+    assert parse_size(text) == want
+
+
+def test_budget_forms_and_errors():
+    from turnip.units import Budget, format_bytes, parse_budgets
+
+    assert parse_budgets("20GiB,24GiB") == [Budget(bytes=20 * 2**30), Budget(bytes=24 * 2**30)]
+    assert parse_budgets("auto") == [Budget(auto=True)]
+    assert parse_budgets("25%") == [Budget(fraction=0.25)]
+    for bad, msg in [("20GiB,", "empty item"), ("20GiB,25%", "must be sizes or auto"), ("24Gb/s", "cannot read size"), ("0", "positive")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_budgets(bad)
+    with pytest.raises(ValueError, match="2 per-GPU budgets"):
+        parse_budgets("1GiB,2GiB", gpus=3)
+    assert format_bytes(1536) == "1.5 KiB" and format_bytes(512) == "512 B" and format_bytes(24 * 2**30) == "24 GiB"

@@ -57,7 +57,7 @@ def main() -> None:
 @main.command("plan")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--gpu-mem", "gpu_mem", required=True,
-              help="GPU memory budget per device: bytes, 24G, 512M, 300K, a fraction of the no-offload peak (25%), or 'min'.")
+              help="GPU memory budget per device: bytes, 24GiB (2^30) or 24G (10^9), 512MiB, a fraction of the no-offload peak (25%), or 'min'.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Plan file to write (msgpack).")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=N", help="Bind a dynamic dimension (repeatable).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:AxBxC", help="Bind a graph input's whole shape (polygraphy style).")

@@ -15,6 +15,7 @@ import numpy as np
 from .backends import BACKENDS
 from .executor import ORDERS, TurnipError
 from .plan import PlanFormatError, read_plan, resolve_model_path
+from .units import format_bytes as _human
 
 EXAMPLES = """\b
 Examples:
@@ -26,14 +27,6 @@ Examples:
 
 Exit status: 0 ok, 1 --check failed, 2 bad plan / model / inputs or a node failed.
 """
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def _load_feeds(inputs_npz: str | None, input_files: tuple[str, ...]) -> dict[str, np.ndarray]:

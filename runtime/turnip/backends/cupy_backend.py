@@ -80,6 +80,7 @@ import numpy as np
 
 from ..executor import QUEUE_KINDS, QUEUE_OF_KIND, TurnipError, describe_node
 from ..plan import GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Memory, Node, Plan
+from ..units import format_bytes as _human
 from .base import Backend, BackendError
 
 #: Inputs that kernels read only as host parameters (via ctx.host): op -> input indices.
@@ -129,14 +130,6 @@ class MemoryPlanError(TurnipError):
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def ort_cuda_status(device: int = 0) -> tuple[bool, str]:
