@@ -63,13 +63,16 @@ def main() -> None:
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:AxBxC", help="Bind a graph input's whole shape (polygraphy style).")
 @click.option("--gpus", default=1, show_default=True, type=click.IntRange(1, 64), help="Number of GPUs to plan for.")
 @click.option("--solver", type=click.Choice(["greedy", "cpsat"]), default="greedy", show_default=True, help="Arena layout engine.")
-@click.option("--time-budget", "effort", default=10.0, show_default=True, type=float,
-              help="CP-SAT effort in deterministic time units (about seconds on a typical core; results do not depend on the machine).")
+@click.option("--effort", "effort", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="CP-SAT effort per solver call, in deterministic units (results do not depend on the machine). "
+                   "One unit is roughly one second of one core; --solver cpsat makes up to 6 calls, so expect at most "
+                   "about 6 x EFFORT seconds of wall clock (small models stop early: GPT-2 fixture, 7 s at 2 or 10).")
+@click.option("--time-budget", "time_budget", type=click.FloatRange(min=0), hidden=True, help="Old name of --effort.")
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
-             solver: str, effort: float, no_prefetch: bool, as_json: bool, quiet: bool) -> None:
+             solver: str, effort: float, time_budget: float | None, no_prefetch: bool, as_json: bool, quiet: bool) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -83,6 +86,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
       turnipc plan llama.onnx --gpu-mem 25% --gpus 2 -o llama.plan
       turnipc plan bert.onnx --gpu-mem min --input-shape input_ids:1x128 -o bert.plan
     """
+    from turnip.autoplan import FileKind, sniff
     from turnip.plan import write_plan
 
     from .dims import parse_dim_options
@@ -91,6 +95,12 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     from .summary import summary_obj
     from .units import format_bytes, parse_budget
 
+    if time_budget is not None:
+        effort = time_budget
+    if os.path.exists(output) and os.path.exists(model) and os.path.samefile(output, model):
+        fail(f"-o {output} is the input model; write the plan to another file (e.g. {os.path.splitext(output)[0]}.plan)")
+    if sniff(model) == FileKind.PLAN:
+        fail(f"{model} is a Turnip plan, not an ONNX model; plan the model it was made from, or run this plan with `turnip-run {model}`")
     say = _progress(quiet or as_json)
     try:
         budget = parse_budget(gpu_mem)

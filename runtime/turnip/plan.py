@@ -391,7 +391,16 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
             data = f.read()
     except OSError as e:
         raise PlanFormatError(f"cannot read plan file {os.fspath(path)!r}: {e.strerror}") from e
-    return decode_plan(data)
+    try:
+        return decode_plan(data)
+    except PlanFormatError:
+        if data[:1] == b"\x08" or os.fspath(path).lower().endswith(".onnx"):  # a ModelProto starts with ir_version
+            p = os.fspath(path)
+            raise PlanFormatError(
+                f"{p!r} is an ONNX model, not a plan: plan it with `turnipc plan {p} --gpu-mem 25% -o model.plan`, "
+                f"or plan and run it in one go with `turnip-run {p} --gpu-mem 25%`"
+            ) from None
+        raise
 
 
 def resolve_model_path(plan: Plan, plan_path: str | os.PathLike[str]) -> str:
