@@ -217,3 +217,20 @@ def test_help_is_fast_and_imports_no_heavy_module():
     code = "import turnip, turnipc, sys; print(sorted(m for m in ('numpy', 'onnx', 'turnip.run', 'turnipc.planner') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]", r.stdout
+
+
+@pytest.mark.parametrize(
+    "blocked, args, message",
+    [
+        ("ortools", ["plan", GPT2, "--gpu-mem", "25%", *DIMS, "--solver", "cpsat", "-o", "{out}"], "--solver cpsat needs ortools"),
+        ("matplotlib", ["inspect", GOLDEN, "--plot", "{out}"], "--plot needs matplotlib"),
+    ],
+)
+def test_missing_extras_are_one_line_with_the_install_command(tmp_path, blocked, args, message):
+    out = tmp_path / "out.file"
+    code = f"import sys; sys.modules[{blocked!r}] = None; from turnipc.cli import main; main(prog_name='turnipc')"
+    r = subprocess.run([sys.executable, "-c", code, *[a.format(out=out) for a in args]], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and "pip install 'turnip[" in lines[0]
+    assert not out.exists()

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 from turnip.plan import Plan
 
-from .errors import TurnipError
+from .errors import TurnipError, require
 from .units import Budget, parse_budget
 
 
@@ -79,6 +79,8 @@ def plan(
     budget = _budget(gpu_mem)
     if solver not in SOLVERS:
         raise PlanOptionError(f"solver={solver!r}: use one of {', '.join(SOLVERS)}")
+    if solver == "cpsat":
+        require("ortools", "compiler", "solver 'cpsat'")
     if not isinstance(gpus, int) or isinstance(gpus, bool) or not 1 <= gpus <= 64:
         raise PlanOptionError(f"gpus={gpus!r}: plan for 1 to 64 GPUs")
     model_path = os.path.abspath(os.fspath(model))

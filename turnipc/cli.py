@@ -17,7 +17,7 @@ from typing import NoReturn
 import click
 
 from . import __version__
-from .errors import TurnipError
+from .errors import TurnipError, require
 from .plot import inspect_plot_options, write_plots
 
 
@@ -77,8 +77,9 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
 
     \b
     Exit codes: 0 planned; 2 bad input (unreadable model, unbound dims,
-    unsupported ops, budget below the smallest feasible one). On error no
-    output file is written.
+    unsupported ops, budget below the smallest feasible one); 3 a package the
+    options need is missing (ortools for --solver cpsat: pip install
+    'turnip[compiler]'). On error no output file is written.
 
     \b
     Examples:
@@ -101,6 +102,11 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         fail(f"-o {output} is the input model; write the plan to another file (e.g. {os.path.splitext(output)[0]}.plan)")
     if sniff(model) == FileKind.PLAN:
         fail(f"{model} is a Turnip plan, not an ONNX model; plan the model it was made from, or run this plan with `turnip-run {model}`")
+    if solver == "cpsat":
+        try:
+            require("ortools", "compiler", "--solver cpsat")
+        except TurnipError as e:
+            fail(str(e), e.exit_code)
     say = _progress(quiet or as_json)
     try:
         budget = parse_budget(gpu_mem)
@@ -187,6 +193,11 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, p
         plan = read_plan(plan_path)
     except PlanFormatError as e:
         fail(str(e))
+    if plot_png:
+        try:
+            require("matplotlib", "plot", "--plot")
+        except TurnipError as e:
+            fail(str(e), e.exit_code)
     if plot_png or plot_html:
         write_plots(plan, png=plot_png, html=plot_html)
     if as_json:
