@@ -244,3 +244,74 @@ def test_budget_forms_and_errors():
     with pytest.raises(ValueError, match="2 per-GPU budgets"):
         parse_budgets("1GiB,2GiB", gpus=3)
     assert format_bytes(1536) == "1.5 KiB" and format_bytes(512) == "512 B" and format_bytes(24 * 2**30) == "24 GiB"
+
+
+def _fake_cupy_backend(devices=1):
+    from test_backend_select import _fake_backend
+
+    return _fake_backend(devices)
+
+
+def test_session_on_the_cupy_stand_in_allocates_once_and_takes_device_feeds(tmp_path):
+    """CuPy backend on the NumPy stand-in for cupy (tests/test_backend_select.py): one cudaMalloc per GPU for 100 runs."""
+    plan_path, w = make_chain_plan(tmp_path, devices=2)
+    feeds = feeds_for(4)
+    want = run_plan(plan_path, feeds, backend="numpy").outputs["y"]
+    be, fake = _fake_cupy_backend(2)
+    with turnip.Session(plan_path, backend=be) as s:
+        for _ in range(100):
+            assert np.array_equal(s.run(feeds)["y"], want)
+        dev = s.run({"x": fake.ndarray(feeds["x"].shape, dtype=feeds["x"].dtype)}, device_outputs=True)["y"]
+        assert isinstance(dev, fake.ndarray)
+        assert fake._state.calls["cudaMalloc"] == 2 and fake._state.calls["cudaHostAlloc"] == 1
+
+
+def test_cupy_backend_refuses_a_gpu_with_less_free_memory_than_the_plan_needs(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    plan = read_plan(plan_path)
+    be, fake = _fake_cupy_backend(1)  # the stand-in reports 64 GiB free
+    plan.stats["reserve_bytes"] = 64 << 30
+    with pytest.raises(turnip.TurnipError) as e:
+        turnip.Session(plan, model=str(tmp_path / "model.onnx"), backend=be)
+    msg = str(e.value)
+    assert "\n" not in msg and "GPU 0 has 64 GiB (68719476736 bytes) free but the plan needs" in msg
+    assert f"({(64 << 30) + 384} bytes: 384 B arena + 64 GiB reserve" in msg
+    assert "cudaMalloc" not in fake._state.calls  # nothing allocated
+    plan.stats["reserve_bytes"] = (64 << 30) - 384  # exactly what is free: runs
+    with turnip.Session(plan, model=str(tmp_path / "model.onnx"), backend=be) as s:
+        s.run(feeds_for(0))
+
+
+def test_plans_record_a_reserve_sized_from_their_ops():
+    from turnipc.importer import import_model
+    from turnipc.reserve import LIBRARY_WORKSPACE_BYTES, workspace_reserve
+
+    g = import_model(GPT2, {"batch": 2, "seq": 16})
+    r = workspace_reserve(g)
+    # GPT-2 has MatMuls (cuBLAS workspace) and a Softmax over [2, heads, 16, 16] float32 (2 temporaries) among its ops
+    assert r > LIBRARY_WORKSPACE_BYTES
+    biggest = max(sum(g.values[o].nbytes for o in t.outputs if o) for t in g.tasks)
+    assert r <= LIBRARY_WORKSPACE_BYTES + 4 * biggest
+    assert turnipc.plan(GPT2, gpu_mem="25%", dims={"batch": 2, "seq": 16}).stats["reserve_bytes"] == r
+
+
+def test_auto_budget_on_a_machine_without_a_gpu_is_one_line(tmp_path):
+    pytest.importorskip("numpy")
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("a CUDA-capable cupy is installed")
+    except ImportError:
+        pass
+    with pytest.raises(turnipc.TurnipError, match=r"--gpu-mem auto reads each GPU's free memory, but no CUDA GPU is visible") as e:
+        turnipc.plan(GPT2, gpu_mem="auto", dims={"batch": 2, "seq": 16})
+    assert "\n" not in str(e.value)
+
+
+def test_per_gpu_budgets(tmp_path):
+    plan = turnipc.plan(os.path.join(HERE, "models", "bert_dynamo23.onnx"), gpu_mem=[300_000, 2 << 20], dims={"batch": 2, "seq": 16}, gpus=2)
+    budgets = [m.budget for m in plan.gpu_memories()]
+    assert budgets == [300_000, 2 << 20]
+    assert all(m.size <= m.budget for m in plan.gpu_memories())
+    same = turnipc.plan(os.path.join(HERE, "models", "bert_dynamo23.onnx"), gpu_mem="300KB,2MiB", dims={"batch": 2, "seq": 16}, gpus=2)
+    assert [m.budget for m in same.gpu_memories()] == budgets and same.options["gpu_mem"] == "293 KiB,2 MiB"

@@ -57,7 +57,8 @@ def main() -> None:
 @main.command("plan")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--gpu-mem", "gpu_mem", required=True,
-              help="GPU memory budget per device: bytes, 24GiB (2^30) or 24G (10^9), 512MiB, a fraction of the no-offload peak (25%), or 'min'.")
+              help="GPU memory budget per device: bytes, 24GiB (2^30) or 24G (10^9), 512MiB, a fraction of the no-offload peak (25%), "
+                   "'min', 'auto' (each GPU's free memory minus the plan's reserve), or one per GPU: 20GiB,24GiB.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Plan file to write (msgpack).")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=N", help="Bind a dynamic dimension (repeatable).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:AxBxC", help="Bind a graph input's whole shape (polygraphy style).")
@@ -90,11 +91,12 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     from turnip.autoplan import FileKind, sniff
     from turnip.plan import write_plan
 
+    from .api import plan_options
     from .dims import parse_dim_options
     from .importer import import_model
-    from .planner import PlanOptions, build_plan
+    from .planner import build_plan
     from .summary import summary_obj
-    from .units import format_bytes, parse_budget
+    from .units import format_bytes, parse_budgets
 
     if time_budget is not None:
         effort = time_budget
@@ -109,7 +111,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             fail(str(e), e.exit_code)
     say = _progress(quiet or as_json)
     try:
-        budget = parse_budget(gpu_mem)
+        budgets = parse_budgets(gpu_mem, gpus)
     except ValueError as e:
         fail(f"--gpu-mem: {e}")
     try:
@@ -118,7 +120,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         graph = import_model(model, dim_map, shape_map)
         if say:
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
-        opts = PlanOptions(budget=budget, gpus=gpus, solver=solver, effort=effort, prefetch=not no_prefetch)
+        opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
     except TurnipError as e:
         fail(str(e), e.exit_code)

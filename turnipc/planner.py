@@ -22,9 +22,10 @@ from .memgraph import MemoryMap, build_nodes
 from .offload import schedule_offloads
 from .order import memory_aware_order
 from .placement import place_stages
+from .reserve import workspace_reserve
 from .residency import HOST, INF, Residency, simulate
 from .taskgraph import TaskGraph
-from .units import Budget
+from .units import Budget, format_bytes
 
 Progress = Callable[[str], None]
 
@@ -37,9 +38,11 @@ class PlanOptions:
     effort: float = 10.0  # CP-SAT deterministic time budget (solver units, ~seconds)
     prefetch: bool = True
     max_tries: int = 40
+    budgets: tuple[int, ...] = ()  # per-GPU byte budgets (--gpu-mem 20GiB,24GiB); overrides ``budget`` when given
 
     def to_obj(self) -> dict:
-        return {"gpu_mem": self.budget.describe(), "gpus": self.gpus, "solver": self.solver,
+        gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
+        return {"gpu_mem": gpu_mem, "gpus": self.gpus, "solver": self.solver,
                 "effort": self.effort, "prefetch": self.prefetch}
 
 
@@ -122,7 +125,7 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     transfers), and the result is kept only if it moves fewer bytes: CP-SAT
     never makes a plan worse than greedy, and its effort is bounded.
     """
-    budgets = [budget] * opts.gpus
+    budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
     eff = list(budgets)
     greedy: Planned | None = None
     for _attempt in range(opts.max_tries):
@@ -174,7 +177,9 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
     no_offload_peak = max(_gpu_arenas(unlimited.layouts, opts.gpus))
     lower_bound = max(unlimited.residency.lower_bound)
 
-    if opts.budget.minimum:
+    if opts.budgets:
+        budget = min(opts.budgets)
+    elif opts.budget.minimum:
         budget = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak, progress)
     else:
         budget = opts.budget.resolve(no_offload_peak)
@@ -216,7 +221,8 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
     tensors = [
         TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, v.kind, tindex[v.storage]) for v in graph.values.values()
     ]
-    memories = [Memory(d, GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
+    budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
+    memories = [Memory(d, GPU, d, lay.arena.get(d, 0), budgets[d]) for d in range(opts.gpus)]
     host_id = opts.gpus
     memories.append(Memory(host_id, HOST_KIND, -1, lay.arena.get(HOST, 0), lay.arena.get(HOST, 0)))
     memmap = MemoryMap({d: d for d in range(opts.gpus)}, host_id)
@@ -242,7 +248,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         counts[nd.kind] = counts.get(nd.kind, 0) + 1
     gpu_arenas = _gpu_arenas(lay, opts.gpus)
     stats = {
-        "budget_bytes": budget,
+        "budget_bytes": max(budgets),
         "peak_bytes": max(gpu_arenas),
         "peak_bytes_per_device": gpu_arenas,
         "max_live_bytes_per_device": [lay.lower.get(d, 0) for d in range(opts.gpus)],
@@ -255,6 +261,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         "nodes": {k: counts.get(k, 0) for k in ("compute", "reload", "offload", "move")},
         "effective_budget_bytes": min(planned.effective),
         "total_flops": graph.total_flops(),
+        "reserve_bytes": workspace_reserve(graph),  # per GPU, besides the arena (turnipc/reserve.py)
     }
     model_path = graph.model_path
     if plan_dir is not None:

@@ -102,18 +102,18 @@ def plan_model(
 
     try:
         from turnipc.dims import parse_dim_options
-        from turnipc.units import parse_budget
+        from turnipc.units import parse_budgets
     except ImportError as e:  # pragma: no cover - the compiler is part of every install today
         raise TurnipError(f"planning a model needs the compiler (turnipc) ({e}); pip install 'turnip[compiler]', or pass a plan") from e
     model_abs = os.path.abspath(model)
     try:
-        budget = parse_budget(gpu_mem)
+        budgets = parse_budgets(gpu_mem, gpus)
         dim_map, shape_map = parse_dim_options(list(dims), list(input_shapes))
     except ValueError as e:
         raise TurnipError(f"--gpu-mem/--dim: {e}") from e
     options = {
         "gpu_mem": gpu_mem.strip(),
-        "budget": budget.describe() if budget.bytes is None else budget.bytes,
+        "budgets": [b.describe() if b.bytes is None else b.bytes for b in budgets],
         "dims": dict(sorted(dim_map.items())),
         "input_shapes": {k: list(v) for k, v in sorted(shape_map.items())},
         "gpus": gpus,
@@ -121,6 +121,8 @@ def plan_model(
     folder = folder or cache_dir()
     key = cache_key(file_sha256(model_abs), options)
     path = os.path.join(folder, f"{os.path.splitext(os.path.basename(model_abs))[0]}-{key[:16]}.plan")
+    if any(b.auto for b in budgets):
+        use_cache = False  # auto depends on what is free on the GPU right now
     if use_cache and os.path.isfile(path):
         try:
             plan = read_plan(path)
@@ -138,7 +140,7 @@ def plan_model(
 
     t0 = time.perf_counter()
     try:
-        plan = compile_plan(model_abs, gpu_mem=budget, dims=dim_map, gpus=gpus, input_shapes=shape_map)
+        plan = compile_plan(model_abs, gpu_mem=gpu_mem, dims=dim_map, gpus=gpus, input_shapes=shape_map)
     except CompilerError as e:  # the compiler's own error classes: same one line, same exit code
         err = TurnipError(str(e))
         err.exit_code = e.exit_code

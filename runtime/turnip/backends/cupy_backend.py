@@ -132,6 +132,20 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _check_free_memory(plan: Plan, free: dict[int, int]) -> None:
+    """Refuse to start when a GPU has less free memory than the plan needs there: its arena plus the plan's reserve."""
+    reserve = int((plan.stats or {}).get("reserve_bytes", 0) or 0)
+    for d, f in sorted(free.items()):
+        arena = sum(int(m.size) for m in plan.memories if m.kind == GPU and m.device == d)
+        need = arena + reserve
+        if f < need:
+            raise BackendError(
+                f"GPU {d} has {_human(f)} ({f} bytes) free but the plan needs {_human(need)} ({need} bytes: "
+                f"{_human(arena)} arena + {_human(reserve)} reserve for kernel temporaries and workspaces); "
+                "free the GPU, or re-plan with a smaller --gpu-mem (or --gpu-mem auto)"
+            )
+
+
 def ort_cuda_status(device: int = 0) -> tuple[bool, str]:
     """(usable, why) for onnxruntime's CUDA execution provider, checked once per process.
 
@@ -310,6 +324,7 @@ class CupyBackend(Backend):
             with cp.cuda.Device(d):
                 free, _total = cp.cuda.runtime.memGetInfo()
                 self._free_base[d] = int(free)
+        _check_free_memory(plan, self._free_base)
         return super().allocate_all(plan)
 
     def allocate(self, mem: Memory) -> Any:
