@@ -315,3 +315,10 @@ def test_per_gpu_budgets(tmp_path):
     assert all(m.size <= m.budget for m in plan.gpu_memories())
     same = turnipc.plan(os.path.join(HERE, "models", "bert_dynamo23.onnx"), gpu_mem="300KB,2MiB", dims={"batch": 2, "seq": 16}, gpus=2)
     assert [m.budget for m in same.gpu_memories()] == budgets and same.options["gpu_mem"] == "293 KiB,2 MiB"
+
+
+def test_cpsat_search_reports_progress():
+    lines: list[str] = []
+    turnipc.plan(GPT2, gpu_mem="25%", dims={"batch": 2, "seq": 16}, solver="cpsat", effort=1.0, progress=lines.append)
+    found = [ln for ln in lines if ln.startswith("cpsat layout GPU 0: best arena")]
+    assert found and all("bound" in ln for ln in found)

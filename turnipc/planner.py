@@ -53,7 +53,8 @@ class Layouts:
     lower: dict[int, int] = field(default_factory=dict)  # device -> max-live bytes
 
 
-def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None) -> Layouts:
+def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None,
+                     progress: Progress | None = None) -> Layouts:
     """Give every occupant an offset in its memory (one arena per device, one host region)."""
     n = len(res.events)
     by_dev: dict[int, list[Buffer]] = {}
@@ -69,12 +70,29 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
         if solver == "cpsat" and dev != HOST:
             from .layout.cpsat import cpsat_layout
 
-            lay = cpsat_layout(bufs, capacity=capacity, effort=effort)
+            lay = cpsat_layout(bufs, capacity=capacity, effort=effort, progress=_search_progress(progress, dev))
         for k, v in lay.offsets.items():
             offsets[int(k)] = v
         arena[dev] = lay.arena_bytes
         lower[dev] = lay.max_live_bytes
     return Layouts(offsets, arena, lower)
+
+
+def _search_progress(progress: Progress | None, dev: int) -> Callable[[int, int], None] | None:
+    """CP-SAT's (best arena, lower bound) reports as progress lines: each improvement, at most ~4 a second."""
+    if progress is None:
+        return None
+    import time
+
+    last = {"best": None, "t": 0.0}
+
+    def report(best: int, bound: int) -> None:
+        now = time.monotonic()
+        if best != last["best"] and (last["best"] is None or now - last["t"] >= 0.25):
+            last["best"], last["t"] = best, now
+            progress(f"cpsat layout GPU {dev}: best arena {format_bytes(best)} ({best} B), bound {format_bytes(bound)} ({bound} B)")
+
+    return report
 
 
 @dataclass
@@ -105,7 +123,7 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         if progress:
             progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
     res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
-    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets))
+    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
         return Planned(res, lay, budgets, eff)
