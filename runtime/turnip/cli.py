@@ -123,7 +123,7 @@ class _Progress:
 @click.option("-q", "--quiet", "verbosity", flag_value=-1, type=int, help="Only errors (and the --check verdict's exit code).")
 @click.option("-v", "--verbose", "verbosity", flag_value=1, type=int, help="Also say what was loaded, planned or taken from the cache.")
 def main(**options: Any) -> None:
-    """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs."""
+    """Run PLAN_OR_MODEL on the given inputs: a MEMGRAPH plan (made by `turnipc plan`), or an ONNX model with --gpu-mem (planned once, cached)."""
     as_json = options["as_json"]
     try:
         code = _main(plan_path=options.pop("plan"), **options)
