@@ -322,3 +322,27 @@ def test_cpsat_search_reports_progress():
     turnipc.plan(GPT2, gpu_mem="25%", dims={"batch": 2, "seq": 16}, solver="cpsat", effort=1.0, progress=lines.append)
     found = [ln for ln in lines if ln.startswith("cpsat layout GPU 0: best arena")]
     assert found and all("bound" in ln for ln in found)
+
+
+def test_inputs_kept_between_runs(tmp_path):
+    """State carried from run to run: an input the plan never overwrites may be written in place and kept."""
+    plan_path, w = make_chain_plan(tmp_path)
+    a, b = feeds_for(0)["x"], feeds_for(1)["x"]
+    with turnip.Session(plan_path, backend="numpy") as s:
+        assert s.keepable_inputs == ["x"]
+        ya = s.run({"x": a})["y"]
+        assert np.array_equal(s.run({}, keep=["x"])["y"], ya)  # x stays as the last run wrote it
+        s.input_views()["x"][...] = b  # write the state in place
+        np.testing.assert_allclose(s.run(keep=["x"])["y"], np.maximum(b, 0) + w, rtol=1e-6)
+        with pytest.raises(turnip.TurnipError, match="input 'nope' cannot be kept between runs: the plan has no such input"):
+            s.run({"x": a}, keep=["nope"])
+
+
+def test_inputs_the_plan_overwrites_cannot_be_kept(tmp_path):
+    plan_path, _ = make_chain_plan(tmp_path)
+    plan = read_plan(plan_path)
+    plan.placements = [Placement(0, Loc(0, 128, 0), "input"), plan.placements[1]]  # x where the Relu writes r
+    with LoadedPlan(plan, backend="numpy", model_path=str(tmp_path / "model.onnx")) as lp:
+        assert lp.keepable_inputs() == []
+        with pytest.raises(turnip.TurnipError, match="input 'x' cannot be kept between runs: the plan reuses its memory during a run"):
+            lp.write_inputs({}, keep=["x"])

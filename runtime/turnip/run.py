@@ -16,7 +16,7 @@ import bisect
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -180,16 +180,51 @@ class LoadedPlan:
         self.output_names = [plan.tensors[loc.tensor].name for loc in plan.outputs]
 
     # -- running -------------------------------------------------------------
-    def write_inputs(self, feeds: Mapping[str, Any]) -> None:
-        """Write the feeds (NumPy, or any array the backend takes: CuPy / DLPack on the GPU) and the overwritten placements."""
+    def write_inputs(self, feeds: Mapping[str, Any], keep: Iterable[str] = ()) -> None:
+        """Write the feeds (NumPy, or any array the backend takes: CuPy / DLPack on the GPU) and the overwritten placements.
+
+        ``keep``: inputs NOT written: their planned bytes stay as the last run
+        (or the caller, through :meth:`input_views`) left them, e.g. state
+        carried from one step to the next. Only inputs no node overwrites can
+        be kept (:meth:`keepable_inputs`).
+        """
         self._check_open()
+        keep = set(keep)
+        if keep:
+            bad = sorted(keep - set(self.keepable_inputs()))
+            if bad:
+                raise TurnipError(
+                    f"input {bad[0]!r} cannot be kept between runs: "
+                    + ("the plan has no such input" if bad[0] not in self.input_names else "the plan reuses its memory during a run")
+                    + "; feed it every run"
+                )
+            feeds = {k: v for k, v in feeds.items() if k not in keep}
+            feeds.update({k: self._shadow(k) for k in keep})
         checked = check_feeds(self.plan, feeds, self.backend)
         be = self.backend
         for p, src, again in self._placements:
             if src is None:
-                be_write_any(be, be.raw(p.loc), checked[self.plan.tensors[p.tensor].name])
+                name = self.plan.tensors[p.tensor].name
+                if name not in keep:
+                    be_write_any(be, be.raw(p.loc), checked[name])
             elif again:
                 be.write(be.raw(p.loc), src)
+
+    def keepable_inputs(self) -> list[str]:
+        """Inputs whose planned bytes no node overwrites: they may be kept from run to run (``write_inputs(keep=)``)."""
+        return [self.plan.tensors[p.tensor].name for p, src, again in self._placements if src is None and not again]
+
+    def input_views(self) -> dict[str, Any]:
+        """Each input's planned bytes as a zero-copy array (CuPy on the GPU): write state in place, then keep it."""
+        self._check_open()
+        return {self.plan.tensors[p.tensor].name: self.backend.view(p.loc) for p, src, _ in self._placements if src is None}
+
+    def _shadow(self, name: str) -> np.ndarray:
+        t = self.plan.tensors[self.plan.tensor_index()[name]]
+        from .dtypes import np_dtype
+
+        dt = np_dtype(t.dtype)
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dt), shape=tuple(t.shape), strides=(0,) * len(t.shape))
 
     def execute(self, progress: Callable[[int, int], Any] | None = None) -> ExecStats:
         """Run every node once on what is in place (write_inputs first). Returns the executor's stats."""
@@ -213,9 +248,9 @@ class LoadedPlan:
             out[name] = v if device else be.read(v)
         return out
 
-    def run(self, feeds: Mapping[str, Any] | None = None, *, device_outputs: bool = False) -> dict[str, Any]:
+    def run(self, feeds: Mapping[str, Any] | None = None, *, device_outputs: bool = False, keep: Iterable[str] = ()) -> dict[str, Any]:
         """write_inputs + execute + outputs."""
-        self.write_inputs(feeds or {})
+        self.write_inputs(feeds or {}, keep)
         self.last_exec = self.execute()
         return self.outputs(device=device_outputs)
 

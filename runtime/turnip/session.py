@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .executor import ExecStats
 from .plan import Plan, read_plan
@@ -112,12 +112,21 @@ class Session:
         return self._last
 
     @property
+    def keepable_inputs(self) -> list[str]:
+        """Inputs that may be kept between runs (``run(keep=...)``): the plan never overwrites their bytes."""
+        return self._loaded.keepable_inputs()
+
+    def input_views(self) -> dict[str, Any]:
+        """Each input's planned bytes, zero-copy (CuPy arrays on the GPU): write state there in place, then ``run(keep=...)``."""
+        return self._loaded.input_views()
+
+    @property
     def loaded(self) -> LoadedPlan:
         """The underlying loaded plan (for code that drives runs step by step, e.g. token generation)."""
         return self._loaded
 
     # -- running -------------------------------------------------------------
-    def run(self, feeds: Mapping[str, Any] | None = None, *, device_outputs: bool = False) -> dict[str, Any]:
+    def run(self, feeds: Mapping[str, Any] | None = None, *, device_outputs: bool = False, keep: Iterable[str] = ()) -> dict[str, Any]:
         """Run the plan on ``feeds`` (input name -> array); returns output name -> array.
 
         Feeds must have exactly the planned dtype and shape. They may be NumPy
@@ -125,13 +134,16 @@ class Session:
         backend (copied device to device). Outputs are host NumPy copies; with
         ``device_outputs=True`` they are zero-copy views of the plan's memory
         (CuPy arrays on the GPU): valid until the next ``run`` or ``close``,
-        so copy what you keep. Raises a :class:`turnip.TurnipError` subclass
+        so copy what you keep. ``keep``: input names not fed this time, whose
+        planned bytes stay as the last run (or :meth:`input_views`) left them,
+        for state carried between runs (only inputs the plan never overwrites:
+        :attr:`keepable_inputs`). Raises a :class:`turnip.TurnipError` subclass
         with a one-line message on bad feeds or a failing node.
         """
         import time
 
         lp = self._loaded
-        lp.write_inputs(feeds or {})
+        lp.write_inputs(feeds or {}, keep)
         t0 = time.perf_counter()
         ex = lp.execute()
         wall = time.perf_counter() - t0
