@@ -234,3 +234,28 @@ def test_missing_extras_are_one_line_with_the_install_command(tmp_path, blocked,
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and "pip install 'turnip[" in lines[0]
     assert not out.exists()
+
+
+def test_running_a_plan_needs_none_of_the_extras():
+    """What `pip install turnip` (no extras) must be enough for: Session on a plan, greedy planning; ortools/matplotlib/pandas unused."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        pytest.skip("tomllib needs Python 3.11")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        meta = tomllib.load(f)["project"]
+    base = " ".join(meta["dependencies"]).lower()
+    assert not any(x in base for x in ("ortools", "matplotlib", "pandas", "onnxruntime"))
+    assert "ortools" in " ".join(meta["optional-dependencies"]["compiler"])
+    code = (
+        "import sys\n"
+        "for m in ('ortools', 'matplotlib', 'pandas'): sys.modules[m] = None\n"
+        "import turnip, turnipc\n"
+        "from turnip.run import random_feeds\n"
+        f"plan = turnipc.plan({GPT2!r}, gpu_mem='25%', dims={{'batch': 2, 'seq': 16}})\n"
+        "with turnip.Session(plan, model=" + repr(GPT2) + ", backend='numpy') as s:\n"
+        "    print(s.run(random_feeds(plan, 0))['logits'].shape)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(2, 16, 256)"
