@@ -259,3 +259,13 @@ def test_running_a_plan_needs_none_of_the_extras():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(2, 16, 256)"
+
+
+@pytest.mark.parametrize("args", [["plan", GPT2, "--gpu-mem", "lots", *DIMS, "-o", "{out}"], ["inspect", GPT2], ["verify", GPT2]])
+def test_json_errors_are_json(runner, tmp_path, args):
+    out = tmp_path / "p.plan"
+    r = runner.invoke(compiler_main, [a.format(out=out) for a in args] + ["--json"])
+    assert r.exit_code == 2
+    obj = json.loads(r.stdout)
+    assert obj["exit_code"] == 2 and obj["error"] == r.stderr.strip()[len("error: "):]
+    assert not out.exists()

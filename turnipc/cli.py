@@ -22,6 +22,9 @@ from .plot import inspect_plot_options, write_plots
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("as_json"):  # --json: the error is JSON on stdout too
+        click.echo(json.dumps({"error": msg, "exit_code": code}))
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
