@@ -269,3 +269,12 @@ def test_json_errors_are_json(runner, tmp_path, args):
     obj = json.loads(r.stdout)
     assert obj["exit_code"] == 2 and obj["error"] == r.stderr.strip()[len("error: "):]
     assert not out.exists()
+
+
+def test_turnipc_plan_verbose_names_budget_and_reserve(runner, tmp_path):
+    out = tmp_path / "p.plan"
+    r = runner.invoke(compiler_main, ["plan", GPT2, "--gpu-mem", "25%", *DIMS, "-o", str(out), "-v"])
+    assert r.exit_code == 0, r.output
+    assert "GPU 0: arena" in r.stdout and "reserve" in r.stdout and '"gpu_mem": "25%"' in r.stdout
+    r = runner.invoke(compiler_main, ["plan", GPT2, "--gpu-mem", "25%", *DIMS, "-o", str(out), "-q"])
+    assert r.exit_code == 0 and r.stdout == "" and r.stderr == ""

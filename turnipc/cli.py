@@ -75,8 +75,10 @@ def main() -> None:
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
-             solver: str, effort: float, time_budget: float | None, no_prefetch: bool, as_json: bool, quiet: bool) -> None:
+             solver: str, effort: float, time_budget: float | None, no_prefetch: bool, as_json: bool, quiet: bool,
+             verbose: bool = False) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -142,6 +144,10 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             f"offload {format_bytes(s['offload_bytes'])}, reload {format_bytes(s['reload_bytes'])}, "
             f"{sum(s['nodes'].values())} nodes"
         )
+        if verbose:
+            per_gpu = ", ".join(f"GPU {m.device}: arena {format_bytes(m.size)} of {format_bytes(m.budget)}" for m in plan.gpu_memories())
+            click.echo(f"  {per_gpu}; reserve {format_bytes(s.get('reserve_bytes', 0))} per GPU for kernel temporaries and workspaces")
+            click.echo(f"  options: {json.dumps(plan.options, sort_keys=True)}")
 
 
 @main.command("verify")
