@@ -16,6 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = [
     ("planner", "bench_planner.py", "Planning time and peak / lower bound (compiler issue)"),
     ("runtime", "bench_runtime.py", "turnip-run vs onnxruntime CPU, side by side (runtime issue)"),
+    ("api", "bench_api.py", "Session second call vs a fresh turnip-run on the same plan (Python API issue)"),
     ("executor", "bench_executor.py", "Executor overhead: nodes per second on trivial nodes"),
     ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs CP-SAT)"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),

@@ -52,13 +52,14 @@ def test_input_shape_is_the_same_as_dims(runner, tmp_path):
     assert pa.stats == pb.stats and [n.to_obj() for n in pa.nodes] == [n.to_obj() for n in pb.nodes]
 
 
-@pytest.mark.parametrize("mem", ["300K", "1M", "2097152", "50%", "min"])
+@pytest.mark.parametrize("mem", ["300K", "300KiB", "1M", "1MB", "1MiB", "2097152", "50%", "min"])
 def test_budget_spellings(runner, tmp_path, mem):
     out = tmp_path / "p.plan"
     r = plan(runner, GPT2.path, out, "--gpu-mem", mem, *DIMS)
     assert r.exit_code == 0, r.output
     s = read_plan(out).stats
-    want = {"300K": 300 * 1024, "1M": 1 << 20, "2097152": 2097152}.get(mem)
+    # K/M/G are powers of ten, KiB/MiB/GiB powers of two (accelerate's convention)
+    want = {"300K": 300_000, "300KiB": 300 * 1024, "1M": 10**6, "1MB": 10**6, "1MiB": 1 << 20, "2097152": 2097152}.get(mem)
     if want:
         assert s.budget_bytes == want
     assert s.peak_bytes <= s.budget_bytes

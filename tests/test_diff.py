@@ -223,7 +223,8 @@ def test_help_documents_exit_codes_and_ci():
 
 def test_parse_threshold():
     t = parse_threshold("max-peak-increase", "64M")
-    assert (t.limit, t.relative) == (64 << 20, False)
+    assert (t.limit, t.relative) == (64 * 10**6, False)  # M = 10^6, MiB = 2^20 (turnip.units)
+    assert parse_threshold("max-peak-increase", "64MiB").limit == 64 << 20
     t = parse_threshold("max-makespan-increase", "20ms")
     assert t.limit == pytest.approx(0.02) and not t.relative
     assert parse_threshold("max-transfer-increase", "10%").limit == 10.0

@@ -17,11 +17,14 @@ from typing import NoReturn
 import click
 
 from . import __version__
-from .errors import TurnipError
+from .errors import TurnipError, require
 from .plot import inspect_plot_options, write_plots
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("as_json"):  # --json: the error is JSON on stdout too
+        click.echo(json.dumps({"error": msg, "exit_code": code}))
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
@@ -57,25 +60,32 @@ def main() -> None:
 @main.command("plan")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--gpu-mem", "gpu_mem", required=True,
-              help="GPU memory budget per device: bytes, 24G, 512M, 300K, a fraction of the no-offload peak (25%), or 'min'.")
+              help="GPU memory budget per device: bytes, 24GiB (2^30) or 24G (10^9), 512MiB, a fraction of the no-offload peak (25%), "
+                   "'min', 'auto' (each GPU's free memory minus the plan's reserve), or one per GPU: 20GiB,24GiB.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="Plan file to write (msgpack).")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=N", help="Bind a dynamic dimension (repeatable).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:AxBxC", help="Bind a graph input's whole shape (polygraphy style).")
 @click.option("--gpus", default=1, show_default=True, type=click.IntRange(1, 64), help="Number of GPUs to plan for.")
 @click.option("--solver", type=click.Choice(["greedy", "cpsat"]), default="greedy", show_default=True, help="Arena layout engine.")
-@click.option("--time-budget", "effort", default=10.0, show_default=True, type=float,
-              help="CP-SAT effort in deterministic time units (about seconds on a typical core; results do not depend on the machine).")
+@click.option("--effort", "effort", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="CP-SAT effort per solver call, in deterministic units (results do not depend on the machine). "
+                   "One unit is roughly one second of one core; --solver cpsat makes up to 6 calls, so expect at most "
+                   "about 6 x EFFORT seconds of wall clock (small models stop early: GPT-2 fixture, 7 s at 2 or 10).")
+@click.option("--time-budget", "time_budget", type=click.FloatRange(min=0), hidden=True, help="Old name of --effort.")
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
-             solver: str, effort: float, no_prefetch: bool, as_json: bool, quiet: bool) -> None:
+             solver: str, effort: float, time_budget: float | None, no_prefetch: bool, as_json: bool, quiet: bool,
+             verbose: bool = False) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
     Exit codes: 0 planned; 2 bad input (unreadable model, unbound dims,
-    unsupported ops, budget below the smallest feasible one). On error no
-    output file is written.
+    unsupported ops, budget below the smallest feasible one); 3 a package the
+    options need is missing (ortools for --solver cpsat: pip install
+    'turnip[compiler]'). On error no output file is written.
 
     \b
     Examples:
@@ -83,17 +93,30 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
       turnipc plan llama.onnx --gpu-mem 25% --gpus 2 -o llama.plan
       turnipc plan bert.onnx --gpu-mem min --input-shape input_ids:1x128 -o bert.plan
     """
+    from turnip.autoplan import FileKind, sniff
     from turnip.plan import write_plan
 
+    from .api import plan_options
     from .dims import parse_dim_options
     from .importer import import_model
-    from .planner import PlanOptions, build_plan
+    from .planner import build_plan
     from .summary import summary_obj
-    from .units import format_bytes, parse_budget
+    from .units import format_bytes, parse_budgets
 
+    if time_budget is not None:
+        effort = time_budget
+    if os.path.exists(output) and os.path.exists(model) and os.path.samefile(output, model):
+        fail(f"-o {output} is the input model; write the plan to another file (e.g. {os.path.splitext(output)[0]}.plan)")
+    if sniff(model) == FileKind.PLAN:
+        fail(f"{model} is a Turnip plan, not an ONNX model; plan the model it was made from, or run this plan with `turnip-run {model}`")
+    if solver == "cpsat":
+        try:
+            require("ortools", "compiler", "--solver cpsat")
+        except TurnipError as e:
+            fail(str(e), e.exit_code)
     say = _progress(quiet or as_json)
     try:
-        budget = parse_budget(gpu_mem)
+        budgets = parse_budgets(gpu_mem, gpus)
     except ValueError as e:
         fail(f"--gpu-mem: {e}")
     try:
@@ -102,7 +125,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         graph = import_model(model, dim_map, shape_map)
         if say:
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
-        opts = PlanOptions(budget=budget, gpus=gpus, solver=solver, effort=effort, prefetch=not no_prefetch)
+        opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
     except TurnipError as e:
         fail(str(e), e.exit_code)
@@ -121,6 +144,10 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             f"offload {format_bytes(s.offload_bytes or 0)}, reload {format_bytes(s.reload_bytes or 0)}, "
             f"{sum((s.nodes or {}).values())} nodes"
         )
+        if verbose:
+            per_gpu = ", ".join(f"GPU {m.device}: arena {format_bytes(m.size)} of {format_bytes(m.budget)}" for m in plan.gpu_memories())
+            click.echo(f"  {per_gpu}; reserve {format_bytes(s.reserve_bytes or 0)} per GPU for kernel temporaries and workspaces")
+            click.echo(f"  options: {json.dumps(plan.options, sort_keys=True)}")
 
 
 @main.command("verify")
@@ -177,6 +204,11 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, p
         plan = read_plan(plan_path)
     except PlanFormatError as e:
         fail(str(e))
+    if plot_png:
+        try:
+            require("matplotlib", "plot", "--plot")
+        except TurnipError as e:
+            fail(str(e), e.exit_code)
     if plot_png or plot_html:
         write_plots(plan, png=plot_png, html=plot_html)
     if as_json:

@@ -23,3 +23,21 @@ class UnboundDimError(ModelError):
 
 class BudgetError(TurnipError):
     """The memory budget is below the smallest feasible one."""
+
+
+class MissingDependencyError(TurnipError):
+    """An optional package the command needs is not installed (exit 3: install it; the input is fine)."""
+
+    exit_code = 3
+
+
+def require(module: str, extra: str, what: str) -> None:
+    """Raise MissingDependencyError naming the pip command when ``module`` cannot be imported."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{what} needs {module}, which is not installed; pip install 'turnip[{extra}]' (or pip install {module})"
+        ) from None

@@ -93,7 +93,12 @@ def collect_types(model: onnx.ModelProto) -> dict[str, TypeInfo]:
 
 
 def infer(model: onnx.ModelProto, strict: bool = False) -> onnx.ModelProto:
-    return shape_inference.infer_shapes(model, check_type=False, strict_mode=strict, data_prop=True)
+    from .contrib_shapes import infer_contrib  # com.microsoft ops: onnxruntime's shape inference
+
+    def run(m: onnx.ModelProto) -> onnx.ModelProto:
+        return shape_inference.infer_shapes(m, check_type=False, strict_mode=strict, data_prop=True)
+
+    return infer_contrib(run(model), run)
 
 
 # -- evaluating one node ---------------------------------------------------------------------

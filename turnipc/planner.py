@@ -21,9 +21,10 @@ from .memgraph import MemoryMap, build_nodes
 from .offload import schedule_offloads
 from .order import memory_aware_order
 from .placement import place_stages
+from .reserve import workspace_reserve
 from .residency import HOST, INF, Residency, simulate
 from .taskgraph import TaskGraph
-from .units import Budget
+from .units import Budget, format_bytes
 
 Progress = Callable[[str], None]
 
@@ -36,9 +37,11 @@ class PlanOptions:
     effort: float = 10.0  # CP-SAT deterministic time budget (solver units, ~seconds)
     prefetch: bool = True
     max_tries: int = 40
+    budgets: tuple[int, ...] = ()  # per-GPU byte budgets (--gpu-mem 20GiB,24GiB); overrides ``budget`` when given
 
     def to_obj(self) -> dict:
-        return {"gpu_mem": self.budget.describe(), "gpus": self.gpus, "solver": self.solver,
+        gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
+        return {"gpu_mem": gpu_mem, "gpus": self.gpus, "solver": self.solver,
                 "effort": self.effort, "prefetch": self.prefetch}
 
 
@@ -49,7 +52,8 @@ class Layouts:
     lower: dict[int, int] = field(default_factory=dict)  # device -> max-live bytes
 
 
-def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None) -> Layouts:
+def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None,
+                     progress: Progress | None = None) -> Layouts:
     """Give every occupant an offset in its memory (one arena per device, one host region)."""
     n = len(res.events)
     by_dev: dict[int, list[Buffer]] = {}
@@ -65,12 +69,30 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
         if solver == "cpsat" and dev != HOST:
             from .layout.cpsat import cpsat_layout
 
-            lay = cpsat_layout(bufs, capacity=capacity, effort=effort)
+            lay = cpsat_layout(bufs, capacity=capacity, effort=effort, progress=_search_progress(progress, dev))
         for k, v in lay.offsets.items():
             offsets[int(k)] = v
         arena[dev] = lay.arena_bytes
         lower[dev] = lay.max_live_bytes
     return Layouts(offsets, arena, lower)
+
+
+def _search_progress(progress: Progress | None, dev: int) -> Callable[[int, int], None] | None:
+    """CP-SAT's (best arena, lower bound) reports as progress lines: each improvement, at most ~4 a second."""
+    if progress is None:
+        return None
+    import time
+
+    last_best: list[int | None] = [None]
+    last_t = [0.0]
+
+    def report(best: int, bound: int) -> None:
+        now = time.monotonic()
+        if best != last_best[0] and (last_best[0] is None or now - last_t[0] >= 0.25):
+            last_best[0], last_t[0] = best, now
+            progress(f"cpsat layout GPU {dev}: best arena {format_bytes(best)} ({best} B), bound {format_bytes(bound)} ({bound} B)")
+
+    return report
 
 
 @dataclass
@@ -101,7 +123,7 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         if progress:
             progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
     res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
-    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets))
+    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
         return Planned(res, lay, budgets, eff)
@@ -121,7 +143,7 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     transfers), and the result is kept only if it moves fewer bytes: CP-SAT
     never makes a plan worse than greedy, and its effort is bounded.
     """
-    budgets = [budget] * opts.gpus
+    budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
     eff = list(budgets)
     greedy: Planned | None = None
     for _attempt in range(opts.max_tries):
@@ -173,7 +195,9 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
     no_offload_peak = max(_gpu_arenas(unlimited.layouts, opts.gpus))
     lower_bound = max(unlimited.residency.lower_bound)
 
-    if opts.budget.minimum:
+    if opts.budgets:
+        budget = min(opts.budgets)
+    elif opts.budget.minimum:
         budget = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak, progress)
     else:
         budget = opts.budget.resolve(no_offload_peak)
@@ -215,7 +239,8 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
     tensors = [
         TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, TensorKind(v.kind), tindex[v.storage]) for v in graph.values.values()
     ]
-    memories = [Memory(d, MemoryKind.GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
+    budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
+    memories = [Memory(d, MemoryKind.GPU, d, lay.arena.get(d, 0), budgets[d]) for d in range(opts.gpus)]
     host_id = opts.gpus
     memories.append(Memory(host_id, MemoryKind.HOST, -1, lay.arena.get(HOST, 0), lay.arena.get(HOST, 0)))
     memmap = MemoryMap({d: d for d in range(opts.gpus)}, host_id)
@@ -241,7 +266,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         counts[nd.kind] = counts.get(nd.kind, 0) + 1
     gpu_arenas = _gpu_arenas(lay, opts.gpus)
     stats = PlanStats(
-        budget_bytes=budget,
+        budget_bytes=max(budgets),
         peak_bytes=max(gpu_arenas),
         peak_bytes_per_device=gpu_arenas,
         max_live_bytes_per_device=[lay.lower.get(d, 0) for d in range(opts.gpus)],
@@ -254,6 +279,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         nodes={k.value: counts.get(k, 0) for k in NodeKind},
         effective_budget_bytes=min(planned.effective),
         total_flops=graph.total_flops(),
+        reserve_bytes=workspace_reserve(graph),  # per GPU, besides the arena (turnipc/reserve.py)
     )
     model_path = graph.model_path
     if plan_dir is not None:

@@ -10,16 +10,37 @@ import numpy as np
 from .executor import TurnipError
 
 
+class MissingDependencyError(TurnipError):
+    """An optional package this command needs is not installed (exit 3: install it, nothing is wrong with the input)."""
+
+    exit_code = 3
+
+
+ORT_INSTALL = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA); from a checkout: pip install -e '.[cpu]'"
+
+
 class Comparison(NamedTuple):
+    """One output against the reference.
+
+    ``tol_ratio`` is what decided: the largest |a-b| / (atol + rtol*|b|) over
+    the elements (polygraphy's way of reading a tolerance); the output passes
+    when it is at most 1. ``max_rel`` alone can be huge on near-zero values
+    that the absolute tolerance covers.
+    """
+
     name: str
     max_abs: float
     max_rel: float
     ok: bool
+    tol_ratio: float = 0.0
 
 
 def reference_outputs(model_path: str | os.PathLike[str], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every graph output of the model, computed by onnxruntime on the CPU (external data loaded)."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise MissingDependencyError(f"--check needs onnxruntime, which is not installed ({e}); {ORT_INSTALL}") from e
 
     path = os.fspath(model_path)
     if not os.path.isfile(path):
@@ -35,11 +56,11 @@ def reference_outputs(model_path: str | os.PathLike[str], feeds: Mapping[str, np
     return {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs, strict=True)}
 
 
-def _compare_one(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
+def _compare_one(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool, float]:
     if a.shape != b.shape:
-        return float("inf"), float("inf"), False
+        return float("inf"), float("inf"), False, float("inf")
     if a.size == 0:
-        return 0.0, 0.0, True
+        return 0.0, 0.0, True, 0.0
     x = a.astype(np.float64)
     y = b.astype(np.float64)
     both_nan = np.isnan(x) & np.isnan(y)
@@ -48,8 +69,11 @@ def _compare_one(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tupl
     diff = np.where(both_nan | same_inf, 0.0, diff)
     diff = np.where(np.isnan(diff), np.inf, diff)
     rel = diff / np.maximum(np.abs(np.where(np.isfinite(y), y, 0.0)), np.finfo(np.float64).tiny)
-    ok = bool(np.all(diff <= atol + rtol * np.abs(np.where(np.isfinite(y), y, 0.0))))
-    return float(diff.max()), float(np.where(diff == 0, 0.0, rel).max()), ok
+    allowed = atol + rtol * np.abs(np.where(np.isfinite(y), y, 0.0))
+    ok = bool(np.all(diff <= allowed))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / allowed)
+    return float(diff.max()), float(np.where(diff == 0, 0.0, rel).max()), ok, float(np.nan_to_num(ratio, nan=np.inf).max())
 
 
 def compare(outputs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], atol: float = 1e-4, rtol: float = 1e-3) -> list[Comparison]:
@@ -60,8 +84,8 @@ def compare(outputs: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], at
     res = []
     for name, b in ref.items():
         if name not in outputs:
-            res.append(Comparison(name, float("inf"), float("inf"), False))
+            res.append(Comparison(name, float("inf"), float("inf"), False, float("inf")))
             continue
-        ma, mr, ok = _compare_one(np.asarray(outputs[name]), np.asarray(b), atol, rtol)
-        res.append(Comparison(name, ma, mr, ok))
+        ma, mr, ok, tr = _compare_one(np.asarray(outputs[name]), np.asarray(b), atol, rtol)
+        res.append(Comparison(name, ma, mr, ok, tr))
     return res

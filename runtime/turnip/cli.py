@@ -18,6 +18,9 @@ import numpy as np
 from .backends import BACKENDS
 from .executor import ORDERS, TurnipError
 from .plan import PlanFormatError, read_plan, resolve_model_path
+from .units import format_bytes as _human
+
+__version__ = "0.1.0"  # = turnip.__version__ (not imported from the package: keeps --help fast)
 
 EXAMPLES = """\b
 Examples:
@@ -26,17 +29,12 @@ Examples:
   turnip-run model.plan --input input_ids=ids.npy --order random --seed 7 --check
   turnip-run model.plan --random-inputs --repeat 5 --trace run.json --report
   turnip-run model.plan --random-inputs --check --json
+  turnip-run model.onnx --gpu-mem 25% --dim batch=2 --dim seq=16 --random-inputs
+  turnip-run moved/model.plan --model /data/model.onnx --random-inputs
 
-Exit status: 0 ok, 1 --check failed, 2 bad plan / model / inputs or a node failed.
+Exit status: 0 ok, 1 --check failed, 2 bad plan / model / inputs or a node failed,
+3 a package the command needs is missing (onnxruntime for --check).
 """
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def _load_feeds(inputs_npz: str | None, input_files: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -91,7 +89,16 @@ class _Progress:
 
 
 @click.command(name="turnip-run", epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("plan", type=click.Path(dir_okay=False))
+@click.argument("plan", metavar="PLAN_OR_MODEL", type=click.Path(dir_okay=False))
+@click.version_option(__version__, prog_name="turnip-run")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="The plan's model is here (overrides the path the plan records; its sha256 must match).")
+@click.option("--gpu-mem", "gpu_mem", metavar="BUDGET",
+              help="Given a MODEL.onnx: plan it for this budget first (as `turnipc plan --gpu-mem`), cached by model hash and options.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=N", help="Given a MODEL.onnx: bind a dynamic dimension (repeatable).")
+@click.option("--gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="Given a MODEL.onnx: GPUs to plan for.")
+@click.option("--no-cache", is_flag=True, help="Given a MODEL.onnx: plan again and do not write the plan cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Plan cache folder [default: $TURNIP_CACHE_DIR or ~/.cache/turnip].")
 @click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), help="Feeds as an .npz (one array per input name).")
 @click.option("--input", "input_files", multiple=True, metavar="NAME=FILE.npy", help="One feed from an .npy file (repeatable).")
 @click.option("--random-inputs", is_flag=True, help="Random feeds of the planned shapes (ints index the table they gather from).")
@@ -116,8 +123,10 @@ class _Progress:
     "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
+@click.option("-q", "--quiet", "verbosity", flag_value=-1, type=int, help="Only errors (and the --check verdict's exit code).")
+@click.option("-v", "--verbose", "verbosity", flag_value=1, type=int, help="Also say what was loaded, planned or taken from the cache.")
 def main(**options: Any) -> None:
-    """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs."""
+    """Run PLAN_OR_MODEL on the given inputs: a MEMGRAPH plan (made by `turnipc plan`), or an ONNX model with --gpu-mem (planned once, cached)."""
     as_json = options["as_json"]
     try:
         code = _main(plan_path=options.pop("plan"), **options)
@@ -149,12 +158,50 @@ def _main(
     report: bool,
     trace_path: str | None,
     as_json: bool,
+    model_path: str | None = None,
+    gpu_mem: str | None = None,
+    dims: tuple[str, ...] = (),
+    gpus: int = 1,
+    no_cache: bool = False,
+    cache_dir: str | None = None,
+    verbosity: int | None = None,
 ) -> int:
+    from .autoplan import FileKind, WrongFileKindError, plan_model, sniff
     from .run import random_feeds, run_plan
+
+    verbosity = verbosity or 0
+    quiet = verbosity < 0
+
+    def say(msg: str) -> None:
+        if verbosity > 0 and not as_json:
+            click.echo(msg, err=True)
 
     if not os.path.isfile(plan_path):
         raise TurnipError(f"plan file {plan_path!r} not found; make one with `turnipc plan MODEL.onnx`")
-    plan = read_plan(plan_path)
+    if output_path and os.path.abspath(output_path) in {os.path.abspath(p) for p in (plan_path, model_path) if p}:
+        raise TurnipError(f"--output {output_path!r} is the input file; write the outputs to another path (e.g. out.npz)")
+    kind = sniff(plan_path)
+    if model_path is not None and sniff(model_path) == FileKind.PLAN:
+        raise WrongFileKindError(f"--model {model_path!r} is a Turnip plan, not an ONNX model; pass the model the plan was made from")
+    if kind == FileKind.ONNX:
+        if model_path is not None:
+            raise WrongFileKindError(f"{plan_path!r} is an ONNX model, not a plan; --model is for plans (drop it, the model is {plan_path!r})")
+        if not gpu_mem:
+            raise WrongFileKindError(
+                f"{plan_path!r} is an ONNX model, not a plan: give --gpu-mem (e.g. --gpu-mem 25%) to plan and run it, "
+                f"or plan it with `turnipc plan {plan_path} --gpu-mem 25% -o model.plan`"
+            )
+        auto = plan_model(plan_path, gpu_mem, dims, (), gpus, use_cache=not no_cache, folder=cache_dir, say=say)
+        plan = auto.plan
+        model_path = auto.model_path
+        plan_path = auto.plan_path
+    else:
+        if gpu_mem or dims or no_cache or cache_dir or gpus != 1:
+            used = [o for o, v in (("--gpu-mem", gpu_mem), ("--dim", dims), ("--no-cache", no_cache), ("--cache-dir", cache_dir), ("--gpus", gpus != 1)) if v]
+            raise WrongFileKindError(
+                f"{plan_path!r} is a Turnip plan, not an ONNX model: {', '.join(used)} are for models only (a plan is already planned); drop them"
+            )
+        plan = read_plan(plan_path)
     feeds = _load_feeds(inputs_npz, input_files)
     if random_inputs:
         for k, v in random_feeds(plan, seed).items():
@@ -170,7 +217,8 @@ def _main(
         prog = _Progress()
     try:
         result = run_plan(
-            plan, feeds, backend=backend, order=order, seed=seed, repeat=repeat, trace=trace_path, progress=prog, plan_path=plan_path
+            plan, feeds, backend=backend, order=order, seed=seed, repeat=repeat, trace=trace_path, progress=prog, plan_path=plan_path,
+            model_path=model_path,
         )
     finally:
         if prog is not None:
@@ -188,7 +236,7 @@ def _main(
     if check:
         from .check import compare, reference_outputs
 
-        ref = reference_outputs(resolve_model_path(plan, plan_path), feeds)
+        ref = reference_outputs(model_path or resolve_model_path(plan, plan_path), feeds)
         comparisons = compare(result.outputs, ref, atol=atol, rtol=rtol)
         passed = all(c.ok for c in comparisons)
 
@@ -203,7 +251,11 @@ def _main(
                 "passed": passed,
                 "atol": atol,
                 "rtol": rtol,
-                "outputs": [{"name": c.name, "max_abs": _num(c.max_abs), "max_rel": _num(c.max_rel), "ok": c.ok} for c in comparisons],
+                "worst_tol_ratio": _num(max((c.tol_ratio for c in comparisons), default=0.0)),
+                "outputs": [
+                    {"name": c.name, "max_abs": _num(c.max_abs), "max_rel": _num(c.max_rel), "tol_ratio": _num(c.tol_ratio), "ok": c.ok}
+                    for c in comparisons
+                ],
             },
             "stats": stats.to_dict(),
             "fallback_ops": dict(sorted(fallback_ops.items())),
@@ -213,7 +265,7 @@ def _main(
         if trace_path:
             obj["trace_file"] = trace_path
         click.echo(json.dumps(obj))
-    else:
+    elif not quiet:
         walls = stats.wall_s
         wall = (
             f"{walls[0]:.4f} s"
@@ -240,8 +292,15 @@ def _main(
             click.echo(f"outputs written to {output_path}")
         if comparisons is not None:
             for c in comparisons:
-                click.echo(f"  {c.name}: max abs {c.max_abs:.3g}, max rel {c.max_rel:.3g}  {'ok' if c.ok else 'MISMATCH'}")
-            click.echo(f"{'PASSED' if passed else 'FAILED'} (atol {atol:g}, rtol {rtol:g})")
+                click.echo(
+                    f"  {c.name}: worst error {c.tol_ratio:.3g}x the tolerance (atol + rtol*|ref|; at most 1 passes), "
+                    f"max abs {c.max_abs:.3g}, max rel {c.max_rel:.3g}  {'ok' if c.ok else 'MISMATCH'}"
+                )
+            worst = max((c.tol_ratio for c in comparisons), default=0.0)
+            click.echo(f"{'PASSED' if passed else 'FAILED'}: worst error {worst:.3g}x the tolerance (atol {atol:g}, rtol {rtol:g})")
+    elif passed is False:
+        worst = max((c.tol_ratio for c in comparisons or ()), default=0.0)
+        click.echo(f"check FAILED: worst error {worst:.3g}x the tolerance (atol {atol:g}, rtol {rtol:g})", err=True)
     return 1 if passed is False else 0
 
 

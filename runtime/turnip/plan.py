@@ -299,7 +299,7 @@ class Node:
 _STAT_FIELDS = (
     "budget_bytes", "peak_bytes", "peak_bytes_per_device", "max_live_bytes_per_device", "no_offload_peak_bytes",
     "lower_bound_bytes", "effective_budget_bytes", "offload_bytes", "reload_bytes", "move_bytes", "host_bytes",
-    "nodes", "total_flops",
+    "nodes", "total_flops", "reserve_bytes",
 )
 
 
@@ -326,6 +326,7 @@ class PlanStats:
     host_bytes: int | None = None  # size of the host region
     nodes: dict[str, int] | None = None  # count of nodes by kind (keys: NodeKind values)
     total_flops: int | None = None
+    reserve_bytes: int | None = None  # per GPU, beside the arena: kernel temporaries and library workspaces
     extra: dict[str, Any] = field(default_factory=dict)
 
     def transfer_bytes(self, kind: NodeKind) -> int | None:
@@ -389,6 +390,21 @@ class Plan:
     @property
     def num_devices(self) -> int:
         return len(self.gpu_memories())
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the plan to ``path`` (atomically), naming its model relative to that file's folder.
+
+        A plan made in memory (``turnipc.plan``) names its model by absolute
+        path; the file names it relative to itself, as ``turnipc plan -o``
+        does, so plan and model can move together.
+        """
+        plan = self
+        if os.path.isabs(self.model_path):
+            import dataclasses
+
+            rel = os.path.relpath(self.model_path, os.path.dirname(os.path.abspath(path)))
+            plan = dataclasses.replace(self, model_path=rel.replace(os.sep, "/"))
+        write_plan(plan, path)
 
     # -- encoding --------------------------------------------------------
     def to_obj(self) -> dict[str, Any]:
@@ -523,7 +539,16 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
             data = f.read()
     except OSError as e:
         raise PlanFormatError(f"cannot read plan file {os.fspath(path)!r}: {e.strerror}") from e
-    return decode_plan(data)
+    try:
+        return decode_plan(data)
+    except PlanFormatError:
+        if data[:1] == b"\x08" or os.fspath(path).lower().endswith(".onnx"):  # a ModelProto starts with ir_version
+            p = os.fspath(path)
+            raise PlanFormatError(
+                f"{p!r} is an ONNX model, not a plan: plan it with `turnipc plan {p} --gpu-mem 25% -o model.plan`, "
+                f"or plan and run it in one go with `turnip-run {p} --gpu-mem 25%`"
+            ) from None
+        raise
 
 
 def read_plan_lenient(path: str | os.PathLike[str]) -> Plan:

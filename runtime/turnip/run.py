@@ -12,16 +12,17 @@ and copies the graph outputs out of their planned locations.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from .backends import Backend, get_backend
 from .errors import TurnipError
-from .executor import ORDERS, Executor
+from .executor import ORDERS, ExecStats, Executor
 from .graph import copy_label, describe_node
 from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, read_plan
 from .queues import QUEUE_OF_KIND, dynamic_priorities
@@ -69,6 +70,277 @@ def _node_bytes(plan: Plan, node: Any) -> int:
     return 0
 
 
+def _overwritten(plan: Plan) -> list[bool]:
+    """Per placement: whether some node writes bytes overlapping its location.
+
+    A placement nobody overwrites (a weight or constant whose memory is never
+    reused) keeps its bytes from one run to the next, so a loaded plan writes
+    it once; the others (inputs, and weights whose memory the plan reuses once
+    they are dead) are written before every run.
+    """
+    written: dict[int, list[tuple[int, int]]] = {}
+    for node in plan.nodes:
+        for loc in node.outputs:
+            if loc is None or not 0 <= loc.tensor < len(plan.tensors):
+                continue
+            written.setdefault(loc.mem, []).append((loc.offset, loc.offset + plan.tensors[loc.tensor].nbytes))
+    for spans in written.values():
+        spans.sort()
+    out = []
+    for p in plan.placements:
+        lo = p.loc.offset
+        hi = lo + (plan.tensors[p.tensor].nbytes if 0 <= p.tensor < len(plan.tensors) else 0)
+        spans = written.get(p.loc.mem, [])
+        k = bisect.bisect_left(spans, (hi, -1))  # spans starting before hi
+        out.append(any(s < hi and lo < e for s, e in spans[:k]))
+    return out
+
+
+class LoadedPlan:
+    """A plan made ready to run many times: the object Session (and token generation) build on.
+
+    Done ONCE, here: the plan is read and checked, the backend allocates every
+    memory (arenas, pinned host region), every node gets its prepared callable
+    (kernels bound to their views, onnxruntime fallback sessions built, CUDA
+    streams and events made), the model's weights are opened (memory-mapped)
+    and the weights and constants that no node overwrites are written into
+    place. Each :meth:`run` then only writes the feeds (and the placements
+    some node overwrites), runs the MEMGRAPH and reads the outputs.
+
+    Not thread-safe: one :meth:`run` at a time.
+    """
+
+    def __init__(
+        self,
+        plan: Plan | str | os.PathLike[str],
+        *,
+        backend: str | Backend = "auto",
+        order: str = "dynamic",
+        seed: int = 0,
+        plan_path: str | os.PathLike[str] | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if order not in ORDERS:
+            raise TurnipError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
+        if not isinstance(plan, Plan):
+            plan_path = plan
+            plan = read_plan(plan)
+        self.plan: Plan = plan
+        self.order = order
+        self.seed = seed
+        self.runs = 0
+        self._closed = False
+        t0 = time.perf_counter()
+        self.backend: Backend = get_backend(backend)
+        self.initial: InitialData | None = InitialData(plan, plan_path, None if model_path is None else os.fspath(model_path))
+        try:
+            self.backend.allocate_all(plan)
+            tasks = self.backend.prepare(plan)
+            nodes = plan.nodes
+            self.executor = Executor(
+                nodes,
+                tasks,
+                order=order,
+                seed=seed,
+                priorities=dynamic_priorities(plan) if order == "dynamic" else None,
+                describe=lambda i: describe_node(nodes[i], plan),
+                thread_init=self.backend.thread_init,
+            )
+            # (placement, bytes or None for a feed, rewrite before every run?)
+            self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))
+            for p, src, again in self._placements:
+                if src is not None and not again:
+                    self.backend.write(self.backend.raw(p.loc), src)
+            self.backend.synchronize()
+        except BaseException:
+            self.close()
+            raise
+        self.load_s = time.perf_counter() - t0
+        self.input_names = [plan.tensors[i].name for i in plan.inputs]
+        self.output_names = [plan.tensors[loc.tensor].name for loc in plan.outputs]
+
+    # -- running -------------------------------------------------------------
+    def write_inputs(self, feeds: Mapping[str, Any], keep: Iterable[str] = ()) -> None:
+        """Write the feeds (NumPy, or any array the backend takes: CuPy / DLPack on the GPU) and the overwritten placements.
+
+        ``keep``: inputs NOT written: their planned bytes stay as the last run
+        (or the caller, through :meth:`input_views`) left them, e.g. state
+        carried from one step to the next. Only inputs no node overwrites can
+        be kept (:meth:`keepable_inputs`).
+        """
+        self._check_open()
+        keep = set(keep)
+        if keep:
+            bad = sorted(keep - set(self.keepable_inputs()))
+            if bad:
+                raise TurnipError(
+                    f"input {bad[0]!r} cannot be kept between runs: "
+                    + ("the plan has no such input" if bad[0] not in self.input_names else "the plan reuses its memory during a run")
+                    + "; feed it every run"
+                )
+            feeds = {k: v for k, v in feeds.items() if k not in keep}
+            feeds.update({k: self._shadow(k) for k in keep})
+        checked = check_feeds(self.plan, feeds, self.backend)
+        be = self.backend
+        for p, src, again in self._placements:
+            if src is None:
+                name = self.plan.tensors[p.tensor].name
+                if name not in keep:
+                    be_write_any(be, be.raw(p.loc), checked[name])
+            elif again:
+                be.write(be.raw(p.loc), src)
+
+    def keepable_inputs(self) -> list[str]:
+        """Inputs whose planned bytes no node overwrites: they may be kept from run to run (``write_inputs(keep=)``)."""
+        return [self.plan.tensors[p.tensor].name for p, src, again in self._placements if src is None and not again]
+
+    def input_views(self) -> dict[str, Any]:
+        """Each input's planned bytes as a zero-copy array (CuPy on the GPU): write state in place, then keep it."""
+        self._check_open()
+        return {self.plan.tensors[p.tensor].name: self.backend.view(p.loc) for p, src, _ in self._placements if src is None}
+
+    def _shadow(self, name: str) -> np.ndarray:
+        t = self.plan.tensors[self.plan.tensor_index()[name]]
+        from .dtypes import np_dtype
+
+        dt = np_dtype(t.dtype)
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dt), shape=tuple(t.shape), strides=(0,) * len(t.shape))
+
+    def execute(self, progress: Callable[[int, int], Any] | None = None) -> ExecStats:
+        """Run every node once on what is in place (write_inputs first). Returns the executor's stats."""
+        self._check_open()
+        self.backend.synchronize()
+        ex = self.executor.run(progress=progress)
+        self.backend.synchronize()
+        self.runs += 1
+        return ex
+
+    def outputs(self, device: bool = False) -> dict[str, Any]:
+        """The graph outputs: host NumPy copies, or (``device=True``) zero-copy views of the arenas.
+
+        Views stay valid until the next run writes over them; copy what you keep.
+        """
+        self._check_open()
+        be = self.backend
+        out = {}
+        for name, loc in zip(self.output_names, self.plan.outputs):
+            v = be.view(loc)
+            out[name] = v if device else be.read(v)
+        return out
+
+    def run(self, feeds: Mapping[str, Any] | None = None, *, device_outputs: bool = False, keep: Iterable[str] = ()) -> dict[str, Any]:
+        """write_inputs + execute + outputs."""
+        self.write_inputs(feeds or {}, keep)
+        self.last_exec = self.execute()
+        return self.outputs(device=device_outputs)
+
+    def timeline(self, ex: ExecStats) -> tuple[list[TimelineEvent], dict[str, int]]:
+        """What ran, sorted by start, and the bytes each copy kind moved."""
+        plan = self.plan
+        moved: dict[str, int] = {RELOAD: 0, OFFLOAD: 0, MOVE: 0}
+        timeline = []
+        for i, node in enumerate(plan.nodes):
+            if not ex.ran[i]:
+                continue
+            nb = _node_bytes(plan, node)
+            if node.kind in moved:
+                moved[node.kind] += nb
+            label = (node.name or node.op) if node.kind == COMPUTE else copy_label(node, plan)
+            timeline.append(TimelineEvent(node.id, node.kind, node.device, QUEUE_OF_KIND[node.kind], label, node.op, nb, ex.start[i], ex.end[i]))
+        timeline.sort(key=lambda e: e.start)
+        return timeline, moved
+
+    # -- lifetime ------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TurnipError("this loaded plan (session) is closed; create a new turnip.Session")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Free the memories and close the weight files (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.backend.free()
+        finally:
+            if self.initial is not None:
+                self.initial.close()
+                self.initial = None
+
+    def __enter__(self) -> "LoadedPlan":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _placement_sources(initial: InitialData) -> list[np.ndarray | None]:
+    """Per placement of the plan: its bytes (weights, constants), None for a feed."""
+    return list(initial._sources)  # noqa: SLF001 - InitialData opens them; the loaded plan decides when to write
+
+
+def _is_host_array(a: Any) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def check_feeds(plan: Plan, feeds: Mapping[str, Any], backend: Backend) -> dict[str, Any]:
+    """Feeds checked against the plan's inputs (names, exact dtype and shape) without copying device arrays.
+
+    NumPy arrays and anything ``numpy.asarray`` or ``numpy.from_dlpack`` takes
+    are accepted on every backend; on a GPU backend CuPy arrays and DLPack GPU
+    arrays (torch, JAX) are taken as they are, so a feed already on the
+    device is copied device to device.
+    """
+    host: dict[str, Any] = {}
+    dev: dict[str, Any] = {}
+    for name, a in feeds.items():
+        if not _is_host_array(a):
+            d = _as_device_array(backend, a) if backend.name == "cupy" else None
+            if d is not None:
+                dev[name] = d
+                continue
+            if hasattr(a, "__dlpack__"):
+                try:
+                    a = np.from_dlpack(a)
+                except (TypeError, RuntimeError, BufferError, ValueError):
+                    if hasattr(a, "get"):
+                        a = a.get()  # a CuPy array fed to the CPU backend
+        host[name] = a
+    # device arrays are checked through a zero-stride stand-in of their dtype and shape (no copy)
+    shadow = {k: np.lib.stride_tricks.as_strided(np.zeros(1, dtype=v.dtype), shape=tuple(v.shape), strides=(0,) * v.ndim) for k, v in dev.items()}
+    checked = validate_feeds(plan, {**host, **shadow})
+    checked.update(dev)
+    return checked
+
+
+def _as_device_array(backend: Backend, a: Any) -> Any:
+    cp = backend.xp
+    try:
+        if hasattr(a, "__cuda_array_interface__"):
+            return cp.asarray(a)
+        if hasattr(a, "__dlpack_device__"):
+            dev_type, _ = a.__dlpack_device__()
+            if int(dev_type) in (2, 13):  # kDLCUDA, kDLCUDAManaged
+                return cp.from_dlpack(a)
+    except Exception:  # noqa: BLE001 - not a device array after all: the host path handles it
+        return None
+    return None
+
+
+def be_write_any(backend: Backend, dst: Any, a: Any) -> None:
+    """Write a feed into its planned bytes: from the host, or device to device on the GPU backend."""
+    if _is_host_array(a):
+        backend.write(dst, np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+        return
+    cp = backend.xp
+    src = cp.ascontiguousarray(a).reshape(-1).view(cp.uint8)
+    backend.copy(src, dst)
+
+
 def run_plan(
     plan: Plan | str | os.PathLike[str],
     feeds: Mapping[str, Any] | None = None,
@@ -79,12 +351,16 @@ def run_plan(
     trace: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], Any] | None = None,
     plan_path: str | os.PathLike[str] | None = None,
+    model_path: str | os.PathLike[str] | None = None,
 ) -> RunResult:
-    """Run a plan. ``plan`` is a Plan or a plan file (then weights are found relative to it).
+    """Run a plan once (or ``repeat`` times). ``plan`` is a Plan or a plan file (then weights are found relative to it).
 
-    ``progress(done, total)`` is called from the calling thread about ten times
-    a second (``total`` counts every node of every repeat). ``trace`` writes a
-    Chrome trace of the last repeat. Raises a :class:`turnip.executor.TurnipError`
+    A one-shot wrapper around :class:`LoadedPlan` (load, run, close); to run
+    the same plan many times, keep a :class:`turnip.Session` instead.
+    ``model_path`` overrides where the plan's model is. ``progress(done,
+    total)`` is called from the calling thread about ten times a second
+    (``total`` counts every node of every repeat). ``trace`` writes a Chrome
+    trace of the last repeat. Raises a :class:`turnip.executor.TurnipError`
     subclass (one line naming the problem and the fix) on bad plans, models,
     feeds or a failing node.
     """
@@ -96,31 +372,15 @@ def run_plan(
         plan_path = plan
         plan = read_plan(plan)
     feeds = dict(feeds or {})
-    validate_feeds(plan, feeds)  # fail fast, before allocating anything
+    if all(isinstance(v, np.ndarray) for v in feeds.values()):
+        validate_feeds(plan, feeds)  # fail fast, before allocating anything
 
-    be = get_backend(backend)
-    t0 = time.perf_counter()
-    initial = InitialData(plan, plan_path)
-    try:
-        be.allocate_all(plan)
-        tasks = be.prepare(plan)
-        nodes = plan.nodes
-        executor = Executor(
-            nodes,
-            tasks,
-            order=order,
-            seed=seed,
-            priorities=dynamic_priorities(plan) if order == "dynamic" else None,
-            describe=lambda i: describe_node(nodes[i], plan),
-            thread_init=be.thread_init,
-        )
-        load_s = time.perf_counter() - t0
-        n = len(nodes)
+    with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path) as lp:
+        n = len(plan.nodes)
         walls: list[float] = []
         ex = None
         for r in range(repeat):
-            initial.write(be, feeds)
-            be.synchronize()
+            lp.write_inputs(feeds)
             prog = None
             if progress is not None:
                 base = r * n
@@ -128,32 +388,14 @@ def run_plan(
                 def prog(done: int, total: int, _base: int = base) -> None:
                     progress(_base + done, n * repeat)
 
+            lp.backend.synchronize()
             t_run = time.perf_counter()
-            ex = executor.run(progress=prog)
-            be.synchronize()
+            ex = lp.execute(progress=prog)
             walls.append(time.perf_counter() - t_run)
         assert ex is not None
-        outputs = {}
-        for loc in plan.outputs:
-            name = plan.tensors[loc.tensor].name
-            outputs[name] = be.read(be.view(loc))
-
-        moved = {RELOAD: 0, OFFLOAD: 0, MOVE: 0}
-        timeline = []
-        for i, node in enumerate(nodes):
-            if not ex.ran[i]:
-                continue
-            nb = _node_bytes(plan, node)
-            if node.kind in moved:
-                moved[node.kind] += nb
-            if node.kind == COMPUTE:
-                label = node.name or node.op
-            else:
-                label = copy_label(node, plan)
-            timeline.append(
-                TimelineEvent(node.id, node.kind, node.device, QUEUE_OF_KIND[node.kind], label, node.op, nb, ex.start[i], ex.end[i])
-            )
-        timeline.sort(key=lambda e: e.start)
+        outputs = lp.outputs()
+        timeline, moved = lp.timeline(ex)
+        be = lp.backend
         stats = RunStats(
             backend=be.name,
             order=order,
@@ -162,7 +404,7 @@ def run_plan(
             nodes=n,
             nodes_run=ex.nodes_run,
             wall_s=walls,
-            load_s=load_s,
+            load_s=lp.load_s,
             bytes_reloaded=moved[RELOAD],
             bytes_offloaded=moved[OFFLOAD],
             bytes_moved=moved[MOVE],
@@ -174,9 +416,6 @@ def run_plan(
 
             write_trace(trace, timeline, backend=be.name)
         return RunResult(outputs, stats)
-    finally:
-        be.free()
-        initial.close()
 
 
 def _index_bound(plan: Plan, tensor: int) -> int | None:

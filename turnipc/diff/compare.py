@@ -184,6 +184,11 @@ def diff_plans(old: Plan, new: Plan, device: str | None = "h100", thresholds: Se
     for k, va, vb in fields:
         if va != vb:
             model[k] = {"old": va, "new": vb}
+    same_model = bool(old.model_sha256) and old.model_sha256 == new.model_sha256
+    if same_model and "path" in model:
+        # the path is where the plan was written relative to its model, not what the plan means
+        notes.append(f"model path differs ({old.model_path} vs {new.model_path}) but its sha256 is the same: same model")
+        del model["path"]
     options: dict[str, dict[str, Any]] = {}
     if _has(old, "options") and _has(new, "options"):
         for k in sorted(set(old.options) | set(new.options)):
@@ -215,6 +220,10 @@ def diff_plans(old: Plan, new: Plan, device: str | None = "h100", thresholds: Se
 
     tensors = _diff_tensors(old, new, not_compared)
     sa, sb = _section_objs(old), _section_objs(new)
+    if same_model:
+        for so in (sa, sb):
+            if isinstance(so.get("model"), dict):
+                so["model"] = {k: v for k, v in so["model"].items() if k != "path"}
     sections = [k for k in sorted(set(sa) & set(sb)) if k != "version" and sa[k] != sb[k]]
     result = PlanDiff(old.version, new.version, identical, model, options, metrics, tensors, sections,
                  notes=notes, not_compared=not_compared, device=device)

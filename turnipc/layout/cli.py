@@ -28,15 +28,12 @@ Exit status: 0 the layout fits (or no --capacity was given), 1 it does not fit
 def _parse_bytes(ctx, param, value):
     if value is None:
         return None
-    text = str(value).strip().replace("_", "").replace(",", "")
-    units = {"k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
-    low = text.lower()
-    for suffix in sorted(units, key=len, reverse=True):
-        if low.endswith(suffix) and low[: -len(suffix)].strip().isdigit():
-            return int(low[: -len(suffix)]) * units[suffix]
-    if text.isdigit():
-        return int(text)
-    raise click.BadParameter(f"{value!r} is not a byte count: give an integer such as 1048576 or 1MiB")
+    from turnip.units import FORMS, parse_size
+
+    try:
+        return parse_size(str(value).strip().replace("_", "").replace(",", ""))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a byte count: give {FORMS}, e.g. 1048576 or 1MiB") from None
 
 
 @click.command("layout", epilog=EPILOG)

@@ -83,6 +83,7 @@ from ..graph import describe_node
 from ..memory import Memories
 from ..plan import GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Memory, Node, Plan
 from ..queues import QUEUE_KINDS, QUEUE_OF_KIND, QueueKind
+from ..units import format_bytes as _human
 from .base import Backend, BackendError, KernelRoute
 
 _CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED = 704
@@ -99,12 +100,18 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
+def _check_free_memory(plan: Plan, free: dict[int, int]) -> None:
+    """Refuse to start when a GPU has less free memory than the plan needs there: its arena plus the plan's reserve."""
+    reserve = int(plan.stats.reserve_bytes or 0)
+    for d, f in sorted(free.items()):
+        arena = sum(int(m.size) for m in plan.memories if m.kind == GPU and m.device == d)
+        need = arena + reserve
+        if f < need:
+            raise BackendError(
+                f"GPU {d} has {_human(f)} ({f} bytes) free but the plan needs {_human(need)} ({need} bytes: "
+                f"{_human(arena)} arena + {_human(reserve)} reserve for kernel temporaries and workspaces); "
+                "free the GPU, or re-plan with a smaller --gpu-mem (or --gpu-mem auto)"
+            )
 
 
 def ort_cuda_status(device: int = 0) -> tuple[bool, str]:
@@ -286,6 +293,7 @@ class CupyBackend(Backend):
             with cp.cuda.Device(d):
                 free, _total = cp.cuda.runtime.memGetInfo()
                 self._free_base[d] = int(free)
+        _check_free_memory(plan, self._free_base)
         return super().allocate_all(plan)
 
     def allocate(self, mem: Memory) -> Any:

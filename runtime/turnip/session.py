@@ -1,0 +1,198 @@
+"""``turnip.Session``: load a plan once, run it many times.
+
+    >>> import turnip
+    >>> with turnip.Session("model.plan") as session:
+    ...     for ids in batches:
+    ...         logits = session.run({"input_ids": ids})["logits"]
+
+Creating a session does everything that does not depend on the feeds, once:
+it reads the plan, allocates every memory the plan names (one arena per GPU,
+the pinned host region), prepares one callable per node (kernels bound to
+their planned views, onnxruntime fallback sessions, CUDA streams and events),
+memory-maps the model's weights and writes the weights and constants that no
+node overwrites. :meth:`Session.run` then writes the feeds, runs the MEMGRAPH
+and returns the outputs; nothing is allocated per run (the memories are
+counted once; see tests/test_session.py).
+
+The object it wraps, :class:`turnip.run.LoadedPlan`, is what token
+generation builds on; a session adds the user-facing shape: input and output
+descriptions, statistics of the last run, ``close`` and ``with``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from .executor import ExecStats
+from .plan import Plan, read_plan
+from .run import LoadedPlan, RunStats
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as the plan fixes it: name, NumPy dtype name, shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read a plan file (made by ``turnipc plan`` or :meth:`turnip.plan.Plan.save`).
+
+    Raises :class:`turnip.plan.PlanFormatError` (one line) when the file is
+    not a plan this runtime reads. The plan remembers nothing about where it
+    was read from: pass the path (not the Plan) to :class:`Session` when the
+    plan names its model by a relative path, or give ``model=``.
+    """
+    return read_plan(path)
+
+
+class Session:
+    """A plan loaded once and run many times (see the module docstring).
+
+    ``plan``: a plan file path, or a :class:`~turnip.plan.Plan` (from
+    :func:`load_plan` or ``turnipc.plan``). ``model``: where the model is, when
+    it is not where the plan says (relative to the plan file); its sha256 must
+    still match the planned one. ``backend``: ``"auto"`` (CuPy on a CUDA GPU,
+    else NumPy), ``"numpy"``, ``"cupy"`` or a backend instance. ``order``:
+    ``"dynamic"`` (default), ``"fixed"`` or ``"random"``; ``seed`` seeds the
+    random order.
+
+    Not thread-safe: one ``run`` at a time per session.
+    """
+
+    def __init__(
+        self,
+        plan: Plan | str | os.PathLike[str],
+        model: str | os.PathLike[str] | None = None,
+        backend: Any = "auto",
+        order: str = "dynamic",
+        seed: int = 0,
+    ) -> None:
+        plan_path = None if isinstance(plan, Plan) else os.fspath(plan)
+        self._loaded = LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model)
+        self.plan: Plan = self._loaded.plan
+        self.plan_path = plan_path
+        self._last: RunStats | None = None
+
+    # -- description ---------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """The backend's name: ``"numpy"`` or ``"cupy"``."""
+        return self._loaded.backend.name
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """What :meth:`run` must be fed, in the model's order."""
+        ts = self.plan.tensors
+        return [TensorSpec(ts[i].name, ts[i].dtype, tuple(ts[i].shape)) for i in self.plan.inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """What :meth:`run` returns, in the model's order."""
+        ts = self.plan.tensors
+        return [TensorSpec(ts[loc.tensor].name, ts[loc.tensor].dtype, tuple(ts[loc.tensor].shape)) for loc in self.plan.outputs]
+
+    @property
+    def load_s(self) -> float:
+        """Seconds spent loading (allocate, prepare, open and write the weights)."""
+        return self._loaded.load_s
+
+    @property
+    def runs(self) -> int:
+        """How many times the plan has run in this session."""
+        return self._loaded.runs
+
+    @property
+    def last_stats(self) -> RunStats | None:
+        """What the last :meth:`run` did (wall time, bytes moved, timeline), or None before the first."""
+        return self._last
+
+    @property
+    def keepable_inputs(self) -> list[str]:
+        """Inputs that may be kept between runs (``run(keep=...)``): the plan never overwrites their bytes."""
+        return self._loaded.keepable_inputs()
+
+    def input_views(self) -> dict[str, Any]:
+        """Each input's planned bytes, zero-copy (CuPy arrays on the GPU): write state there in place, then ``run(keep=...)``."""
+        return self._loaded.input_views()
+
+    @property
+    def loaded(self) -> LoadedPlan:
+        """The underlying loaded plan (for code that drives runs step by step, e.g. token generation)."""
+        return self._loaded
+
+    # -- running -------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any] | None = None, *, device_outputs: bool = False, keep: Iterable[str] = ()) -> dict[str, Any]:
+        """Run the plan on ``feeds`` (input name -> array); returns output name -> array.
+
+        Feeds must have exactly the planned dtype and shape. They may be NumPy
+        arrays (any backend), or CuPy / DLPack GPU arrays on the ``cupy``
+        backend (copied device to device). Outputs are host NumPy copies; with
+        ``device_outputs=True`` they are zero-copy views of the plan's memory
+        (CuPy arrays on the GPU): valid until the next ``run`` or ``close``,
+        so copy what you keep. ``keep``: input names not fed this time, whose
+        planned bytes stay as the last run (or :meth:`input_views`) left them,
+        for state carried between runs (only inputs the plan never overwrites:
+        :attr:`keepable_inputs`). Raises a :class:`turnip.TurnipError` subclass
+        with a one-line message on bad feeds or a failing node.
+        """
+        import time
+
+        lp = self._loaded
+        lp.write_inputs(feeds or {}, keep)
+        t0 = time.perf_counter()
+        ex = lp.execute()
+        wall = time.perf_counter() - t0
+        out = lp.outputs(device=device_outputs)
+        self._last = self._stats(ex, wall)
+        return out
+
+    def _stats(self, ex: ExecStats, wall: float) -> RunStats:
+        lp = self._loaded
+        timeline, moved = lp.timeline(ex)
+        from .plan import MOVE, OFFLOAD, RELOAD
+
+        return RunStats(
+            backend=lp.backend.name,
+            order=lp.order,
+            seed=lp.seed,
+            repeat=1,
+            nodes=len(self.plan.nodes),
+            nodes_run=ex.nodes_run,
+            wall_s=[wall],
+            load_s=lp.load_s,
+            bytes_reloaded=moved[RELOAD],
+            bytes_offloaded=moved[OFFLOAD],
+            bytes_moved=moved[MOVE],
+            fallback_nodes=list(lp.backend.fallback_nodes),
+            timeline=timeline,
+        )
+
+    # -- lifetime ------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._loaded.closed
+
+    def close(self) -> None:
+        """Free the plan's memories and close the weight files. Idempotent; ``with`` calls it."""
+        self._loaded.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten session still frees its arenas
+        try:
+            self._loaded.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.runs} runs"
+        return f"<turnip.Session {self.plan_path or 'plan'} on {self.backend}, {len(self.plan.nodes)} nodes, {state}>"
