@@ -13,8 +13,10 @@ import click
 import numpy as np
 
 from .backends import BACKENDS
-from .executor import ORDERS, TurnipError
-from .plan import PlanFormatError, read_plan, resolve_model_path
+from .cli_errors import ErrorHandlingCommand, mark_json, verbose_option
+from .errors import EXIT_CODE_MEANINGS, TurnipError
+from .executor import ORDERS
+from .plan import read_plan, resolve_model_path
 
 EXAMPLES = """\b
 Examples:
@@ -24,8 +26,8 @@ Examples:
   turnip-run model.plan --random-inputs --repeat 5 --trace run.json --report
   turnip-run model.plan --random-inputs --check --json
 
-Exit status: 0 ok, 1 --check failed, 2 bad plan / model / inputs or a node failed.
-"""
+Exit status (the same table for turnipc; docs/cli.md):
+""" + "".join(f"  {int(code):<3} {text.replace('`', '')}\n" for code, text in EXIT_CODE_MEANINGS.items())
 
 
 def _human(n: float) -> str:
@@ -87,7 +89,7 @@ class _Progress:
             self.progress.stop()
 
 
-@click.command(name="turnip-run", epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(name="turnip-run", cls=ErrorHandlingCommand, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), help="Feeds as an .npz (one array per input name).")
 @click.option("--input", "input_files", multiple=True, metavar="NAME=FILE.npy", help="One feed from an .npy file (repeatable).")
@@ -113,21 +115,18 @@ class _Progress:
     "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
+@click.option("--no-verify-weights", "no_verify_weights", is_flag=True,
+              help="Skip checking the model's weight files against the sizes and hashes the plan recorded (you vouch for them).")
+@verbose_option
 def main(**options: Any) -> None:
-    """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs."""
-    as_json = options["as_json"]
-    try:
-        code = _main(plan_path=options.pop("plan"), **options)
-    except (TurnipError, PlanFormatError) as e:
-        msg = str(e).replace("\n", " ")
-        if as_json:
-            click.echo(json.dumps({"error": msg}))
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(getattr(e, "exit_code", 2))
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    sys.exit(code)
+    """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs.
+
+    Before the first node runs, the plan is checked as `turnipc verify` checks it
+    (dependencies order every hazard, locations in bounds and aligned, devices and
+    budgets), and the weights against the hashes the plan recorded.
+    """
+    mark_json(options["as_json"])  # errors then also print {"error": ...} on stdout
+    sys.exit(_main(plan_path=options.pop("plan"), **options))
 
 
 def _main(
@@ -146,11 +145,18 @@ def _main(
     report: bool,
     trace_path: str | None,
     as_json: bool,
+    no_verify_weights: bool = False,
 ) -> int:
+    from .atomic import check_target
     from .run import random_feeds, run_plan
 
     if not os.path.isfile(plan_path):
         raise TurnipError(f"plan file {plan_path!r} not found; make one with `turnipc plan MODEL.onnx`")
+    # Refuse unwritable output paths before the run, not after it.
+    if output_path:
+        check_target(output_path, "outputs")
+    if trace_path:
+        check_target(trace_path, "trace")
     plan = read_plan(plan_path)
     feeds = _load_feeds(inputs_npz, input_files)
     if random_inputs:
@@ -167,7 +173,8 @@ def _main(
         prog = _Progress()
     try:
         result = run_plan(
-            plan, feeds, backend=backend, order=order, seed=seed, repeat=repeat, trace=trace_path, progress=prog, plan_path=plan_path
+            plan, feeds, backend=backend, order=order, seed=seed, repeat=repeat, trace=trace_path, progress=prog, plan_path=plan_path,
+            verify_weights=not no_verify_weights,
         )
     finally:
         if prog is not None:
@@ -175,10 +182,10 @@ def _main(
     stats = result.stats
 
     if output_path:
-        try:
-            np.savez(output_path, **result.outputs)
-        except OSError as e:
-            raise TurnipError(f"cannot write outputs to {output_path!r} ({e.strerror}); pick a writable path") from e
+        from .atomic import atomic_write
+
+        with atomic_write(output_path, "outputs") as f:
+            np.savez(f, **result.outputs)
 
     comparisons = None
     passed = None

@@ -55,22 +55,8 @@ ORDERS = ("dynamic", "fixed", "random")
 Queue = tuple[int, str]  # (device, queue kind)
 
 
-class TurnipError(Exception):
-    """A user-facing runtime error: one line naming the problem and the fix."""
-
-    exit_code = 2
-
-
-class PlanError(TurnipError):
-    """The plan is inconsistent (bad ids, cycles, out-of-bounds locations)."""
-
-
-class ExecutionError(TurnipError):
-    """A node failed while the plan ran."""
-
-    def __init__(self, message: str, node_id: int | None = None) -> None:
-        super().__init__(message)
-        self.node_id = node_id
+# The runtime's errors live in turnip.errors; re-exported here for compatibility.
+from .errors import ExecutionError, PlanError, TurnipError  # noqa: E402,F401
 
 
 def describe_node(node: Node, plan: Plan | None = None) -> str:

@@ -24,7 +24,16 @@ class NumpyBackend(Backend):
     def allocate(self, mem: Memory) -> Any:
         # zeros: deterministic contents (a read of never-written bytes is a plan bug, and
         # it then reads the same zeros in every order); calloc keeps it lazy for big arenas.
-        return np.zeros(int(mem.size), dtype=np.uint8)
+        try:
+            return np.zeros(int(mem.size), dtype=np.uint8)
+        except MemoryError:
+            from ..errors import OutOfMemoryError
+
+            where = "host memory" if mem.device < 0 else f"the arena of GPU {mem.device}"
+            raise OutOfMemoryError(
+                f"cannot allocate {int(mem.size)} bytes ({int(mem.size) / 2**30:.1f} GiB) for {where} (memory {mem.id}) on this machine; "
+                "re-plan with a smaller --gpu-mem or --dim, or run on a machine with more RAM"
+            ) from None
 
     def copy(self, src: Any, dst: Any) -> None:
         np.copyto(dst, src)
