@@ -17,12 +17,13 @@ command run with ``--json``, ``{"error": ...}`` on stdout) and the exit code of
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import signal
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import click
 
@@ -80,12 +81,18 @@ def _terminate(signum: int, frame: Any) -> None:  # pragma: no cover - exercised
     raise Terminated()
 
 
-def install_sigterm_handler() -> None:
-    """Turn SIGTERM into :class:`Terminated` in the main thread (no-op elsewhere)."""
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere); restored after."""
     try:
-        signal.signal(signal.SIGTERM, _terminate)
+        old = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (e.g. inside a test runner's worker thread)
-        pass
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def classify(e: BaseException, bad_input_code: int = ExitCode.BAD_INPUT) -> tuple[str, int, bool]:
@@ -149,13 +156,13 @@ class ErrorHandlingCommand(_HandlesErrors, click.Command):
     """A click command whose every failure is one line and an exit code of the table."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        install_sigterm_handler()
-        return super().main(*args, **kwargs)
+        with sigterm_raises():
+            return super().main(*args, **kwargs)
 
 
 class ErrorHandlingGroup(_HandlesErrors, click.Group):
     """A click group whose subcommands' failures are one line and an exit code of the table."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        install_sigterm_handler()
-        return super().main(*args, **kwargs)
+        with sigterm_raises():
+            return super().main(*args, **kwargs)

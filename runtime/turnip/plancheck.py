@@ -35,6 +35,7 @@ already proved safe, by the sha256 of their bytes.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 from dataclasses import dataclass, field
@@ -155,8 +156,26 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
             if loc is not None:
                 add(loc, node.id, True)
 
-    # (2) conflicting accesses are ordered
+    # (3) conflicting accesses are ordered
     order = topological_order(plan)
+    _check_hazards(plan, order, accesses, rep)
+
+    if data:
+        _replay(plan, order, mems, rep)
+    return rep
+
+
+def _check_hazards(plan: Plan, order: list[int], accesses: dict[int, list[tuple[int, int, int, bool]]], rep: CheckReport) -> None:
+    """Every two accesses to overlapping bytes, one a write, are ordered by a dependency path.
+
+    Replaying nodes in a topological order, it is enough that each read comes
+    after the last write of its bytes, and each write after the last write and
+    every read since: writes to a byte are then totally ordered, and every read
+    lies between the write it sees and the next one. That checks
+    O(accesses x segments touched) pairs rather than every overlapping pair
+    (quadratic when thousands of nodes reuse one slot), each with one lookup in
+    an ancestor bitset.
+    """
     anc: list[int] = [0] * len(plan.nodes)  # bitset of ancestors
     for i in order:
         a = 0
@@ -164,37 +183,86 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
             a |= anc[d] | (1 << d)
         anc[i] = a
 
-    def ordered(x: int, y: int) -> bool:
-        if x == PLACED or y == PLACED:
-            return True  # placements happen before every node
-        return bool((anc[y] >> x) & 1) or bool((anc[x] >> y) & 1)
+    def conflict(x: int, y: int, mem_id: int, lo: int, hi: int) -> PlanCheckError:
+        return PlanCheckError(
+            f"{_node_label(plan, x)} and {_node_label(plan, y)} touch bytes [{lo}, {hi}) of memory {mem_id}, one writing, "
+            "with no dependency path between them"
+        )
 
-    for mem_id in sorted(accesses):
-        acc = sorted(accesses[mem_id])
+    by_node: dict[int, list[tuple[int, int, int, bool]]] = {}
+    for mem_id, acc in accesses.items():
         rep.accesses += len(acc)
-        active: list[tuple[int, int, int, bool]] = []
-        for a in acc:
-            lo = a[0]
-            active = [b for b in active if b[1] > lo]
-            for b in active:
-                if not (a[3] or b[3]):
-                    continue
-                if a[2] == b[2]:
-                    if a[2] != PLACED:
-                        raise PlanCheckError(f"{_node_label(plan, a[2])} reads and writes overlapping bytes of memory {mem_id} (no in-place kernels)")
-                    raise PlanCheckError(f"two initial placements overlap in memory {mem_id} at bytes [{max(a[0], b[0])}, {min(a[1], b[1])})")
-                rep.ordered_pairs_checked += 1
-                if not ordered(a[2], b[2]):
-                    raise PlanCheckError(
-                        f"{_node_label(plan, a[2])} and {_node_label(plan, b[2])} touch bytes "
-                        f"[{max(a[0], b[0])}, {min(a[1], b[1])}) of memory {mem_id}, one writing, "
-                        "with no dependency path between them"
-                    )
-            active.append(a)
+        placed = sorted((lo, hi) for lo, hi, nid, _ in acc if nid == PLACED)
+        for (_lo1, hi1), (lo2, hi2) in zip(placed, placed[1:], strict=False):
+            if lo2 < hi1:
+                raise PlanCheckError(f"two initial placements overlap in memory {mem_id} at bytes [{lo2}, {min(hi1, hi2)})")
+        for lo, hi, nid, w in acc:
+            if nid != PLACED:
+                by_node.setdefault(nid, []).append((mem_id, lo, hi, w))
+    for nid, acc in by_node.items():  # no node reads and writes the same bytes (no in-place kernels)
+        reads = [(m, lo, hi) for m, lo, hi, w in acc if not w]
+        writes = [(m, lo, hi) for m, lo, hi, w in acc if w]
+        for k, (m, lo, hi) in enumerate(writes):
+            for m2, lo2, hi2 in reads + writes[k + 1 :]:
+                if m2 == m and lo2 < hi and lo < hi2:
+                    raise PlanCheckError(f"{_node_label(plan, nid)} reads and writes overlapping bytes of memory {m} (no in-place kernels)")
 
-    if data:
-        _replay(plan, order, mems, rep)
-    return rep
+    # per memory: segments [lo, hi) -> [last writer, readers since that write]; starts, kept sorted
+    segs: dict[int, list[list]] = {m: [] for m in accesses}
+    starts: dict[int, list[int]] = {m: [] for m in accesses}
+    def split(m: int, at: int) -> None:
+        st = starts[m]
+        k = bisect.bisect_right(st, at) - 1
+        if k >= 0:
+            seg = segs[m][k]
+            if seg[0] < at < seg[1]:
+                right = [at, seg[1], seg[2], list(seg[3])]
+                seg[1] = at
+                segs[m].insert(k + 1, right)
+                st.insert(k + 1, at)
+
+    def touch(m: int, lo: int, hi: int, nid: int, write: bool) -> None:
+        split(m, lo)
+        split(m, hi)
+        st, sg = starts[m], segs[m]
+        k = bisect.bisect_left(st, lo)
+        cur = lo
+        new: list[tuple[int, list]] = []
+        while k < len(sg) and sg[k][0] < hi:
+            seg = sg[k]
+            if seg[0] > cur:  # a gap never touched by a node: only placements wrote there
+                new.append((k, [cur, seg[0], PLACED, []]))
+            w = seg[2]
+            others = [w] + (seg[3] if write else [])
+            for x in others:
+                rep.ordered_pairs_checked += 1
+                if x != PLACED and not (anc[nid] >> x) & 1:
+                    raise conflict(x, nid, m, seg[0], seg[1])
+            if write:
+                seg[2] = nid
+                seg[3] = []
+            else:
+                seg[3].append(nid)
+            cur = seg[1]
+            k += 1
+        if cur < hi:
+            new.append((k, [cur, hi, PLACED, []]))
+        for off, (k0, seg) in enumerate(new):
+            if write:
+                seg[2] = nid
+            else:
+                seg[3].append(nid)
+            sg.insert(k0 + off, seg)
+            st.insert(k0 + off, seg[0])
+
+    for i in order:
+        node = plan.nodes[i]
+        for loc in node.inputs:
+            if loc is not None and _nbytes(plan, loc):
+                touch(loc.mem, loc.offset, loc.offset + _nbytes(plan, loc), i, False)
+        for loc in node.outputs:
+            if loc is not None and _nbytes(plan, loc):
+                touch(loc.mem, loc.offset, loc.offset + _nbytes(plan, loc), i, True)
 
 
 def _replay(plan: Plan, order: list[int], mems: dict, rep: CheckReport) -> None:
