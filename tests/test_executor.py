@@ -15,13 +15,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from turnip.backends import BackendError, get_backend
+from turnip.cache import remember_verified
 from turnip.check import compare, reference_outputs
+from turnip.errors import PlanCheckError
 from turnip.executor import ExecutionError, Executor, PlanError, TurnipError, dynamic_priorities
 from turnip.plan import Loc, Memory, Node, Placement, Plan, TensorInfo, read_plan, write_plan
-from turnip.run import random_feeds, run_plan
-from turnip.cache import remember_verified
-from turnip.errors import PlanCheckError
 from turnip.plancheck import plan_digest
+from turnip.run import random_feeds, run_plan
 from turnip.weights import InputError, ModelError, file_sha256, weight_file_records
 
 SHAPE = (4, 8)

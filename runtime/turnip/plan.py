@@ -291,7 +291,7 @@ class Plan:
                 "re-plan the model with the matching `turnipc`"
             )
         try:
-            return Plan(
+            plan = Plan(
                 model_path=o["model"]["path"],
                 model_sha256=o["model"]["sha256"],
                 opset=dict(o["model"].get("opset", {})),
@@ -309,6 +309,10 @@ class Plan:
             )
         except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError) as e:
             raise PlanFormatError(f"plan file is malformed ({type(e).__name__}: {e}); re-plan the model with `turnipc plan`") from e
+        from .planschema import check_plan_form
+
+        check_plan_form(plan)  # every field of its declared type and range, or PlanFormatError
+        return plan
 
 
 def _sorted(d: Any) -> Any:
@@ -367,11 +371,7 @@ def decode_plan(data: bytes) -> Plan:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several unrelated types
         raise PlanFormatError(f"plan file is not valid msgpack ({type(e).__name__}); is it truncated? re-plan with `turnipc plan`") from e
-    plan = Plan.from_obj(obj)
-    from .planschema import check_plan_form
-
-    check_plan_form(plan)  # every field of its declared type and range, or PlanFormatError
-    return plan
+    return Plan.from_obj(obj)
 
 
 def write_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
