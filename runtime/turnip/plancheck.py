@@ -117,6 +117,7 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
         raise PlanCheckError(f"the plan reads weights from its model but records no valid sha256 of it ({plan.model_sha256!r}); "
                              "re-plan the model with `turnipc plan`")
     _check_devices(plan)
+    _check_placements(plan)
 
     # (1) budget and bounds
     for m in plan.memories:
@@ -155,6 +156,13 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
         for loc in node.outputs:
             if loc is not None:
                 add(loc, node.id, True)
+
+    for loc in plan.outputs:  # graph outputs are read by the runtime when the run ends: in bounds too
+        if loc.mem not in mems or not 0 <= loc.tensor < len(plan.tensors):
+            raise PlanCheckError(f"graph output at {loc} names a memory or tensor the plan does not have")
+        if loc.offset % ALIGN or loc.offset + _nbytes(plan, loc) > mems[loc.mem].size:
+            raise PlanCheckError(f"graph output '{plan.tensors[loc.tensor].name}' at offset {loc.offset} is unaligned or outside "
+                                 f"memory {loc.mem} of {mems[loc.mem].size} bytes")
 
     # (3) conflicting accesses are ordered
     order = topological_order(plan)
@@ -351,6 +359,16 @@ def plan_digest(plan: Plan) -> str:
     from .plan import encode_plan
 
     return hashlib.sha256(encode_plan(plan)).hexdigest()
+
+
+def _check_placements(plan: Plan) -> None:
+    """Every placement has a known source; the user's feeds go only to graph inputs."""
+    graph_inputs = set(plan.inputs)
+    for p in plan.placements:
+        if p.source not in ("weight", "constant", "input"):
+            raise PlanCheckError(f"placement of tensor {p.tensor} has unknown source {p.source!r}")
+        if p.source == "input" and p.tensor not in graph_inputs:
+            raise PlanCheckError(f"placement of tensor {p.tensor} is fed by the user, but it is not one of the plan's graph inputs")
 
 
 def _check_devices(plan: Plan) -> None:
