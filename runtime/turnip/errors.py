@@ -41,7 +41,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OUT_OF_MEMORY: "out of memory: a memory the plan needs cannot be allocated here, or the problem is too large to plan",
     ExitCode.CANNOT_WRITE: "an output file cannot be written (disk full, not a regular file, missing folder); nothing half-written is left",
     ExitCode.INTERNAL: "internal error: an unexpected exception, a bug (rerun with `-v` for the traceback and report it)",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 
