@@ -24,10 +24,10 @@ sys.path[:0] = [os.path.join(HERE, "..", "tests"), os.path.join(HERE, "..", "tes
 
 import onnx  # noqa: E402
 from synthetic import llama_shaped_model  # noqa: E402
-
 from turnip import cache  # noqa: E402
 from turnip.plan import decode_plan, encode_plan  # noqa: E402
 from turnip.plancheck import check_plan, plan_digest  # noqa: E402
+
 from turnipc.importer import import_model  # noqa: E402
 from turnipc.planner import PlanOptions, build_plan  # noqa: E402
 from turnipc.units import Budget  # noqa: E402
@@ -54,19 +54,27 @@ def main() -> None:
             data = encode_plan(plan)
             digest = plan_digest(plan)
             cache.remember_verified(digest)
-            row = {
-                "plan": f"llama7b_shaped b1 s2048 fp16 at {label}",
-                "nodes": len(plan.nodes),
-                "plan_bytes": len(data),
-                "read_s": round(best(lambda: decode_plan(data)), 4),
-                "check_structure_s": round(best(lambda: check_plan(plan, data=False)), 4),
-                "check_full_s": round(best(lambda: check_plan(plan, data=True)), 4),
-                "digest_s": round(best(lambda: plan_digest(plan)), 4),
-                "cache_hit_s": round(best(lambda: cache.is_verified(plan_digest(plan))), 4),
-                "weights_gib": round(sum(t.nbytes for t in plan.tensors if t.kind == "weight") / 2**30, 2),
-            }
+            row = _measure(plan, data, label)
             rows.append(row)
             print(row, flush=True)
+    _write(rows)
+
+
+def _measure(plan, data: bytes, label: str) -> dict:
+    return {
+        "plan": f"llama7b_shaped b1 s2048 fp16 at {label}",
+        "nodes": len(plan.nodes),
+        "plan_bytes": len(data),
+        "read_s": round(best(lambda: decode_plan(data)), 4),
+        "check_structure_s": round(best(lambda: check_plan(plan, data=False)), 4),
+        "check_full_s": round(best(lambda: check_plan(plan, data=True)), 4),
+        "digest_s": round(best(lambda: plan_digest(plan)), 4),
+        "cache_hit_s": round(best(lambda: cache.is_verified(plan_digest(plan))), 4),
+        "weights_gib": round(sum(t.nbytes for t in plan.tensors if t.kind == "weight") / 2**30, 2),
+    }
+
+
+def _write(rows: list[dict]) -> None:
     out = os.path.join(HERE, "results")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "plancheck.json"), "w") as f:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import BACKENDS
 from .cli_errors import ErrorHandlingCommand, mark_json, verbose_option
-from .errors import EXIT_CODE_MEANINGS, TurnipError
+from .errors import TurnipError
 from .executor import ORDERS
 from .plan import read_plan, resolve_model_path
 
@@ -26,8 +26,11 @@ Examples:
   turnip-run model.plan --random-inputs --repeat 5 --trace run.json --report
   turnip-run model.plan --random-inputs --check --json
 
-Exit status (the same table for turnipc; docs/cli.md):
-""" + "".join(f"  {int(code):<3} {text.replace('`', '')}\n" for code, text in EXIT_CODE_MEANINGS.items())
+
+Exit status (one table for turnip-run and turnipc, docs/cli.md):
+  0 ok, 1 --check failed, 2 bad or unsafe plan, changed model or weights, wrong inputs, or a node failed,
+  4 out of memory, 5 cannot write an output, 70 internal error (a bug; -v shows the traceback), 130 interrupted.
+"""
 
 
 def _human(n: float) -> str:
