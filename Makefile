@@ -1,10 +1,10 @@
-# Turnip: make install | test | demo | bench | plans | lint
+# Turnip: make install | test | demo | bench | plans | lint | fuzz
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench plans lint clean
+.PHONY: install test demo bench plans lint fuzz clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: install
 
 plans: install
 	$(BIN)/python plans/regenerate.py
+
+# The long fuzz campaign over plan files (issue 15); figures in bench/results/fuzz.json.
+fuzz: install
+	@mkdir -p bench/results
+	$(BIN)/python tests/fuzz_plans.py --cases 20000 --seed 1 --run-every 4
 
 lint: install
 	$(BIN)/ruff check turnipc runtime tests bench plans

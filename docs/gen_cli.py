@@ -23,16 +23,31 @@ this page and the code disagree). Two programs:
 
 ## Exit codes
 
+One table for both programs (`turnip.errors.ExitCode`). No error shares a
+code with success or with a finding, so a script can tell "the tool found
+something" (1) from "the tool failed" (2 and up): a crashing `diff` no longer
+passes `[ $rc -le 1 ]`.
+
+{EXIT_TABLE}
+
+Per command:
+
 | program | 0 | 1 | 2 | 3 |
 | --- | --- | --- | --- | --- |
 | `turnipc plan` | planned | | bad input: unreadable model, unbound dim, unsupported op, budget below the smallest feasible one (no file written) | |
 | `turnipc verify` | plan proved safe | a violation (the first is named) | unreadable plan | |
 | `turnipc inspect`, `simulate` | ok | | unreadable plan, unknown device | |
-| `turnipc diff` | no change | changes within thresholds | a threshold crossed | unreadable input |
+| `turnipc diff` | no change | changes within thresholds | a threshold crossed | any error (unreadable input, bad command line) |
 | `turnipc layout` | fits (or no capacity given) | does not fit the capacity | unreadable input | |
-| `turnip-run` | ran (and `--check` PASSED) | `--check` FAILED | bad plan, missing model, wrong inputs, a node failed | |
+| `turnip-run` | ran (and `--check` PASSED) | `--check` FAILED | bad or unsafe plan, missing or changed model or weights, wrong inputs, a node failed | |
 
-Errors are one line on stderr, starting `error:`, naming the problem and the fix.
+Every command may also exit 4 (out of memory), 5 (cannot write an output),
+70 (internal error), 130 (interrupted) or 143 (SIGTERM).
+
+Errors are one line on stderr, starting `error:`, naming the problem and the
+fix (with `--json`, also `{"error": ..., "exit_code": ...}` on stdout). An
+unexpected exception is a bug: one line `error: internal error: ...` asking
+for a report; `turnipc -v ...` / `turnip-run -v ...` print its traceback.
 
 ## `turnipc inspect --json` keys
 
@@ -43,6 +58,16 @@ budgets from it), `lower_bound_bytes` (largest single-task working set),
 kind), `total_flops`, `memories`, `top_tensors`, `ops`, `options`, `model`,
 `model_sha256`, `format_version`, `devices`.
 """
+
+
+def exit_table() -> str:
+    from turnip.cli_errors import EXIT_TERMINATED
+    from turnip.errors import EXIT_CODE_MEANINGS
+
+    rows = ["| code | meaning |", "| --- | --- |"]
+    rows += [f"| {int(code)} | {text} |" for code, text in EXIT_CODE_MEANINGS.items()]
+    rows.append(f"| {EXIT_TERMINATED} | terminated by SIGTERM (temporary files removed) |")
+    return "\n".join(rows)
 
 
 def help_text(cmd: click.Command, prog: str, *sub: str) -> str:
@@ -56,7 +81,7 @@ def render() -> str:
 
     from turnipc.cli import main as c_main
 
-    out = [INTRO]
+    out = [INTRO.replace("{EXIT_TABLE}", exit_table())]
     out += ["## `turnipc`", "", "```", help_text(c_main, "turnipc"), "```", ""]
     for name in sorted(c_main.commands):
         out += [f"### `turnipc {name}`", "", "```", help_text(c_main, "turnipc", name), "```", ""]

@@ -202,7 +202,7 @@ def test_missing_onnxruntime_is_one_line_with_the_install_command(tmp_path):
     out = tmp_path / "out.npz"
     r = subprocess.run([sys.executable, "-c", code, GOLDEN, "--random-inputs", "--check", "--output", str(out)],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 3, r.stderr
+    assert r.returncode == 6, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --check needs onnxruntime") and "pip install onnxruntime" in lines[0]
 
@@ -230,7 +230,7 @@ def test_missing_extras_are_one_line_with_the_install_command(tmp_path, blocked,
     out = tmp_path / "out.file"
     code = f"import sys; sys.modules[{blocked!r}] = None; from turnipc.cli import main; main(prog_name='turnipc')"
     r = subprocess.run([sys.executable, "-c", code, *[a.format(out=out) for a in args]], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 3, r.stderr
+    assert r.returncode == 6, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and "pip install 'turnip[" in lines[0]
     assert not out.exists()

@@ -15,14 +15,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from turnip.backends import BackendError, get_backend
+from turnip.cache import remember_verified
 from turnip.check import compare, reference_outputs
+from turnip.errors import PlanCheckError
 from turnip.executor import ExecutionError, Executor, PlanError, TurnipError, dynamic_priorities
 from turnip.plan import Loc, Memory, Node, Placement, Plan, TensorInfo, read_plan, write_plan
+from turnip.plancheck import plan_digest
 from turnip.run import random_feeds, run_plan
-from turnip.weights import InputError, ModelError, file_sha256
+from turnip.weights import InputError, ModelError, file_sha256, weight_file_records
 
 SHAPE = (4, 8)
 NB = 4 * 8 * 4  # bytes of one float32 [4, 8] tensor
+SLOT = 256  # arena slot: offsets are multiples of 256 (the runtime checks alignment)
 
 
 # ---------------------------------------------------------------------------
@@ -80,11 +84,11 @@ def make_chain_plan(
         TensorInfo("r", "float32", SHAPE, NB, "activation", 2),
         TensorInfo("y", "float32", SHAPE, NB, "output", 3),
     ]
-    memories = [Memory(0, "gpu", 0, 3 * NB, 4 * NB), Memory(1, "host", -1, 3 * NB, 1 << 20)]
+    memories = [Memory(0, "gpu", 0, 3 * SLOT, 4 * SLOT), Memory(1, "host", -1, 3 * SLOT, 1 << 20)]
     if devices == 2:
         memories.append(Memory(2, "gpu", 1, NB, 4 * NB))
-    G = lambda k, t: Loc(0, k * NB, t)  # noqa: E731
-    H = lambda k, t: Loc(1, k * NB, t)  # noqa: E731
+    G = lambda k, t: Loc(0, k * SLOT, t)  # noqa: E731
+    H = lambda k, t: Loc(1, k * SLOT, t)  # noqa: E731
     nodes = [
         Node(0, "reload", 0, (), (H(0, 0),), (G(0, 0),), bytes=NB, pos=0),
         Node(1, "compute", 0, (0,), (G(0, 0),), (G(1, 2),), op=op, domain=domain, name="relu", pos=1),
@@ -114,6 +118,7 @@ def make_chain_plan(
         inputs=[0],
         outputs=outputs,
         constants=constants,
+        weight_files=weight_file_records(model_path),  # external weights: the runtime checks their size and hash
     )
     plan_path = str(folder / "model.plan")
     write_plan(plan, plan_path)
@@ -135,8 +140,8 @@ def make_identity_chain(n: int) -> Plan:
             "compute",
             0,
             (i - 1,) if i else (),
-            (Loc(0, 4 * (i % 2), i),),
-            (Loc(0, 4 * ((i + 1) % 2), i + 1),),
+            (Loc(0, SLOT * (i % 2), i),),
+            (Loc(0, SLOT * ((i + 1) % 2), i + 1),),
             op="Identity",
             name=f"id{i}",
             pos=i,
@@ -149,11 +154,11 @@ def make_identity_chain(n: int) -> Plan:
         opset={"": 17},
         options={},
         tensors=tensors,
-        memories=[Memory(0, "gpu", 0, 8, 8)],
+        memories=[Memory(0, "gpu", 0, SLOT + 4, SLOT + 4)],
         placements=[Placement(0, Loc(0, 0, 0), "input")],
         nodes=nodes,
         inputs=[0],
-        outputs=[Loc(0, 4 * (n % 2), n)],
+        outputs=[Loc(0, SLOT * (n % 2), n)],
     )
 
 
@@ -233,14 +238,19 @@ def test_random_order_50_seeds_bit_identical(tmp_path):
         assert run_plan(plan_path, feeds, backend="numpy", order="random", seed=seed).outputs["y"].tobytes() == first
 
 
-def test_random_order_exposes_a_missing_war_dependency(tmp_path):
+def test_random_order_exposes_a_missing_war_dependency(tmp_path, monkeypatch):
     # Drop n3's WAR edge (reload w into G1 must wait for the offload of r that reads G1).
-    # Random orders must catch it:
-    # whenever n3 is picked before n1 (p >= 1/2 per seed, both start ready on h2d) the result is wrong.
+    # The runtime's plan check refuses it before the first node runs:
     plan_path, w = make_chain_plan(tmp_path)
     plan = read_plan(plan_path)
     plan.nodes[3] = replace(plan.nodes[3], deps=())
     feeds = feeds_for()
+    with pytest.raises(PlanCheckError, match="no dependency path"):
+        run_plan(plan, feeds, backend="numpy", plan_path=plan_path)
+    # Past the check (a plan recorded as verified, the escape hatch), random orders must catch it:
+    # whenever n3 is picked before n1 (p >= 1/2 per seed, both start ready on h2d) the result is wrong.
+    monkeypatch.setenv("TURNIP_CACHE_DIR", str(tmp_path / "cache"))
+    remember_verified(plan_digest(plan))
     expected = np.maximum(feeds["x"], 0) + w
     wrong = sum(
         not np.array_equal(run_plan(plan, feeds, backend="numpy", order="random", seed=s, plan_path=plan_path).outputs["y"], expected)
@@ -316,7 +326,7 @@ def test_memory_views_are_zero_copy(tmp_path):
         assert np.shares_memory(v, mems.buffers[0])
         assert mems.buffers[0][NB : 2 * NB].view(np.float32).tolist() == [7.0] * 32
         with pytest.raises(PlanError, match="does not fit"):
-            be.view(Loc(0, 3 * NB - 4, 2))
+            be.view(Loc(0, 3 * SLOT - 4, 2))
     finally:
         be.free()
 

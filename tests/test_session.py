@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import turnip
-from test_executor import SHAPE, feeds_for, make_chain_plan
+from test_executor import SHAPE, SLOT, feeds_for, make_chain_plan
 from turnip.backends.numpy_backend import NumpyBackend
 from turnip.check import reference_outputs
 from turnip.plan import Loc, Placement, read_plan
@@ -108,7 +108,7 @@ def test_weights_nobody_overwrites_are_written_once(tmp_path):
     # x (input, host H0) and w (weight, host H2): no node writes there
     assert _overwritten(plan) == [False, False]
     # w placed where the Relu writes r (GPU region 1) would be overwritten by every run
-    moved = [plan.placements[0], Placement(1, Loc(0, 128, 1), "weight")]
+    moved = [plan.placements[0], Placement(1, Loc(0, SLOT, 1), "weight")]
     plan.placements = moved
     assert _overwritten(plan) == [False, True]
 
@@ -275,9 +275,10 @@ def test_cupy_backend_refuses_a_gpu_with_less_free_memory_than_the_plan_needs(tm
         turnip.Session(plan, model=str(tmp_path / "model.onnx"), backend=be)
     msg = str(e.value)
     assert "\n" not in msg and "GPU 0 has 64 GiB (68719476736 bytes) free but the plan needs" in msg
-    assert f"({(64 << 30) + 384} bytes: 384 B arena + 64 GiB reserve" in msg
+    arena = plan.memories[0].size
+    assert f"({(64 << 30) + arena} bytes: {arena} B arena + 64 GiB reserve" in msg
     assert "cudaMalloc" not in fake._state.calls  # nothing allocated
-    plan.stats.reserve_bytes = (64 << 30) - 384  # exactly what is free: runs
+    plan.stats.reserve_bytes = (64 << 30) - arena  # exactly what is free: runs
     with turnip.Session(plan, model=str(tmp_path / "model.onnx"), backend=be) as s:
         s.run(feeds_for(0))
 
@@ -341,7 +342,8 @@ def test_inputs_kept_between_runs(tmp_path):
 def test_inputs_the_plan_overwrites_cannot_be_kept(tmp_path):
     plan_path, _ = make_chain_plan(tmp_path)
     plan = read_plan(plan_path)
-    plan.placements = [Placement(0, Loc(0, 128, 0), "input"), plan.placements[1]]  # x where the Relu writes r
+    # x also placed where the Relu writes r (the host copy the reload reads stays)
+    plan.placements = [plan.placements[0], Placement(0, Loc(0, SLOT, 0), "input"), plan.placements[1]]
     with LoadedPlan(plan, backend="numpy", model_path=str(tmp_path / "model.onnx")) as lp:
         assert lp.keepable_inputs() == []
         with pytest.raises(turnip.TurnipError, match="input 'x' cannot be kept between runs: the plan reuses its memory during a run"):

@@ -1,9 +1,11 @@
 """`turnipc`: the compiler's command line.
 
-Exit codes: 0 success; 1 a check failed (verify found a violation); 2 bad
-input (unreadable model or plan, unbound dims, budget too small). `turnipc
-diff` has its own codes for CI (0 same, 1 changed, 2 threshold crossed, 3
-unreadable). Each command's --help lists its own.
+Exit codes: the table of :class:`turnip.errors.ExitCode` (docs/cli.md): 0
+success; 1 a finding (verify found a violation); 2 bad input (unreadable
+model or plan, unbound dims, budget too small); 4 too large; 5 cannot write;
+70 internal error. `turnipc diff` has its own codes for CI (0 same, 1
+changed, 2 threshold crossed, 3 any error). Every error is one line; the
+group's handler (turnip.cli_errors) turns anything unexpected into one too.
 """
 
 from __future__ import annotations
@@ -12,21 +14,16 @@ import json
 import os
 import sys
 import time
-from typing import NoReturn
 
 import click
+from turnip.cli_errors import ErrorHandlingGroup, fail, mark_json, verbose_option
+from turnip.errors import ExitCode
 
 from . import __version__
 from .errors import TurnipError, require
 from .plot import inspect_plot_options, write_plots
 
-
-def fail(msg: str, code: int = 2) -> NoReturn:
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.params.get("as_json"):  # --json: the error is JSON on stdout too
-        click.echo(json.dumps({"error": msg, "exit_code": code}))
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
+__all__ = ["fail", "main"]
 
 
 def _progress(quiet: bool):
@@ -42,8 +39,9 @@ def _progress(quiet: bool):
     return say
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="turnipc")
+@verbose_option
 def main() -> None:
     """Turnip compiler: plan ONNX models that do not fit in GPU memory.
 
@@ -54,6 +52,7 @@ def main() -> None:
       turnipc verify plan.msgpack
       turnipc inspect plan.msgpack --json
       turnipc layout buffers.csv --solver cpsat --capacity 1048576
+      turnipc -v verify plan.msgpack     (-v: the traceback of an error, for bug reports)
     """
 
 
@@ -93,8 +92,10 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
       turnipc plan llama.onnx --gpu-mem 25% --gpus 2 -o llama.plan
       turnipc plan bert.onnx --gpu-mem min --input-shape input_ids:1x128 -o bert.plan
     """
+    from turnip.atomic import check_target
     from turnip.autoplan import FileKind, sniff
     from turnip.plan import write_plan
+    from turnip.planschema import MAX_BYTES
 
     from .api import plan_options
     from .dims import parse_dim_options
@@ -110,15 +111,17 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     if sniff(model) == FileKind.PLAN:
         fail(f"{model} is a Turnip plan, not an ONNX model; plan the model it was made from, or run this plan with `turnip-run {model}`")
     if solver == "cpsat":
-        try:
-            require("ortools", "compiler", "--solver cpsat")
-        except TurnipError as e:
-            fail(str(e), e.exit_code)
+        require("ortools", "compiler", "--solver cpsat")  # MissingDependencyError: one line with the pip command
     say = _progress(quiet or as_json)
+    mark_json(as_json)
     try:
         budgets = parse_budgets(gpu_mem, gpus)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         fail(f"--gpu-mem: {e}")
+    for budget in budgets:
+        if budget.bytes is not None and budget.bytes >= MAX_BYTES:
+            fail(f"--gpu-mem {gpu_mem!r} is {budget.bytes} bytes, more than a plan can address (2**62); give a real GPU's memory, e.g. 80G")
+    check_target(output, "plan")  # refuse a bad -o before planning, not after
     try:
         dim_map, shape_map = parse_dim_options(list(dims), list(input_shapes))
         t0 = time.perf_counter()
@@ -127,14 +130,11 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
         opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
-    except TurnipError as e:
-        fail(str(e), e.exit_code)
+    except TurnipError:
+        raise  # one line and its exit code, from the group's handler
     except ValueError as e:
         fail(str(e))
-    try:
-        write_plan(plan, output)
-    except OSError as e:
-        fail(f"cannot write {output}: {e.strerror}")
+    write_plan(plan, output)  # atomic; a disk error is one OutputError line (exit 5)
     if as_json:
         click.echo(json.dumps(summary_obj(plan), indent=2))
     elif not quiet:
@@ -159,21 +159,23 @@ def verify_cmd(plan_path: str, as_json: bool) -> None:
     \b
     Exit codes: 0 verified; 1 a violation (the first one is named); 2 unreadable plan.
     """
-    from turnip.plan import PlanFormatError, read_plan
+    from turnip.plan import read_plan
 
     from .verify import VerifyError, verify_plan
 
-    try:
-        plan = read_plan(plan_path)
-    except PlanFormatError as e:
-        fail(str(e))
+    mark_json(as_json)
+    plan = read_plan(plan_path)  # unreadable: PlanFormatError, one line, exit 2
     try:
         rep = verify_plan(plan)
     except VerifyError as e:
         if as_json:
             click.echo(json.dumps({"ok": False, "violation": str(e)}))
-            sys.exit(1)
-        fail(f"{plan_path}: {e}", 1)
+            sys.exit(ExitCode.FINDING)
+        fail(f"{plan_path}: {e}", ExitCode.FINDING)
+    from turnip.cache import remember_verified
+    from turnip.plancheck import plan_digest
+
+    remember_verified(plan_digest(plan))  # turnip-run then skips re-checking these exact bytes
     if as_json:
         click.echo(json.dumps({"ok": True, "nodes": rep.nodes, "accesses": rep.accesses,
                                "ordered_pairs_checked": rep.ordered_pairs_checked, "reads_checked": rep.reads_checked}))
@@ -196,19 +198,14 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, p
       turnipc inspect plan.msgpack --json | jq .peak_bytes
       turnipc inspect plan.msgpack --plot memory.png --html memory.html
     """
-    from turnip.plan import PlanFormatError, read_plan
+    from turnip.plan import read_plan
 
     from .summary import summary_obj, summary_text
 
-    try:
-        plan = read_plan(plan_path)
-    except PlanFormatError as e:
-        fail(str(e))
+    mark_json(as_json)
+    plan = read_plan(plan_path)  # unreadable: PlanFormatError, one line, exit 2
     if plot_png:
-        try:
-            require("matplotlib", "plot", "--plot")
-        except TurnipError as e:
-            fail(str(e), e.exit_code)
+        require("matplotlib", "plot", "--plot")  # MissingDependencyError: one line with the pip command
     if plot_png or plot_html:
         write_plots(plan, png=plot_png, html=plot_html)
     if as_json:

@@ -1,34 +1,60 @@
 """Errors the compiler reports to users.
 
 Each carries a one-line message that names the problem and the fix; the CLI
-prints it and exits with ``exit_code`` (2 for bad input, by convention).
+prints it and exits with ``exit_code`` (:class:`turnip.errors.ExitCode`).
+
+There is one exception root for both programs, :class:`turnip.errors.TurnipError`
+(re-exported here): the compiler's errors derive from it, so the command
+line turns any of them, and any runtime error met while planning (an
+unreadable plan, say), into its one line with one ``except`` clause.
 """
 
 from __future__ import annotations
 
+from turnip.errors import ExitCode, MissingDependencyError, OutOfMemoryError, OutputError, PlanFormatError, TurnipError
 
-class TurnipError(Exception):
-    """A user-facing error: one line, names the problem and the fix."""
+__all__ = [
+    "BudgetError",
+    "CompileError",
+    "ExitCode",
+    "MissingDependencyError",
+    "ModelError",
+    "ModelImportError",
+    "OutOfMemoryError",
+    "OutputError",
+    "PlanFormatError",
+    "ProblemTooLargeError",
+    "TurnipError",
+    "UnboundDimError",
+    "require",
+]
 
-    exit_code = 2
+
+class CompileError(TurnipError):
+    """Root of the compiler's own errors (bad input to planning)."""
 
 
-class ModelError(TurnipError):
+class ModelImportError(CompileError):
     """The model cannot be read or imported (unreadable, truncated, unsupported ops)."""
 
 
-class UnboundDimError(ModelError):
+#: The compiler's name for it before the errors were unified (the runtime's
+#: ``turnip.errors.ModelError`` is about a model that changed since planning).
+ModelError = ModelImportError
+
+
+class UnboundDimError(ModelImportError):
     """A dynamic dimension has no value: bind it with --dim NAME=N."""
 
 
-class BudgetError(TurnipError):
+class BudgetError(CompileError):
     """The memory budget is below the smallest feasible one."""
 
 
-class MissingDependencyError(TurnipError):
-    """An optional package the command needs is not installed (exit 3: install it; the input is fine)."""
+class ProblemTooLargeError(CompileError, OutOfMemoryError):
+    """The bound shapes make tensors too large to plan on any machine (checked before building anything big)."""
 
-    exit_code = 3
+    exit_code = ExitCode.OUT_OF_MEMORY
 
 
 def require(module: str, extra: str, what: str) -> None:

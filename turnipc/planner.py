@@ -299,7 +299,17 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         outputs=outputs,
         constants=constants,
         stats=stats,
+        weight_files=_weight_files(graph.model_path),
     )
+
+
+def _weight_files(model_path: str) -> list:
+    """Size and sha256 of the model's external weight files, so the runtime refuses changed weights."""
+    if not model_path or not os.path.isfile(model_path):
+        return []  # a graph built in memory has no files
+    from turnip.weights import weight_file_records
+
+    return weight_file_records(model_path)
 
 
 def _le_bytes(a) -> bytes:

@@ -62,19 +62,19 @@ def op_counts(plan: Plan) -> dict[str, int]:
 
 def summary_text(plan: Plan, top: int = 10) -> str:
     o = summary_obj(plan, top)
-    b = o["budget_bytes"] or 0
+    b = o["budget_bytes"] if isinstance(o["budget_bytes"], (int, float)) else 0
     lines = [
         f"model          {o['model']}  (sha256 {o['model_sha256'][:12]}...)",
         f"options        {', '.join(f'{k}={v}' for k, v in o['options'].items())}",
         f"budget         {format_bytes(b)} per GPU x {o['devices']}",
-        f"peak           {format_bytes(o['peak_bytes'])}  ({100 * o['peak_bytes'] / b:.1f}% of budget)" if b else "",
-        f"no-offload     {format_bytes(o['no_offload_peak_bytes'])}  (what this order needs with unlimited memory)",
-        f"lower bound    {format_bytes(o['lower_bound_bytes'])}  (largest single-task working set)",
-        f"offloaded      {format_bytes(o['offload_bytes'])}",
-        f"reloaded       {format_bytes(o['reload_bytes'])}",
-        f"moved          {format_bytes(o['move_bytes'] or 0)}",
-        f"host region    {format_bytes(o['host_bytes'] or 0)}",
-        "nodes          " + ", ".join(f"{k} {v}" for k, v in o["nodes"].items()),
+        f"peak           {_bytes(o['peak_bytes'])}  ({100 * o['peak_bytes'] / b:.1f}% of budget)" if b and isinstance(o['peak_bytes'], (int, float)) else "",
+        f"no-offload     {_bytes(o['no_offload_peak_bytes'])}  (what this order needs with unlimited memory)",
+        f"lower bound    {_bytes(o['lower_bound_bytes'])}  (largest single-task working set)",
+        f"offloaded      {_bytes(o['offload_bytes'])}",
+        f"reloaded       {_bytes(o['reload_bytes'])}",
+        f"moved          {_bytes(o['move_bytes'] or 0)}",
+        f"host region    {_bytes(o['host_bytes'] or 0)}",
+        "nodes          " + ", ".join(f"{k} {v}" for k, v in (o["nodes"] or {}).items()),
         "",
         "largest tensors:",
     ]
@@ -83,6 +83,11 @@ def summary_text(plan: Plan, top: int = 10) -> str:
         moves += f"  reloaded x{t['reloads']}" if t["reloads"] else ""
         lines.append(f"  {format_bytes(t['bytes']):>10}  {t['kind']:<10} {t['name']}  {t['dtype']}{t['shape']}{moves}")
     return "\n".join(x for x in lines if x is not None)
+
+
+def _bytes(v: object) -> str:
+    """format_bytes, or 'n/a' for a number the plan does not record (stats are informative, never required)."""
+    return format_bytes(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
 
 
 def gpu_budget_ok(plan: Plan) -> bool:

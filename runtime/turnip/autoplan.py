@@ -102,6 +102,7 @@ def plan_model(
 
     try:
         from turnipc.dims import parse_dim_options
+
         from .units import parse_budgets
     except ImportError as e:  # pragma: no cover - the compiler is part of every install today
         raise TurnipError(f"planning a model needs the compiler (turnipc) ({e}); pip install 'turnip[compiler]', or pass a plan") from e

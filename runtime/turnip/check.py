@@ -7,14 +7,7 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from .executor import TurnipError
-
-
-class MissingDependencyError(TurnipError):
-    """An optional package this command needs is not installed (exit 3: install it, nothing is wrong with the input)."""
-
-    exit_code = 3
-
+from .errors import MissingDependencyError, TurnipError
 
 ORT_INSTALL = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA); from a checkout: pip install -e '.[cpu]'"
 

@@ -16,8 +16,10 @@ import click
 import numpy as np
 
 from .backends import BACKENDS
-from .executor import ORDERS, TurnipError
-from .plan import PlanFormatError, read_plan, resolve_model_path
+from .cli_errors import ErrorHandlingCommand, mark_json, verbosity_options
+from .errors import TurnipError
+from .executor import ORDERS
+from .plan import read_plan, resolve_model_path
 from .units import format_bytes as _human
 
 __version__ = "0.1.0"  # = turnip.__version__ (not imported from the package: keeps --help fast)
@@ -32,8 +34,10 @@ Examples:
   turnip-run model.onnx --gpu-mem 25% --dim batch=2 --dim seq=16 --random-inputs
   turnip-run moved/model.plan --model /data/model.onnx --random-inputs
 
-Exit status: 0 ok, 1 --check failed, 2 bad plan / model / inputs or a node failed,
-3 a package the command needs is missing (onnxruntime for --check).
+
+Exit status (one table for turnip-run and turnipc, docs/cli.md):
+  0 ok, 1 --check failed, 2 bad or unsafe plan, changed model or weights, wrong inputs, or a node failed,
+  4 out of memory, 5 cannot write an output, 6 a package the command needs is missing, 70 internal error (a bug; -v shows the traceback), 130 interrupted.
 """
 
 
@@ -88,7 +92,7 @@ class _Progress:
             self.progress.stop()
 
 
-@click.command(name="turnip-run", epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(name="turnip-run", cls=ErrorHandlingCommand, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("plan", metavar="PLAN_OR_MODEL", type=click.Path(dir_okay=False))
 @click.version_option(__version__, prog_name="turnip-run")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False),
@@ -123,23 +127,18 @@ class _Progress:
     "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
-@click.option("-q", "--quiet", "verbosity", flag_value=-1, type=int, help="Only errors (and the --check verdict's exit code).")
-@click.option("-v", "--verbose", "verbosity", flag_value=1, type=int, help="Also say what was loaded, planned or taken from the cache.")
+@click.option("--no-verify-weights", "no_verify_weights", is_flag=True,
+              help="Skip checking the model's weight files against the sizes and hashes the plan recorded (you vouch for them).")
+@verbosity_options
 def main(**options: Any) -> None:
-    """Run PLAN_OR_MODEL on the given inputs: a MEMGRAPH plan (made by `turnipc plan`), or an ONNX model with --gpu-mem (planned once, cached)."""
-    as_json = options["as_json"]
-    try:
-        code = _main(plan_path=options.pop("plan"), **options)
-    except (TurnipError, PlanFormatError) as e:
-        msg = str(e).replace("\n", " ")
-        if as_json:
-            click.echo(json.dumps({"error": msg}))
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(getattr(e, "exit_code", 2))
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    sys.exit(code)
+    """Run PLAN_OR_MODEL on the given inputs: a MEMGRAPH plan (made by `turnipc plan`), or an ONNX model with --gpu-mem (planned once, cached).
+
+    Before the first node runs, the plan is checked as `turnipc verify` checks it
+    (dependencies order every hazard, locations in bounds and aligned, devices and
+    budgets), and the weights against the hashes the plan recorded.
+    """
+    mark_json(options["as_json"])  # errors then also print {"error": ...} on stdout
+    sys.exit(_main(plan_path=options.pop("plan"), **options))
 
 
 def _main(
@@ -165,7 +164,9 @@ def _main(
     no_cache: bool = False,
     cache_dir: str | None = None,
     verbosity: int | None = None,
+    no_verify_weights: bool = False,
 ) -> int:
+    from .atomic import check_target
     from .autoplan import FileKind, WrongFileKindError, plan_model, sniff
     from .run import random_feeds, run_plan
 
@@ -180,6 +181,11 @@ def _main(
         raise TurnipError(f"plan file {plan_path!r} not found; make one with `turnipc plan MODEL.onnx`")
     if output_path and os.path.abspath(output_path) in {os.path.abspath(p) for p in (plan_path, model_path) if p}:
         raise TurnipError(f"--output {output_path!r} is the input file; write the outputs to another path (e.g. out.npz)")
+    # Refuse unwritable output paths before the run, not after it.
+    if output_path:
+        check_target(output_path, "outputs")
+    if trace_path:
+        check_target(trace_path, "trace")
     kind = sniff(plan_path)
     if model_path is not None and sniff(model_path) == FileKind.PLAN:
         raise WrongFileKindError(f"--model {model_path!r} is a Turnip plan, not an ONNX model; pass the model the plan was made from")
@@ -219,6 +225,7 @@ def _main(
         result = run_plan(
             plan, feeds, backend=backend, order=order, seed=seed, repeat=repeat, trace=trace_path, progress=prog, plan_path=plan_path,
             model_path=model_path,
+            verify_weights=not no_verify_weights,
         )
     finally:
         if prog is not None:
@@ -226,10 +233,10 @@ def _main(
     stats = result.stats
 
     if output_path:
-        try:
-            np.savez(output_path, **result.outputs)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
-        except OSError as e:
-            raise TurnipError(f"cannot write outputs to {output_path!r} ({e.strerror}); pick a writable path") from e
+        from .atomic import atomic_write
+
+        with atomic_write(output_path, "outputs") as f:
+            np.savez(f, **result.outputs)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
 
     comparisons = None
     passed = None

@@ -21,7 +21,6 @@ Design choices, and why:
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, TypeVar
@@ -103,9 +102,7 @@ GPU = MemoryKind.GPU
 HOST = MemoryKind.HOST
 
 
-class PlanFormatError(ValueError):
-    """The bytes are not a plan this runtime can read."""
-
+from .errors import PlanFormatError as PlanFormatError  # noqa: E402  (defined with every runtime error; re-exported)
 
 _V = TypeVar("_V", bound=_Vocabulary)
 
@@ -350,6 +347,26 @@ class PlanStats:
         return PlanStats(**known, extra={k: v for k, v in o.items() if k not in known})
 
 
+@dataclass(frozen=True)
+class WeightFile:
+    """An external weight file of the model: its path relative to the model's folder, size and sha256.
+
+    Recorded at plan time so the runtime refuses weights that changed since
+    (the model's sha256 covers only the ``.onnx`` file, not its ``.onnx.data``).
+    """
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+    @staticmethod
+    def from_obj(o: dict[str, Any]) -> "WeightFile":
+        return WeightFile(o["path"], o["size"], o["sha256"])
+
+
 @dataclass
 class Plan:
     """A whole MEMGRAPH plan: everything the runtime needs besides the weights."""
@@ -367,12 +384,14 @@ class Plan:
     constants: dict[int, bytes] = field(default_factory=dict)  # tensor index -> raw little-endian bytes
     stats: PlanStats = field(default_factory=PlanStats)
     version: int = FORMAT_VERSION
+    weight_files: list[WeightFile] = field(default_factory=list)  # external weight files (model.weight_files)
     #: Sections a lenient read (:func:`read_plan_lenient`) could not parse and left empty; never written.
     unread: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stats, dict):  # a plain mapping (older callers): the same numbers, typed
             self.stats = PlanStats.from_obj(self.stats)
+
 
     # -- convenience -----------------------------------------------------
     def tensor_index(self) -> dict[str, int]:
@@ -411,7 +430,8 @@ class Plan:
         return {
             "format": FORMAT_NAME,
             "version": self.version,
-            "model": {"path": self.model_path, "sha256": self.model_sha256, "opset": dict(sorted(self.opset.items()))},
+            "model": {"path": self.model_path, "sha256": self.model_sha256, "opset": dict(sorted(self.opset.items())),
+                      **({"weight_files": [w.to_obj() for w in self.weight_files]} if self.weight_files else {})},
             "options": _sorted(self.options),
             "tensors": [t.to_obj() for t in self.tensors],
             "memories": [m.to_obj() for m in self.memories],
@@ -434,7 +454,7 @@ class Plan:
                 "re-plan the model with the matching `turnipc`"
             )
         try:
-            return Plan(
+            plan = Plan(
                 model_path=o["model"]["path"],
                 model_sha256=o["model"]["sha256"],
                 opset=dict(o["model"].get("opset", {})),
@@ -448,9 +468,14 @@ class Plan:
                 constants={int(k): bytes(v) for k, v in o.get("constants", [])},
                 stats=PlanStats.from_obj(o.get("stats", {})),
                 version=version,
+                weight_files=[WeightFile.from_obj(w) for w in o["model"].get("weight_files", [])],
             )
-        except (KeyError, TypeError, IndexError) as e:
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError) as e:
             raise PlanFormatError(f"plan file is malformed ({type(e).__name__}: {e}); re-plan the model with `turnipc plan`") from e
+        from .planschema import check_plan_form
+
+        check_plan_form(plan)  # every field of its declared type and range, or PlanFormatError
+        return plan
 
 
 def _sorted(d: Any) -> Any:
@@ -513,24 +538,10 @@ def decode_plan(data: bytes) -> Plan:
 
 
 def write_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
-    """Write atomically: a reader sees the old file or the whole new one, never half."""
-    data = encode_plan(plan)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plan is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically: a reader sees the old file or the whole new one, never half (see turnip.atomic)."""
+    from .atomic import write_bytes
+
+    write_bytes(path, encode_plan(plan), "plan")
 
 
 def read_plan(path: str | os.PathLike[str]) -> Plan:

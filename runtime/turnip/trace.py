@@ -69,6 +69,9 @@ def chrome_trace(timeline: Iterable[Any], *, backend: str = "", label: str = "tu
 
 
 def write_trace(path: str | os.PathLike[str], timeline: Iterable[Any], *, backend: str = "") -> None:
+    """Write the trace atomically (turnip.atomic): whole or not at all, a disk error is one OutputError."""
+    from .atomic import atomic_write
+
     obj = chrome_trace(timeline, backend=backend)
-    with open(path, "w") as f:
+    with atomic_write(path, "trace", text=True) as f:
         json.dump(obj, f)

@@ -4,10 +4,20 @@ Before the first node runs, every :class:`~turnip.plan.Placement` of the plan
 gets its bytes written at its planned location:
 
 * ``weight``: the initializer of that name in the model the plan names. The
-  model file must be the one that was planned (its sha256 is checked). The
-  model is read with ``onnx.load(load_external_data=False)``; external-data
-  initializers are read through one ``np.memmap`` per external file, so the
-  weights are never parsed or held in memory twice.
+  model file must be the one that was planned (its sha256 is checked, and a
+  plan without one is refused). The model is read with
+  ``onnx.load(load_external_data=False)``; external-data initializers are read
+  through one ``np.memmap`` per external file, so the weights are never parsed
+  or held in memory twice.
+
+External weight files are opened exactly as onnx opens them
+(``onnx.external_data_helper``: a relative path inside the model's folder, no
+``..`` out of it, no symbolic link), so a crafted model cannot make the
+runtime read a file elsewhere. Each must match the size and sha256 the plan
+recorded (:class:`~turnip.plan.WeightFile`) unless the caller opts out
+(``verify_weights=False``, ``turnip-run --no-verify-weights``). Hashes are
+cached on disk per file state (:mod:`turnip.cache`), so an unchanged file,
+inline weights included, is hashed once, not on every run.
 * ``constant``: the bytes folded at plan time (``Plan.constants``).
 * ``input``: the user's feeds, which must match the planned dtype and shape
   exactly.
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
@@ -29,36 +40,109 @@ if TYPE_CHECKING:
 import numpy as np
 
 from .dtypes import np_dtype, onnx_elem_type
-from .executor import PlanError, TurnipError
-from .plan import Plan, TensorKind, resolve_model_path
+from .errors import InputError, ModelError, PlanError, WeightsError  # noqa: F401  (InputError, ModelError: re-exported)
+from .plan import Plan, TensorKind, WeightFile, resolve_model_path
+
+_SHA_CACHE: dict[str, str] = {}  # file state key -> sha256, in this process (turnip.cache keeps it across runs)
 
 
-class InputError(TurnipError, ValueError):
-    """The user's feeds do not match the plan's inputs."""
+def fd_sha256(fd: int) -> str:
+    """sha256 (hex) of an open file's bytes, cached per file state (identity, size, mtime, ctime).
 
+    Hashing through the descriptor (not the path) means the bytes hashed are
+    the bytes of the file that was opened and checked.
+    """
+    from . import cache
 
-class ModelError(TurnipError):
-    """The model file is missing, changed since planning, or lacks a weight."""
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+    st = os.fstat(fd)
+    key = cache.file_state_key(st)
+    h = _SHA_CACHE.get(key) or cache.cached_file_hash(st)
+    if h is None:
+        d = hashlib.sha256()
+        pos = 0
+        while True:
+            chunk = os.pread(fd, 1 << 22, pos)
+            if not chunk:
+                break
+            d.update(chunk)
+            pos += len(chunk)
+        h = d.hexdigest()
+        cache.remember_file_hash(st, h)
+    _SHA_CACHE[key] = h
+    return h
 
 
 def file_sha256(path: str) -> str:
-    """sha256 of a file's bytes (hex), cached per (path, size, mtime) in this process."""
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    h = _SHA_CACHE.get(key)
-    if h is None:
-        d = hashlib.sha256()
-        with open(path, "rb") as f:
-            while True:
-                chunk = f.read(1 << 22)
-                if not chunk:
-                    break
-                d.update(chunk)
-        h = _SHA_CACHE[key] = d.hexdigest()
-    return h
+    """sha256 of a file's bytes (hex), hashed once per file state (see :func:`fd_sha256`)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fd_sha256(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_external(model_dir: str, location: str, tensor_name: str) -> int:
+    """A read-only descriptor of an external data file, contained in the model's folder exactly as onnx checks it.
+
+    onnx refuses an absolute path, a path that leaves ``model_dir`` (``..``)
+    and a symbolic link (even one pointing inside); onnxruntime does the same.
+    """
+    try:
+        from onnx.external_data_helper import _open_external_data_fd as onnx_open  # onnx >= 1.20: the C++ checker's
+    except ImportError:  # pragma: no cover - older onnx: the same three rules, checked here
+        onnx_open = None  # type: ignore[assignment]
+    if onnx_open is not None:
+        try:
+            return onnx_open(model_dir, location, tensor_name, True)
+        except Exception as e:  # onnx.checker.ValidationError, OSError
+            raise WeightsError(f"external data of weight {tensor_name!r} refused: {e}; keep weight files inside the model's folder") from e
+    if os.path.isabs(location) or os.path.normpath(location).split(os.sep)[0] == "..":  # pragma: no cover
+        raise WeightsError(f"external data {location!r} of weight {tensor_name!r} is outside the model's folder; keep it inside")
+    path = os.path.join(model_dir, location)  # pragma: no cover
+    if os.path.islink(path) or not os.path.isfile(path):  # pragma: no cover
+        raise WeightsError(f"external data {location!r} of weight {tensor_name!r} is a link or not a regular file; store it in the model's folder")
+    return os.open(path, os.O_RDONLY)  # pragma: no cover
+
+
+def external_locations(model: Any) -> list[tuple[str, str]]:
+    """(location, tensor name) of every external-data initializer of a loaded ModelProto, in order."""
+    import onnx
+
+    out = []
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in init.external_data if e.key == "location"), "")
+            out.append((loc, init.name))
+    return out
+
+
+def weight_file_records(model_path: str) -> list[WeightFile]:
+    """Size and sha256 of each external weight file of a model (for the plan), sorted by path.
+
+    Files that do not exist are left out (a model may be planned without its
+    weights; the runtime then refuses to run it until they exist and the plan
+    is made again). A file outside the model's folder is a :class:`WeightsError`.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(model_path, load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - the importer reports unreadable models
+        raise ModelError(f"cannot read model {model_path!r} ({type(e).__name__}); re-export it") from e
+    model_dir = os.path.dirname(os.path.abspath(model_path))
+    out: dict[str, WeightFile] = {}
+    for loc, name in external_locations(model):
+        key = os.path.normpath(loc).replace(os.sep, "/")
+        if key in out:
+            continue
+        if not os.path.lexists(os.path.join(model_dir, loc)) and not os.path.isabs(loc):
+            continue
+        fd = _open_external(model_dir, loc, name)
+        try:
+            out[key] = WeightFile(key, os.fstat(fd).st_size, fd_sha256(fd))
+        finally:
+            os.close(fd)
+    return [out[k] for k in sorted(out)]
 
 
 def input_specs(plan: Plan) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
@@ -111,9 +195,17 @@ def _as_bytes(a: np.ndarray) -> np.ndarray:
 class InitialData:
     """The sources of every placement of a plan, opened once."""
 
-    def __init__(self, plan: Plan, plan_path: str | os.PathLike[str] | None = None, model_path: str | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        plan_path: str | os.PathLike[str] | None = None,
+        model_path: str | None = None,
+        verify_weights: bool = True,
+    ) -> None:
         self.plan = plan
         self.model_path = model_path
+        self.verify_weights = verify_weights
+        self._recorded = {w.path: w for w in plan.weight_files}
         self._sources: list[np.ndarray | None] = []  # per placement: bytes, or None for inputs
         self._mmaps: dict[str, np.ndarray] = {}  # memmaps (a plain empty array for an empty file)
         weights = [p for p in plan.placements if p.source == TensorKind.WEIGHT]
@@ -155,7 +247,11 @@ class InitialData:
         plan = self.plan
         if not os.path.isfile(path):
             raise ModelError(f"model file {path!r} named by the plan not found; put the model there or re-plan it")
-        if plan.model_sha256:
+        from .cache import is_sha256
+
+        if not is_sha256(plan.model_sha256):  # an empty or damaged hash must not skip the check
+            raise ModelError(f"the plan records no valid sha256 of its model ({plan.model_sha256!r}); re-plan {path!r} with `turnipc plan`")
+        if self.verify_weights:
             digest = file_sha256(path)
             if digest != plan.model_sha256:
                 raise ModelError(f"model changed since planning: re-plan {path!r} with `turnipc plan`")
@@ -189,20 +285,20 @@ class InitialData:
             loc = info.get("location")
             if not loc:
                 raise ModelError(f"weight {t.name!r} is external but names no file; re-export the model")
-            fpath = os.path.normpath(os.path.join(self._model_dir, loc))
-            mm = self._mmaps.get(fpath)
+            key = os.path.normpath(loc).replace(os.sep, "/")
+            mm = self._mmaps.get(key)
             if mm is None:
-                if not os.path.isfile(fpath):
-                    raise ModelError(f"external data file {fpath!r} of weight {t.name!r} not found; put it next to the model")
-                if os.path.getsize(fpath) == 0:
-                    mm = np.zeros(0, dtype=np.uint8)  # memmap cannot map an empty file
-                else:
-                    mm = np.memmap(fpath, dtype=np.uint8, mode="r")
-                self._mmaps[fpath] = mm
-            off = int(info.get("offset", 0))
-            length = int(info.get("length", mm.size - off))
-            if off < 0 or off + length > mm.size:
-                raise ModelError(f"weight {t.name!r} lies outside its external data file {fpath!r}; the file is truncated")
+                mm = self._map_external(loc, key, t.name)
+            try:
+                off = int(info.get("offset", 0))
+                length = int(info.get("length", mm.size - off))
+            except ValueError:
+                raise WeightsError(
+                    f"weight {t.name!r} has external data offset {info.get('offset')!r} / length {info.get('length')!r}, "
+                    "which are not whole numbers; re-export the model"
+                ) from None
+            if off < 0 or length < 0 or off + length > mm.size:
+                raise WeightsError(f"weight {t.name!r} lies outside its external data file {loc!r}; the file is truncated")
             return mm[off : off + length]
         if init.HasField("raw_data"):
             return np.frombuffer(init.raw_data, dtype=np.uint8)
@@ -213,6 +309,36 @@ class InitialData:
         if a.dtype != dt:
             a = a.astype(dt)
         return _as_bytes(a)
+
+    def _map_external(self, loc: str, key: str, tensor_name: str) -> np.ndarray:
+        """Open (contained, as onnx does), check against the plan's record, and memory-map one external file."""
+        fd = _open_external(self._model_dir, loc, tensor_name)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise WeightsError(f"external data {loc!r} of weight {tensor_name!r} is not a regular file; re-export the model")
+            if self.verify_weights:
+                rec = self._recorded.get(key)
+                if rec is None:
+                    raise WeightsError(
+                        f"the plan records no size and hash for weight file {key!r}; re-plan the model with `turnipc plan`, "
+                        "or run with --no-verify-weights if you vouch for it"
+                    )
+                if st.st_size != rec.size or fd_sha256(fd) != rec.sha256:
+                    what = f"its size is {st.st_size} bytes, the plan recorded {rec.size}" if st.st_size != rec.size else "its sha256 differs"
+                    raise WeightsError(
+                        f"weight file {key!r} changed since planning ({what}); re-plan the model with `turnipc plan`, "
+                        "or run with --no-verify-weights if you vouch for it"
+                    )
+            if st.st_size == 0:
+                mm = np.zeros(0, dtype=np.uint8)  # memmap cannot map an empty file
+            else:
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    mm = np.memmap(f, dtype=np.uint8, mode="r")
+        finally:
+            os.close(fd)
+        self._mmaps[key] = mm
+        return mm
 
     # -- writing ------------------------------------------------------------
     def write(self, backend: Any, feeds: Mapping[str, Any] | None = None) -> None:
@@ -235,8 +361,10 @@ class InitialData:
         self._model = None
 
 
-def load_initial(plan: Plan, plan_path: str | os.PathLike[str] | None, feeds: Mapping[str, Any], backend: Any) -> InitialData:
+def load_initial(
+    plan: Plan, plan_path: str | os.PathLike[str] | None, feeds: Mapping[str, Any], backend: Any, verify_weights: bool = True
+) -> InitialData:
     """Open the plan's data sources and write every placement into ``backend``'s memories."""
-    data = InitialData(plan, plan_path)
+    data = InitialData(plan, plan_path, verify_weights=verify_weights)
     data.write(backend, feeds)
     return data

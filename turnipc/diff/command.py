@@ -30,6 +30,9 @@ def _threshold_option(name: str, example: str, what: str):
 class _DiffCommand(click.Command):
     """Usage errors exit 3 (bad input), so that exit 2 always means a threshold was crossed."""
 
+    #: read by the group's last-resort handler (turnip.cli_errors): any error of diff exits 3
+    bad_input_exit_code: int = EXIT_UNREADABLE
+
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)

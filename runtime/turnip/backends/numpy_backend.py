@@ -21,10 +21,36 @@ class NumpyBackend(Backend):
     name = "numpy"
     xp = np
 
+    def allocate_all(self, plan: Any) -> Any:
+        """Refuse, before allocating anything, a plan whose memories exceed this machine's RAM.
+
+        np.zeros is lazy (calloc), so a 73 TiB plan would otherwise start and fail
+        somewhere in the middle of the run, or be killed by the OOM killer.
+        """
+        total = sum(int(m.size) for m in plan.memories)
+        ram = _physical_ram()
+        if ram and total > ram:
+            from ..errors import OutOfMemoryError
+
+            raise OutOfMemoryError(
+                f"the plan's memories total {total} bytes ({total / 2**30:.1f} GiB) but this machine has {ram / 2**30:.1f} GiB of RAM "
+                "for the NumPy backend; re-plan with a smaller --gpu-mem or --dim, or run on a bigger machine"
+            )
+        return super().allocate_all(plan)
+
     def allocate(self, mem: Memory) -> Any:
         # zeros: deterministic contents (a read of never-written bytes is a plan bug, and
         # it then reads the same zeros in every order); calloc keeps it lazy for big arenas.
-        return np.zeros(int(mem.size), dtype=np.uint8)
+        try:
+            return np.zeros(int(mem.size), dtype=np.uint8)
+        except MemoryError:
+            from ..errors import OutOfMemoryError
+
+            where = "host memory" if mem.device < 0 else f"the arena of GPU {mem.device}"
+            raise OutOfMemoryError(
+                f"cannot allocate {int(mem.size)} bytes ({int(mem.size) / 2**30:.1f} GiB) for {where} (memory {mem.id}) on this machine; "
+                "re-plan with a smaller --gpu-mem or --dim, or run on a machine with more RAM"
+            ) from None
 
     def copy(self, src: Any, dst: Any) -> None:
         np.copyto(dst, src)
@@ -34,3 +60,13 @@ class NumpyBackend(Backend):
 
     def read(self, src: Any) -> np.ndarray:
         return np.array(src, copy=True)
+
+
+def _physical_ram() -> int:
+    """Bytes of physical memory (0 where unknown)."""
+    try:
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
