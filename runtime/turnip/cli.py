@@ -113,6 +113,7 @@ class _Progress:
     "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
+@click.option("--profile", is_flag=True, help="Print time per op type and the slowest nodes of the last run (in --json: \"profile\").")
 def main(**options: Any) -> None:
     """Run the MEMGRAPH plan PLAN (made by `turnipc plan`) on the given inputs."""
     as_json = options["as_json"]
@@ -146,6 +147,7 @@ def _main(
     report: bool,
     trace_path: str | None,
     as_json: bool,
+    profile: bool = False,
 ) -> int:
     from .run import random_feeds, run_plan
 
@@ -189,6 +191,12 @@ def _main(
         comparisons = compare(result.outputs, ref, atol=atol, rtol=rtol)
         passed = all(c.ok for c in comparisons)
 
+    prof = None
+    if profile:
+        from .profile import build_profile
+
+        prof = build_profile(stats.timeline, stats.wall_s[-1])
+
     fallback_ops = Counter(op if not dom else f"{dom}.{op}" for _, op, dom, _ in stats.fallback_nodes)
     if as_json:
         obj: dict[str, Any] = {
@@ -205,6 +213,8 @@ def _main(
             "stats": stats.to_dict(),
             "fallback_ops": dict(sorted(fallback_ops.items())),
         }
+        if prof is not None:
+            obj["profile"] = prof.to_dict()
         if output_path:
             obj["output_file"] = output_path
         if trace_path:
@@ -231,6 +241,9 @@ def _main(
                     click.echo(f"  {op}: {cnt}")
             else:
                 click.echo("onnxruntime fallback: none (every node has a native kernel)")
+        if prof is not None:
+            for line in prof.lines():
+                click.echo(line)
         if trace_path:
             click.echo(f"trace written to {trace_path}")
         if output_path:
