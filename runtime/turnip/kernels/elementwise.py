@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from . import has_output, register
-from ._common import SQRT_2_OVER_PI, erf, host_scalar, is_float, up, write
+from . import has_output, register, to_str
+from ._common import erf, host_scalar, is_float, up, write
+from ._fast import erf_into, gelu_tanh_into
 
 # ---------------------------------------------------------------------------
 # Binary ops with numpy-style (multidirectional) broadcasting
@@ -327,20 +326,22 @@ def shrink(ctx, inputs, outputs):
 
 @register("Erf")
 def erf_(ctx, inputs, outputs):
-    write(outputs[0], erf(ctx.xp, inputs[0]))
+    x, out = inputs[0], outputs[0]
+    if is_float(out.dtype):
+        erf_into(ctx.xp, x, out)
+    else:  # integer Erf (allowed by the spec): compute in float32, round to the type
+        write(out, erf(ctx.xp, x.astype(np.float32)))
 
 
 @register("Gelu")
 def gelu(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    approx = ctx.attr("approximate", "none")
-    approx = approx.decode() if isinstance(approx, bytes) else approx
+    approx = ctx.scratch.get("approx")
+    if approx is None:
+        approx = ctx.scratch["approx"] = to_str(ctx.attr("approximate", "none"))
     if approx == "tanh":
-        y = 0.5 * x * (1.0 + xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+        gelu_tanh_into(ctx.xp, inputs[0], outputs[0])
     else:
-        y = 0.5 * x * (1.0 + erf(xp, x * (1.0 / math.sqrt(2.0))))
-    write(outputs[0], y)
+        erf_into(ctx.xp, inputs[0], outputs[0], kind="gelu")
 
 
 @register("Clip")

@@ -5,7 +5,29 @@ from __future__ import annotations
 import numpy as np
 
 from . import has_output, register
-from ._common import norm_axis, up, write
+from ._common import is_float, norm_axis, up, write
+from ._fast import norm_rows_into, softmax_rows_into
+
+
+def _rows(x, axis):
+    """(rows, cols) for reducing x over axes [axis, ndim)."""
+    cols = int(np.prod(x.shape[axis:], dtype=np.int64))
+    return (x.size // cols if cols else 0), cols
+
+
+def _fast_softmax(ctx, x, out, log):
+    """Softmax/LogSoftmax over the last axis (or opset<13's flattened tail) in place; False if not applicable."""
+    if not is_float(out.dtype) or x.ndim == 0 or x.size == 0 or not x.flags.c_contiguous or not out.flags.c_contiguous:
+        return False
+    if ctx.opset < 13:
+        axis = norm_axis(ctx.attr("axis", 1), x.ndim)
+    else:
+        axis = norm_axis(ctx.attr("axis", -1), x.ndim)
+        if axis != x.ndim - 1:
+            return False
+    rows, cols = _rows(x, axis)
+    softmax_rows_into(ctx.xp, x.reshape(rows, cols), out.reshape(rows, cols), log=log)
+    return True
 
 
 def _softmax_axes(ctx, x):
@@ -19,6 +41,8 @@ def _softmax_axes(ctx, x):
 
 @register("Softmax")
 def softmax(ctx, inputs, outputs):
+    if _fast_softmax(ctx, inputs[0], outputs[0], log=False):
+        return
     xp = ctx.xp
     x = up(inputs[0])
     x2, axis = _softmax_axes(ctx, x)
@@ -30,6 +54,8 @@ def softmax(ctx, inputs, outputs):
 
 @register("LogSoftmax")
 def log_softmax(ctx, inputs, outputs):
+    if _fast_softmax(ctx, inputs[0], outputs[0], log=True):
+        return
     xp = ctx.xp
     x = up(inputs[0])
     x2, axis = _softmax_axes(ctx, x)
@@ -51,6 +77,28 @@ def hardmax(ctx, inputs, outputs):
     write(outputs[0], y.reshape(outputs[0].shape))
 
 
+def _fast_norm(ctx, x, outputs, scale, bias, axis, eps, rms):
+    """Layer/RMS norm over axes [axis, ndim) with float32 statistics, written in place; False if not applicable."""
+    out = outputs[0]
+    if (
+        not is_float(out.dtype)
+        or x.size == 0
+        or int(ctx.attr("stash_type", 1)) != 1
+        or not x.flags.c_contiguous
+        or not out.flags.c_contiguous
+        or x.dtype != out.dtype
+    ):
+        return False
+    rows, cols = _rows(x, axis)
+    tail = x.shape[axis:]
+    sc = ctx.xp.broadcast_to(scale, tail).reshape(cols)
+    bi = None if bias is None else ctx.xp.broadcast_to(bias, tail).reshape(cols)
+    mean_out = outputs[1].reshape(rows) if has_output(outputs, 1) else None
+    inv_out = outputs[2].reshape(rows) if has_output(outputs, 2) else None
+    norm_rows_into(ctx.xp, x.reshape(rows, cols), out.reshape(rows, cols), sc, bi, eps, rms, mean_out, inv_out)
+    return True
+
+
 @register("LayerNormalization")
 def layer_norm(ctx, inputs, outputs):
     xp = ctx.xp
@@ -59,6 +107,8 @@ def layer_norm(ctx, inputs, outputs):
     bias = inputs[2] if len(inputs) > 2 else None
     axis = norm_axis(ctx.attr("axis", -1), x.ndim)
     eps = float(ctx.attr("epsilon", 1e-5))
+    if _fast_norm(ctx, x, outputs, scale, bias, axis, eps, rms=False):
+        return
     axes = tuple(range(axis, x.ndim))
     xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
     mean = xp.mean(xc, axis=axes, keepdims=True)
@@ -81,6 +131,8 @@ def rms_norm(ctx, inputs, outputs):
     x, scale = inputs[0], inputs[1]
     axis = norm_axis(ctx.attr("axis", -1), x.ndim)
     eps = float(ctx.attr("epsilon", 1e-5))
+    if _fast_norm(ctx, x, outputs, scale, None, axis, eps, rms=True):
+        return
     axes = tuple(range(axis, x.ndim))
     xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
     ms = xp.mean(xc * xc, axis=axes, keepdims=True)
