@@ -80,6 +80,7 @@ def _erf_block(xp: Any, xc: Any, z: Any, p: Any, q: Any) -> Any:
     _horner(xp, z, ERF_Q, q)
     xp.multiply(p, xc, out=p)
     xp.divide(p, q, out=p)
+    xp.clip(p, t(-1.0), t(1.0), out=p)  # rounding can give 1.0000001 near the clip point
     return p
 
 
