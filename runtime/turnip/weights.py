@@ -105,6 +105,39 @@ def _as_bytes(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1).view(np.uint8)
 
 
+class _FileRange:
+    """A weight's bytes in a file (external data, or inline raw_data left in the model file).
+
+    WHY not a memory map: a mapped weight file stays resident next to the
+    memory the weight is written into, doubling the weights in RAM. Reading
+    the range straight into the destination keeps the weights once (the page
+    cache is not the process' memory).
+    """
+
+    __slots__ = ("path", "offset", "size")
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self.path, self.offset, self.size = path, offset, size
+
+    def read_into(self, backend: Any, dst: Any, block: int = 64 << 20) -> None:
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.offset)
+            if isinstance(dst, np.ndarray) and dst.flags.c_contiguous:
+                view = memoryview(dst).cast("B")
+                got = 0
+                while got < self.size:
+                    n = f.readinto(view[got:])
+                    if not n:
+                        raise ModelError(f"weight file {self.path!r} ended early; the file is truncated")
+                    got += n
+                return
+            for s in range(0, self.size, block):  # device memory: through a bounded host buffer
+                chunk = f.read(min(block, self.size - s))
+                if len(chunk) != min(block, self.size - s):
+                    raise ModelError(f"weight file {self.path!r} ended early; the file is truncated")
+                backend.write(dst[s : s + len(chunk)], np.frombuffer(chunk, dtype=np.uint8))
+
+
 class InitialData:
     """The sources of every placement of a plan, opened once."""
 
@@ -156,10 +189,11 @@ class InitialData:
             digest = file_sha256(path)
             if digest != plan.model_sha256:
                 raise ModelError(f"model changed since planning: re-plan {path!r} with `turnipc plan`")
-        import onnx
+        from .onnx_lazy import load_model_lazily
 
         try:
-            model = onnx.load(path, load_external_data=False)
+            # inline weights stay in the file too (read into place at write time): held once, in the memories
+            model = load_model_lazily(path)
         except Exception as e:
             raise ModelError(f"cannot read model {path!r} ({type(e).__name__}: {e}); re-export it and re-plan") from e
         self._model = model  # keeps raw_data buffers alive
@@ -187,20 +221,14 @@ class InitialData:
             if not loc:
                 raise ModelError(f"weight {t.name!r} is external but names no file; re-export the model")
             fpath = os.path.normpath(os.path.join(self._model_dir, loc))
-            mm = self._mmaps.get(fpath)
-            if mm is None:
-                if not os.path.isfile(fpath):
-                    raise ModelError(f"external data file {fpath!r} of weight {t.name!r} not found; put it next to the model")
-                if os.path.getsize(fpath) == 0:
-                    mm = np.zeros(0, dtype=np.uint8)  # memmap cannot map an empty file
-                else:
-                    mm = np.memmap(fpath, dtype=np.uint8, mode="r")
-                self._mmaps[fpath] = mm
+            if not os.path.isfile(fpath):
+                raise ModelError(f"external data file {fpath!r} of weight {t.name!r} not found; put it next to the model")
+            fsize = os.path.getsize(fpath)
             off = int(info.get("offset", 0))
-            length = int(info.get("length", mm.size - off))
-            if off < 0 or off + length > mm.size:
+            length = int(info.get("length", fsize - off))
+            if off < 0 or off + length > fsize:
                 raise ModelError(f"weight {t.name!r} lies outside its external data file {fpath!r}; the file is truncated")
-            return mm[off : off + length]
+            return _FileRange(fpath, off, length)
         if init.HasField("raw_data"):
             return np.frombuffer(init.raw_data, dtype=np.uint8)
         from onnx import numpy_helper
@@ -220,6 +248,11 @@ class InitialData:
             dst = backend.raw(p.loc)
             if src is None:
                 src = _as_bytes(checked[plan.tensors[p.tensor].name])
+            if isinstance(src, _FileRange):
+                if src.size != dst.size:
+                    raise PlanError(f"weight {plan.tensors[p.tensor].name!r} has {src.size} bytes but its location holds {dst.size}; re-plan")
+                src.read_into(backend, dst)
+                continue
             if src.size != dst.size:
                 raise PlanError(
                     f"{p.source} {plan.tensors[p.tensor].name!r} has {src.size} bytes but its location holds {dst.size}; re-plan the model"
