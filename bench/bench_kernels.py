@@ -231,6 +231,11 @@ def main() -> int:
                 speed += bench_speed(label, path, {"batch": 1, "seq": seq}, rounds, tmp)
             res["speed"] = speed
             res[f"rss_{args.label}"] = bench_rss(None, tmp)
+    if os.path.exists(json_path):  # merge with what another run (e.g. --rss-only --label before) wrote meanwhile
+        with open(json_path) as f:
+            merged = json.load(f)
+        merged.update({k: v for k, v in res.items() if k not in prev or res[k] is not prev.get(k)})
+        res = merged
     with open(json_path, "w") as f:
         json.dump(res, f, indent=1)
     env = res["env"]

@@ -19,6 +19,7 @@ BENCHES = [
     ("executor", "bench_executor.py", "Executor overhead: nodes per second on trivial nodes"),
     ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs CP-SAT)"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
+    ("kernels", "bench_kernels.py", "Kernels vs onnxruntime on real-size exports; peak RSS vs weights (issue 16)"),
 ]
 
 
