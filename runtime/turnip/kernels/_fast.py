@@ -140,6 +140,15 @@ def gelu_tanh_into(xp: Any, x: Any, out: Any) -> None:
         os_[s:e] = bt
 
 
+def _row_sum(xp: Any, a: Any) -> Any:
+    """Sum over axis 1, keepdims (NumPy: the ufunc's reduce directly, skipping np.sum's Python wrapper)."""
+    return np.add.reduce(a, axis=1, keepdims=True) if xp is np else xp.sum(a, axis=1, keepdims=True)
+
+
+def _row_max(xp: Any, a: Any) -> Any:
+    return np.maximum.reduce(a, axis=1, keepdims=True) if xp is np else xp.max(a, axis=1, keepdims=True)
+
+
 def row_block(rows: int, cols: int) -> int:
     """Rows per block for a row-wise kernel: about CHUNK elements, at least one row."""
     return max(1, min(rows, CHUNK // max(cols, 1)))
@@ -159,16 +168,16 @@ def softmax_rows_into(xp: Any, x2: Any, o2: Any, log: bool = False) -> None:
         if not direct:
             w[...] = xb
             xb = w
-        m = xp.max(xb, axis=1, keepdims=True)
+        m = _row_max(xp, xb)
         xp.subtract(xb, m, out=w)
         if log:
             # log-softmax = s - log(sum(exp(s))); exp into a scratch row block
             ex = xp.exp(w)
-            lse = xp.log(xp.sum(ex, axis=1, keepdims=True))
+            lse = xp.log(_row_sum(xp, ex))
             xp.subtract(w, lse, out=w)
         else:
             xp.exp(w, out=w)
-            ssum = xp.sum(w, axis=1, keepdims=True)
+            ssum = _row_sum(xp, w)
             xp.divide(w, ssum, out=w)
         if not direct:
             o2[s:e] = w
@@ -195,7 +204,7 @@ def norm_rows_into(
         w = o2[s:e] if direct else buf[: e - s]
         w[...] = x2[s:e]
         if not rms:
-            mean = xp.sum(w, axis=1, keepdims=True)
+            mean = _row_sum(xp, w)
             xp.multiply(mean, inv_n, out=mean)
             xp.subtract(w, mean, out=w)
             if mean_out is not None:
