@@ -132,3 +132,9 @@ def test_gelu_matches_closed_form_in_float32():
     (got,) = _run("Gelu", {}, [x], [(x.shape, np.float32)], 20)
     ref = 0.5 * x.astype(np.float64) * (1 + erf64(x.astype(np.float64) / math.sqrt(2)))
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
+
+
+def test_large_transpose_is_tiled_and_exact():
+    x = np.arange(1100 * 1000, dtype=np.float32).reshape(1100, 1000)  # >= 1 Mi elements, ragged tiles
+    (got,) = _run("Transpose", {"perm": [1, 0]}, [x], [((1000, 1100), np.float32)], 13)
+    np.testing.assert_array_equal(got, x.T)
