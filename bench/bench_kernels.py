@@ -59,6 +59,9 @@ REAL = [
     ("gpt2 s1024", "gpt2_dynamo18.onnx", 1024),
 ]
 RSS_MODELS = ["gpt2_dynamo18.onnx", "llama_dynamo18.onnx", "bert_dynamo18.onnx", "bert_legacy17.onnx"]
+#: thread counts for onnxruntime and NumPy's BLAS alike: all CPUs (0), then one. On an oversubscribed
+#: machine a multi-threaded BLAS call can stall for a scheduler slice waiting for its second thread.
+THREADS = [0, 1]
 FIXTURES = ["gpt2_dynamo18", "llama_dynamo18", "bert_dynamo18", "demo_mlp"]
 
 
@@ -72,10 +75,22 @@ def blas_info() -> str:
         return "threadpoolctl not installed (pip install threadpoolctl to report the kernel)"
 
 
-def ort_session(path: str) -> ort.InferenceSession:
+def ort_session(path: str, threads: int) -> ort.InferenceSession:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = os.cpu_count() or 1
+    so.intra_op_num_threads = threads
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def blas_threads(n: int):
+    """A context limiting NumPy's BLAS to n threads (threadpoolctl), or a no-op without it."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(n, user_api="blas")
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
 
 
 def _best(f, n: int) -> float:
@@ -87,9 +102,11 @@ def _best(f, n: int) -> float:
     return best
 
 
-def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds: dict | None = None) -> list[dict]:
+def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds: dict | None = None, threads: int = 0) -> list[dict]:
+    """Rows for 100% and 25% budgets; ``threads`` (0: all CPUs) for both onnxruntime and NumPy's BLAS."""
     graph = import_model(path, dims, None)
-    sess = ort_session(path)
+    nth = threads or os.cpu_count() or 1
+    sess = ort_session(path, nth)
     rows = []
     for blabel, budget in (("100%", Budget(fraction=1.0)), ("25%", Budget(fraction=0.25))):
         try:
@@ -105,14 +122,15 @@ def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds:
             out = None
             for _ in range(rounds):  # interleaved: load drifts hit both alike
                 t_ort = min(t_ort, _best(lambda fd=fd: sess.run(None, fd), 2))
-                res = run_plan(plan_path, fd, backend="numpy", order="dynamic", repeat=2)
+                with blas_threads(nth):
+                    res = run_plan(plan_path, fd, backend="numpy", order="dynamic", repeat=2)
                 t_tur = min(t_tur, min(res.stats.wall_s))
                 out = res.outputs
         finally:
             os.unlink(plan_path)
         ok = all(c.ok for c in compare(out, ref, atol=1e-4, rtol=1e-3))
         rows.append({
-            "model": label, "budget": blabel, "check": "PASSED" if ok else "FAILED",
+            "model": label, "budget": blabel, "threads": nth, "check": "PASSED" if ok else "FAILED",
             "ort_ms": round(t_ort * 1e3, 2), "turnip_ms": round(t_tur * 1e3, 2), "ratio": round(t_tur / t_ort, 2),
             "nodes": len(plan.nodes), "reload_MiB": round(plan.stats["reload_bytes"] / 2**20, 1),
         })
@@ -120,11 +138,11 @@ def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds:
     return rows
 
 
-def _peak_rss(cmd: list[str], env: dict) -> tuple[int, float, int]:
+def _peak_rss(cmd: list[str], env: dict, cwd: str | None = None) -> tuple[int, float, int]:
     """(peak RSS bytes, seconds, exit code) of one child process."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as errf:
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errf)
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errf)
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         errf.seek(0)
@@ -150,9 +168,14 @@ def weight_bytes(path: str) -> int:
 
 def bench_rss(src: str | None, tmp: str) -> list[dict]:
     env = dict(os.environ)
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join([src, os.path.join(src, "runtime")])
-    py = sys.executable
+    py = [sys.executable]
+    cwd = None
+    if src:  # that tree's packages, not this checkout's editable install: no site hooks, run from the tree
+        import sysconfig
+
+        env["PYTHONPATH"] = os.pathsep.join([src, os.path.join(src, "runtime"), sysconfig.get_paths()["purelib"]])
+        py = [sys.executable, "-S"]
+        cwd = src
     rows = []
     for f in RSS_MODELS:
         path = os.path.join(REAL_DIR, f)
@@ -162,17 +185,17 @@ def bench_rss(src: str | None, tmp: str) -> list[dict]:
         wb = weight_bytes(path)
         for frac in ("100%", "25%"):
             plan_path = os.path.join(tmp, f"{f}.{frac.rstrip('%')}.plan")
-            cmd = [py, "-m", "turnipc.cli", "plan", path, "--gpu-mem", frac, "--dim", "batch=1", "--dim", "seq=128", "-o", plan_path]
-            plan_rss, plan_s, rc = _peak_rss(cmd, env)
+            cmd = [*py, "-m", "turnipc.cli", "plan", path, "--gpu-mem", frac, "--dim", "batch=1", "--dim", "seq=128", "-o", plan_path]
+            plan_rss, plan_s, rc = _peak_rss(cmd, env, cwd)
             if rc == 2 and frac == "25%":  # below the smallest feasible budget: take that one
                 frac = "min"
                 cmd[cmd.index("25%")] = "min"
-                plan_rss, plan_s, rc = _peak_rss(cmd, env)
+                plan_rss, plan_s, rc = _peak_rss(cmd, env, cwd)
             if rc:
                 continue
             plan = read_plan(plan_path)
             mem_bytes = sum(int(m.size) for m in plan.memories)
-            run_rss, run_s, rc = _peak_rss([py, "-m", "turnip.cli", plan_path, "--random-inputs"], env)
+            run_rss, run_s, rc = _peak_rss([*py, "-m", "turnip.cli", plan_path, "--random-inputs"], env, cwd)
             rows.append({
                 "model": f, "budget": frac, "weights_MiB": round(wb / 2**20, 1), "memories_MiB": round(mem_bytes / 2**20, 1),
                 "plan_rss_MiB": round(plan_rss / 2**20, 1), "run_rss_MiB": round(run_rss / 2**20, 1),
@@ -193,7 +216,7 @@ def _table(rows: list[dict], cols: list[str]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fixtures + GPT-2 s128 only, 2 rounds")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rss-only", action="store_true")
     ap.add_argument("--src", help="run the RSS measurement with the CLIs of this source tree")
     ap.add_argument("--label", default="after")
@@ -228,7 +251,8 @@ def main() -> int:
                 if not os.path.exists(path):
                     print(f"skip {label}: {path} not found (make it with bench/make_models.py)", flush=True)
                     continue
-                speed += bench_speed(label, path, {"batch": 1, "seq": seq}, rounds, tmp)
+                for th in THREADS:
+                    speed += bench_speed(label, path, {"batch": 1, "seq": seq}, rounds, tmp, threads=th)
             res["speed"] = speed
             res[f"rss_{args.label}"] = bench_rss(None, tmp)
     if os.path.exists(json_path):  # merge with what another run (e.g. --rss-only --label before) wrote meanwhile
@@ -248,7 +272,7 @@ def main() -> int:
         "",
     ]
     if res.get("speed"):
-        md += _table(res["speed"], ["model", "budget", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB"]) + [""]
+        md += _table(res["speed"], ["model", "budget", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB"]) + [""]
     cols = ["model", "budget", "weights_MiB", "memories_MiB", "plan_rss_MiB", "run_rss_MiB", "run_rss_over_weights", "run_rss_over_memories"]
     for key in sorted(k for k in res if k.startswith("rss_")):
         md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region).", ""]
