@@ -231,6 +231,7 @@ def main() -> int:
     res = dict(prev)
     res["env"] = {
         "blas": blas_info(), "numpy": np.__version__, "onnxruntime": ort.__version__, "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(v, 1) for v in os.getloadavg()],
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
     }
     print(res["env"], flush=True)
@@ -268,7 +269,8 @@ def main() -> int:
         "ratio = turnip / onnxruntime (execution only). Targets: real models <= 1.5x at 100%, <= 2x at 25%; fixtures <= 3x.",
         "",
         f"BLAS: {env['blas']}; numpy {env['numpy']}, onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, "
-        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} (same environment for both).",
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} (same environment for both); load average at start "
+        f"{env.get('loadavg_at_start')} (the machine is shared: absolute times are noisy, read the ratios).",
         "",
     ]
     if res.get("speed"):

@@ -241,7 +241,17 @@ def _softplus(xp, x):
 
 @register("Sigmoid")
 def sigmoid(ctx, inputs, outputs):
-    write(outputs[0], _sigmoid(ctx.xp, up(inputs[0])))
+    x, out = inputs[0], outputs[0]
+    xp = ctx.xp
+    if x.dtype == out.dtype and out.dtype.kind == "f" and out.dtype.itemsize >= 4:
+        # in place in the output: 1 / (1 + exp(-x)); exp overflows to inf for x < -88 and gives exactly 0
+        with np.errstate(over="ignore"):
+            xp.negative(x, out=out)
+            xp.exp(out, out=out)
+            xp.add(out, out.dtype.type(1), out=out)
+            xp.reciprocal(out, out=out)
+        return
+    write(out, _sigmoid(xp, up(x)))
 
 
 @register("Relu")
