@@ -107,7 +107,7 @@ def _scratch(xp: Any, n: int, dt: np.dtype, k: int) -> list[Any]:
     key = id(xp)
     buf = bufs.get(key)
     if buf is None or buf.size < need:
-        buf = bufs[key] = xp.empty(max(need, 4 * CHUNK * 4), dtype=np.uint8)
+        buf = bufs[key] = xp.empty(need, dtype=np.uint8)  # grows to the largest node's need, never past temp_bytes
     flat = buf[:need].view(dt)
     return [flat[i * n : (i + 1) * n] for i in range(k)]
 
