@@ -81,6 +81,15 @@ def ort_session(path: str, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+def _has_threadpoolctl() -> bool:
+    try:
+        import threadpoolctl  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
 def blas_threads(n: int):
     """A context limiting NumPy's BLAS to n threads (threadpoolctl), or a no-op without it."""
     try:
@@ -253,6 +262,9 @@ def main() -> int:
                     print(f"skip {label}: {path} not found (make it with bench/make_models.py)", flush=True)
                     continue
                 for th in THREADS:
+                    if th and not _has_threadpoolctl():
+                        print(f"skip {label} at {th} thread(s): pip install threadpoolctl to limit NumPy's BLAS", flush=True)
+                        continue
                     speed += bench_speed(label, path, {"batch": 1, "seq": seq}, rounds, tmp, threads=th)
             res["speed"] = speed
             res[f"rss_{args.label}"] = bench_rss(None, tmp)
