@@ -303,7 +303,8 @@ def main() -> int:
         md += _table(res["speed"], ["model", "budget", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB"]) + [""]
     cols = ["model", "budget", "weights_MiB", "memories_MiB", "plan_rss_MiB", "run_rss_MiB", "run_rss_over_weights", "run_rss_over_memories"]
     for key in sorted(k for k in res if k.startswith("rss_")):
-        md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region).", ""]
+        how = " Measured with `--rss-only --src DIR --label before`, DIR a `git archive` of the tree before the change." if key != "rss_after" else ""
+        md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region).{how}", ""]
         md += _table(res[key], cols) + [""]
     with open(os.path.join(out_dir, "kernels.md"), "w") as f:
         f.write("\n".join(md))
