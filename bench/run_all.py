@@ -21,6 +21,7 @@ BENCHES = [
     ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs CP-SAT)"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
     ("decode", "bench_decode.py", "Decode tokens/s: simulated OPT-30B / LLaMA-2 vs published; decode loop ids vs transformers"),
+    ("kernels", "bench_kernels.py", "Kernels vs onnxruntime on real-size exports; peak RSS vs weights (issue 16)"),
 ]
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 from turnip.dtypes import dtype_name_from_onnx, itemsize
+from turnip.onnx_lazy import load_model_lazily
 
 from . import folding
 from .cost import estimate
@@ -277,14 +278,19 @@ def import_model(
 
 
 def _read_model(path: str) -> tuple[onnx.ModelProto, str]:
+    # Planning never needs weight bytes (issue 16): hash the file in blocks, and parse it with every
+    # inline initializer too big to fold (> FOLD_INPUT_MAX_BYTES) left in the file, described as external
+    # data in the model file itself (turnip.onnx_lazy). Small initializers stay inline for folding.
     try:
+        digest = hashlib.sha256()
         with open(path, "rb") as fh:
-            data = fh.read()
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
     except OSError as e:
         raise ModelError(f"cannot read model {path}: {e.strerror or e}; check the path") from None
-    sha = hashlib.sha256(data).hexdigest()
+    sha = digest.hexdigest()
     try:
-        model = onnx.load_model_from_string(data)
+        model = load_model_lazily(path, min_bytes=folding.FOLD_INPUT_MAX_BYTES + 1)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"cannot read model {path}: not a valid ONNX protobuf ({first}); is the file complete? re-export it") from None

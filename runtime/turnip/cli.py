@@ -130,6 +130,7 @@ class _Progress:
 @click.option("--no-verify-weights", "no_verify_weights", is_flag=True,
               help="Skip checking the model's weight files against the sizes and hashes the plan recorded (you vouch for them).")
 @verbosity_options
+@click.option("--profile", is_flag=True, help="Print time per op type and the slowest nodes of the last run (in --json: \"profile\").")
 def main(**options: Any) -> None:
     """Run PLAN_OR_MODEL on the given inputs: a MEMGRAPH plan (made by `turnipc plan`), or an ONNX model with --gpu-mem (planned once, cached).
 
@@ -165,6 +166,7 @@ def _main(
     cache_dir: str | None = None,
     verbosity: int | None = None,
     no_verify_weights: bool = False,
+    profile: bool = False,
 ) -> int:
     from .atomic import check_target
     from .autoplan import FileKind, WrongFileKindError, plan_model, sniff
@@ -247,6 +249,12 @@ def _main(
         comparisons = compare(result.outputs, ref, atol=atol, rtol=rtol)
         passed = all(c.ok for c in comparisons)
 
+    prof = None
+    if profile:
+        from .profile import build_profile
+
+        prof = build_profile(stats.timeline, stats.wall_s[-1])
+
     fallback_ops = Counter(op if not dom else f"{dom}.{op}" for _, op, dom, _ in stats.fallback_nodes)
     if as_json:
         obj: dict[str, Any] = {
@@ -267,6 +275,8 @@ def _main(
             "stats": stats.to_dict(),
             "fallback_ops": dict(sorted(fallback_ops.items())),
         }
+        if prof is not None:
+            obj["profile"] = prof.to_dict()
         if output_path:
             obj["output_file"] = output_path
         if trace_path:
@@ -293,6 +303,9 @@ def _main(
                     click.echo(f"  {op}: {cnt}")
             else:
                 click.echo("onnxruntime fallback: none (every node has a native kernel)")
+        if prof is not None:
+            for line in prof.lines():
+                click.echo(line)
         if trace_path:
             click.echo(f"trace written to {trace_path}")
         if output_path:

@@ -27,7 +27,7 @@ from .graph import copy_label, describe_node
 from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, read_plan
 from .queues import QUEUE_OF_KIND, dynamic_priorities
 from .trace import TimelineEvent
-from .weights import InitialData, validate_feeds
+from .weights import InitialData, _FileRange, validate_feeds, write_source
 
 
 @dataclass
@@ -154,7 +154,7 @@ class LoadedPlan:
             self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))
             for p, src, again in self._placements:
                 if src is not None and not again:
-                    self.backend.write(self.backend.raw(p.loc), src)
+                    write_source(self.backend, self.backend.raw(p.loc), src)
             self.backend.synchronize()
         except BaseException:
             self.close()
@@ -192,7 +192,7 @@ class LoadedPlan:
                 if name not in keep:
                     be_write_any(be, be.raw(p.loc), checked[name])
             elif again:
-                be.write(be.raw(p.loc), src)
+                write_source(be, be.raw(p.loc), src)
 
     def keepable_inputs(self) -> list[str]:
         """Inputs whose planned bytes no node overwrites: they may be kept from run to run (``write_inputs(keep=)``)."""
@@ -284,7 +284,7 @@ class LoadedPlan:
         self.close()
 
 
-def _placement_sources(initial: InitialData) -> list[np.ndarray | None]:
+def _placement_sources(initial: InitialData) -> list[np.ndarray | _FileRange | None]:
     """Per placement of the plan: its bytes (weights, constants), None for a feed."""
     return list(initial._sources)  # noqa: SLF001 - InitialData opens them; the loaded plan decides when to write
 

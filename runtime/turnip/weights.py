@@ -192,6 +192,49 @@ def _as_bytes(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1).view(np.uint8)
 
 
+class _FileRange:
+    """A weight's bytes in a file (external data, or inline raw_data left in the model file).
+
+    WHY not a memory map: a mapped weight file stays resident next to the
+    memory the weight is written into, doubling the weights in RAM. Reading
+    the range straight into the destination keeps the weights once (the page
+    cache is not the process' memory).
+    """
+
+    __slots__ = ("path", "offset", "size", "fd")
+
+    def __init__(self, path: str, offset: int, size: int, fd: int | None = None) -> None:
+        self.path, self.offset, self.size, self.fd = path, offset, size, fd
+
+    def read_into(self, backend: Any, dst: Any, block: int = 64 << 20) -> None:
+        # an already-checked descriptor (external data) is read through a duplicate; else open by path (the model file)
+        with (os.fdopen(os.dup(self.fd), "rb", buffering=0) if self.fd is not None else open(self.path, "rb", buffering=0)) as f:
+            f.seek(self.offset)
+            if isinstance(dst, np.ndarray) and dst.flags.c_contiguous:
+                view = memoryview(dst).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer
+                got = 0
+                while got < self.size:
+                    n = f.readinto(view[got:])
+                    if not n:
+                        raise ModelError(f"weight file {self.path!r} ended early; the file is truncated")
+                    got += n
+                return
+            for s in range(0, self.size, block):  # device memory: through a bounded host buffer
+                chunk = f.read(min(block, self.size - s))
+                if len(chunk) != min(block, self.size - s):
+                    raise ModelError(f"weight file {self.path!r} ended early; the file is truncated")
+                backend.write(dst[s : s + len(chunk)], np.frombuffer(chunk, dtype=np.uint8))
+
+
+
+def write_source(backend: Any, dst: Any, src: "np.ndarray | _FileRange") -> None:
+    """Write one placement's bytes at ``dst`` (a raw view of its location): a file range is read straight into place."""
+    if isinstance(src, _FileRange):
+        src.read_into(backend, dst)
+    else:
+        backend.write(dst, src)
+
+
 class InitialData:
     """The sources of every placement of a plan, opened once."""
 
@@ -206,8 +249,8 @@ class InitialData:
         self.model_path = model_path
         self.verify_weights = verify_weights
         self._recorded = {w.path: w for w in plan.weight_files}
-        self._sources: list[np.ndarray | None] = []  # per placement: bytes, or None for inputs
-        self._mmaps: dict[str, np.ndarray] = {}  # memmaps (a plain empty array for an empty file)
+        self._sources: list[np.ndarray | _FileRange | None] = []  # per placement: bytes, a file range, or None for inputs
+        self._files: dict[str, tuple[int, int]] = {}  # external file (normalised location) -> (open fd, size)
         weights = [p for p in plan.placements if p.source == TensorKind.WEIGHT]
         for p in plan.placements:
             if p.source not in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT):
@@ -229,6 +272,7 @@ class InitialData:
             if p.source == TensorKind.INPUT:
                 self._sources.append(None)
                 continue
+            src: np.ndarray | _FileRange
             if p.source == TensorKind.CONSTANT:
                 data = plan.constants.get(p.tensor)
                 if data is None and t.storage in plan.constants:
@@ -255,17 +299,19 @@ class InitialData:
             digest = file_sha256(path)
             if digest != plan.model_sha256:
                 raise ModelError(f"model changed since planning: re-plan {path!r} with `turnipc plan`")
-        import onnx
+        from .onnx_lazy import load_model_lazily
 
         try:
-            model = onnx.load(path, load_external_data=False)
+            # inline weights stay in the file too (read into place at write time): held once, in the memories
+            model = load_model_lazily(path)
         except Exception as e:
             raise ModelError(f"cannot read model {path!r} ({type(e).__name__}: {e}); re-export it and re-plan") from e
         self._model: onnx.ModelProto | None = model  # keeps raw_data buffers alive
         self._model_dir = os.path.dirname(os.path.abspath(path))
+        self._model_file = os.path.abspath(path)
         return {init.name: init for init in model.graph.initializer}
 
-    def _weight_bytes(self, inits: Mapping[str, Any], t: Any) -> np.ndarray:
+    def _weight_bytes(self, inits: Mapping[str, Any], t: Any) -> "np.ndarray | _FileRange":
         import onnx
 
         init = inits.get(t.name)
@@ -286,20 +332,21 @@ class InitialData:
             if not loc:
                 raise ModelError(f"weight {t.name!r} is external but names no file; re-export the model")
             key = os.path.normpath(loc).replace(os.sep, "/")
-            mm = self._mmaps.get(key)
-            if mm is None:
-                mm = self._map_external(loc, key, t.name)
+            opened = self._files.get(key)
+            if opened is None:
+                opened = self._open_external_checked(loc, key, t.name)
+            fd, fsize = opened
             try:
                 off = int(info.get("offset", 0))
-                length = int(info.get("length", mm.size - off))
+                length = int(info.get("length", fsize - off))
             except ValueError:
                 raise WeightsError(
                     f"weight {t.name!r} has external data offset {info.get('offset')!r} / length {info.get('length')!r}, "
                     "which are not whole numbers; re-export the model"
                 ) from None
-            if off < 0 or length < 0 or off + length > mm.size:
+            if off < 0 or length < 0 or off + length > fsize:
                 raise WeightsError(f"weight {t.name!r} lies outside its external data file {loc!r}; the file is truncated")
-            return mm[off : off + length]
+            return _FileRange(os.path.join(self._model_dir, loc), off, length, fd=fd)
         if init.HasField("raw_data"):
             return np.frombuffer(init.raw_data, dtype=np.uint8)
         from onnx import numpy_helper
@@ -310,14 +357,21 @@ class InitialData:
             a = a.astype(dt)
         return _as_bytes(a)
 
-    def _map_external(self, loc: str, key: str, tensor_name: str) -> np.ndarray:
-        """Open (contained, as onnx does), check against the plan's record, and memory-map one external file."""
+    def _open_external_checked(self, loc: str, key: str, tensor_name: str) -> tuple[int, int]:
+        """Open one external file (contained, as onnx does) and check it against the plan's record.
+
+        The descriptor stays open until :meth:`close`: the bytes read into the
+        memories are the bytes of the file that was checked (no path lookup in
+        between), and reading them straight into place holds the weights once.
+        """
         fd = _open_external(self._model_dir, loc, tensor_name)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise WeightsError(f"external data {loc!r} of weight {tensor_name!r} is not a regular file; re-export the model")
-            if self.verify_weights:
+            # inline weights left in the model file (turnip.onnx_lazy) point at the model itself, checked by its sha256
+            is_model = os.path.samestat(st, os.stat(self._model_file))
+            if self.verify_weights and not is_model:
                 rec = self._recorded.get(key)
                 if rec is None:
                     raise WeightsError(
@@ -330,15 +384,11 @@ class InitialData:
                         f"weight file {key!r} changed since planning ({what}); re-plan the model with `turnipc plan`, "
                         "or run with --no-verify-weights if you vouch for it"
                     )
-            if st.st_size == 0:
-                mm = np.zeros(0, dtype=np.uint8)  # memmap cannot map an empty file
-            else:
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    mm = np.memmap(f, dtype=np.uint8, mode="r")
-        finally:
+        except BaseException:
             os.close(fd)
-        self._mmaps[key] = mm
-        return mm
+            raise
+        self._files[key] = (fd, st.st_size)
+        return fd, st.st_size
 
     # -- writing ------------------------------------------------------------
     def write(self, backend: Any, feeds: Mapping[str, Any] | None = None) -> None:
@@ -349,6 +399,11 @@ class InitialData:
             dst = backend.raw(p.loc)
             if src is None:
                 src = _as_bytes(checked[plan.tensors[p.tensor].name])
+            if isinstance(src, _FileRange):
+                if src.size != dst.size:
+                    raise PlanError(f"weight {plan.tensors[p.tensor].name!r} has {src.size} bytes but its location holds {dst.size}; re-plan")
+                src.read_into(backend, dst)
+                continue
             if src.size != dst.size:
                 raise PlanError(
                     f"{p.source} {plan.tensors[p.tensor].name!r} has {src.size} bytes but its location holds {dst.size}; re-plan the model"
@@ -356,7 +411,9 @@ class InitialData:
             backend.write(dst, src)
 
     def close(self) -> None:
-        self._mmaps.clear()
+        for fd, _ in self._files.values():
+            os.close(fd)
+        self._files.clear()
         self._sources = []
         self._model = None
 

@@ -57,45 +57,13 @@ def host_scalar(ctx: Any, x: Any) -> Any:
     return np.asarray(ctx.host(x)).reshape(-1)[0].item()
 
 
-# erfc(x) for x >= 0 after Numerical Recipes' erfcc (Chebyshev fit, fractional
-# error < 1.2e-7 everywhere): good to float32 precision and built only from
-# exp and polynomials, so it runs on numpy and cupy alike.
-_ERFC_COEF = (
-    -1.26551223,
-    1.00002368,
-    0.37409196,
-    0.09678418,
-    -0.18628806,
-    0.27886807,
-    -1.13520398,
-    1.48851587,
-    -0.82215223,
-    0.17087277,
-)
-
-
 def erf(xp: Any, x: Any) -> Any:
-    """Error function (abs. error < 2e-8), computed in float64 and returned in x's dtype."""
-    z = x.astype(np.float64)
-    a = xp.abs(z)
-    t = 1.0 / (1.0 + 0.5 * a)
-    poly = xp.zeros_like(t) + _ERFC_COEF[-1]
-    for c in reversed(_ERFC_COEF[:-1]):
-        poly = poly * t + c
-    erfc = t * xp.exp(-a * a + poly)
-    r = 1.0 - erfc
-    # Near zero 1 - erfc loses relative precision: use the Maclaurin series there.
-    zz = xp.minimum(a, 0.75)
-    z2 = zz * zz
-    term = zz
-    series = zz
-    for n in range(1, 14):
-        term = term * (-z2) / n
-        series = series + term / (2 * n + 1)
-    series = series * (2.0 / math.sqrt(math.pi))
-    r = xp.where(a < 0.75, series, r)
-    r = xp.where(z < 0, -r, r)
-    return r.astype(x.dtype)
+    """Error function in x's dtype (float32 rational approximation, see ``_fast``); allocates its result."""
+    from ._fast import erf_into
+
+    out = xp.empty(x.shape, dtype=x.dtype)
+    erf_into(xp, x, out)
+    return out
 
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from . import has_output, register
-from ._common import SQRT_2_OVER_PI, erf, host_scalar, is_float, up, write
+from . import has_output, register, to_str
+from ._common import erf, host_scalar, is_float, up, write
+from ._fast import erf_into, gelu_tanh_into
 
 # ---------------------------------------------------------------------------
 # Binary ops with numpy-style (multidirectional) broadcasting
@@ -81,6 +80,22 @@ def pow_(ctx, inputs, outputs):
     xp = ctx.xp
     a, b = inputs
     out = outputs[0]
+    if isinstance(b, np.ndarray) and b.size == 1 and is_float(out.dtype) and a.dtype == out.dtype:
+        # a plan-time constant exponent (GPT-2's x ** 3, x ** 2 in norms): generic powf is ~100x slower than a multiply
+        e = float(b.reshape(-1)[0])
+        if e == 2.0:
+            xp.multiply(a, a, out=out)
+            return
+        if e == 3.0 and not xp.may_share_memory(a, out):
+            xp.multiply(a, a, out=out)
+            xp.multiply(out, a, out=out)
+            return
+        if e == 1.0:
+            out[...] = a
+            return
+        if e == 0.5:
+            xp.sqrt(a, out=out)
+            return
     if a.dtype == b.dtype == out.dtype and is_float(out.dtype) and np.dtype(out.dtype).name != "bfloat16":
         xp.power(a, b, out=out)
         return
@@ -226,7 +241,17 @@ def _softplus(xp, x):
 
 @register("Sigmoid")
 def sigmoid(ctx, inputs, outputs):
-    write(outputs[0], _sigmoid(ctx.xp, up(inputs[0])))
+    x, out = inputs[0], outputs[0]
+    xp = ctx.xp
+    if x.dtype == out.dtype and out.dtype.kind == "f" and out.dtype.itemsize >= 4:
+        # in place in the output: 1 / (1 + exp(-x)); exp overflows to inf for x < -88 and gives exactly 0
+        with np.errstate(over="ignore"):
+            xp.negative(x, out=out)
+            xp.exp(out, out=out)
+            xp.add(out, out.dtype.type(1), out=out)
+            xp.reciprocal(out, out=out)
+        return
+    write(out, _sigmoid(xp, up(x)))
 
 
 @register("Relu")
@@ -327,20 +352,22 @@ def shrink(ctx, inputs, outputs):
 
 @register("Erf")
 def erf_(ctx, inputs, outputs):
-    write(outputs[0], erf(ctx.xp, inputs[0]))
+    x, out = inputs[0], outputs[0]
+    if is_float(out.dtype):
+        erf_into(ctx.xp, x, out)
+    else:  # integer Erf (allowed by the spec): compute in float32, round to the type
+        write(out, erf(ctx.xp, x.astype(np.float32)))
 
 
 @register("Gelu")
 def gelu(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    approx = ctx.attr("approximate", "none")
-    approx = approx.decode() if isinstance(approx, bytes) else approx
+    approx = ctx.scratch.get("approx")
+    if approx is None:
+        approx = ctx.scratch["approx"] = to_str(ctx.attr("approximate", "none"))
     if approx == "tanh":
-        y = 0.5 * x * (1.0 + xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+        gelu_tanh_into(ctx.xp, inputs[0], outputs[0])
     else:
-        y = 0.5 * x * (1.0 + erf(xp, x * (1.0 / math.sqrt(2.0))))
-    write(outputs[0], y)
+        erf_into(ctx.xp, inputs[0], outputs[0], kind="gelu")
 
 
 @register("Clip", host_inputs=(1, 2))

@@ -43,6 +43,26 @@ def gemm(ctx, inputs, outputs):
         a = a.T
     if int(ctx.attr("transB", 0)):
         b = b.T
+    out = outputs[0]
+    if (
+        a.dtype == b.dtype == out.dtype
+        and out.dtype.kind == "f"
+        and out.dtype.itemsize >= 4
+        and (c is None or c.dtype == out.dtype)
+        and not xp.may_share_memory(out, a)
+        and not xp.may_share_memory(out, b)
+        and (c is None or not xp.may_share_memory(out, c))
+    ):
+        # straight into the output: one GEMM, then in-place scale and bias (no temporaries)
+        xp.matmul(a, b, out=out)
+        if alpha != 1.0:
+            xp.multiply(out, out.dtype.type(alpha), out=out)
+        if c is not None and beta != 0.0:
+            if beta == 1.0:
+                xp.add(out, c, out=out)
+            else:
+                out += c * out.dtype.type(beta)
+        return
     y = matmul(xp, a, b)
     if alpha != 1.0:
         y = y * y.dtype.type(alpha) if np.dtype(y.dtype).kind == "f" else y * alpha

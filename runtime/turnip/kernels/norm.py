@@ -5,7 +5,51 @@ from __future__ import annotations
 import numpy as np
 
 from . import has_output, register
-from ._common import norm_axis, up, write
+from ._common import is_float, norm_axis, up, write
+from ._fast import norm_rows_into, softmax_rows_into
+
+
+def _rows(x, axis):
+    """(rows, cols) for reducing x over axes [axis, ndim)."""
+    cols = int(np.prod(x.shape[axis:], dtype=np.int64))
+    return (x.size // cols if cols else 0), cols
+
+
+def _cached(ctx, key, build):
+    """Per-node cache of views derived from the node's (prepared, fixed) input/output views.
+
+    The runtime passes the same view objects on every call of a prepared node, so
+    derived *views* (never copies: the bytes change between calls) are built once;
+    the identity check rebuilds them if a caller passes other arrays.
+    """
+    hit = ctx.scratch.get("fast")
+    if hit is not None and len(hit[0]) == len(key) and all(a is b for a, b in zip(hit[0], key)):
+        return hit[1]
+    val = build()
+    ctx.scratch["fast"] = (key, val)
+    return val
+
+
+def _fast_softmax(ctx, x, out, log):
+    """Softmax/LogSoftmax over the last axis (or opset<13's flattened tail) in place; False if not applicable."""
+    args = _cached(ctx, (x, out), lambda: _softmax_views(ctx, x, out))
+    if args is None:
+        return False
+    softmax_rows_into(ctx.xp, *args, log=log)
+    return True
+
+
+def _softmax_views(ctx, x, out):
+    if not is_float(out.dtype) or x.ndim == 0 or x.size == 0 or not x.flags.c_contiguous or not out.flags.c_contiguous:
+        return None
+    if ctx.opset < 13:
+        axis = norm_axis(ctx.attr("axis", 1), x.ndim)
+    else:
+        axis = norm_axis(ctx.attr("axis", -1), x.ndim)
+        if axis != x.ndim - 1:
+            return None
+    rows, cols = _rows(x, axis)
+    return x.reshape(rows, cols), out.reshape(rows, cols)
 
 
 def _softmax_axes(ctx, x):
@@ -19,6 +63,8 @@ def _softmax_axes(ctx, x):
 
 @register("Softmax")
 def softmax(ctx, inputs, outputs):
+    if _fast_softmax(ctx, inputs[0], outputs[0], log=False):
+        return
     xp = ctx.xp
     x = up(inputs[0])
     x2, axis = _softmax_axes(ctx, x)
@@ -30,6 +76,8 @@ def softmax(ctx, inputs, outputs):
 
 @register("LogSoftmax")
 def log_softmax(ctx, inputs, outputs):
+    if _fast_softmax(ctx, inputs[0], outputs[0], log=True):
+        return
     xp = ctx.xp
     x = up(inputs[0])
     x2, axis = _softmax_axes(ctx, x)
@@ -51,6 +99,37 @@ def hardmax(ctx, inputs, outputs):
     write(outputs[0], y.reshape(outputs[0].shape))
 
 
+def _fast_norm(ctx, x, outputs, scale, bias, axis, eps, rms):
+    """Layer/RMS norm over axes [axis, ndim) with float32 statistics, written in place; False if not applicable."""
+    key = (x, scale, bias, *outputs)
+    args = _cached(ctx, key, lambda: _norm_views(ctx, x, outputs, scale, bias, axis))
+    if args is None:
+        return False
+    x2, o2, sc, bi, mean_out, inv_out = args
+    norm_rows_into(ctx.xp, x2, o2, sc, bi, eps, rms, mean_out, inv_out)
+    return True
+
+
+def _norm_views(ctx, x, outputs, scale, bias, axis):
+    out = outputs[0]
+    if (
+        not is_float(out.dtype)
+        or x.size == 0
+        or int(ctx.attr("stash_type", 1)) != 1
+        or not x.flags.c_contiguous
+        or not out.flags.c_contiguous
+        or x.dtype != out.dtype
+    ):
+        return None
+    rows, cols = _rows(x, axis)
+    tail = x.shape[axis:]
+    sc = ctx.xp.broadcast_to(scale, tail).reshape(cols)
+    bi = None if bias is None else ctx.xp.broadcast_to(bias, tail).reshape(cols)
+    mean_out = outputs[1].reshape(rows) if has_output(outputs, 1) else None
+    inv_out = outputs[2].reshape(rows) if has_output(outputs, 2) else None
+    return x.reshape(rows, cols), out.reshape(rows, cols), sc, bi, mean_out, inv_out
+
+
 @register("LayerNormalization")
 def layer_norm(ctx, inputs, outputs):
     xp = ctx.xp
@@ -59,6 +138,8 @@ def layer_norm(ctx, inputs, outputs):
     bias = inputs[2] if len(inputs) > 2 else None
     axis = norm_axis(ctx.attr("axis", -1), x.ndim)
     eps = float(ctx.attr("epsilon", 1e-5))
+    if _fast_norm(ctx, x, outputs, scale, bias, axis, eps, rms=False):
+        return
     axes = tuple(range(axis, x.ndim))
     xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
     mean = xp.mean(xc, axis=axes, keepdims=True)
@@ -81,6 +162,8 @@ def rms_norm(ctx, inputs, outputs):
     x, scale = inputs[0], inputs[1]
     axis = norm_axis(ctx.attr("axis", -1), x.ndim)
     eps = float(ctx.attr("epsilon", 1e-5))
+    if _fast_norm(ctx, x, outputs, scale, None, axis, eps, rms=True):
+        return
     axes = tuple(range(axis, x.ndim))
     xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
     ms = xp.mean(xc * xc, axis=axes, keepdims=True)

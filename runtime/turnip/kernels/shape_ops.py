@@ -28,7 +28,27 @@ def transpose(ctx, inputs, outputs):
     x = inputs[0]
     perm = ctx.attr("perm")
     perm = list(range(x.ndim))[::-1] if not perm else [int(p) for p in perm]
-    write(outputs[0], ctx.xp.transpose(x, perm))
+    out = outputs[0]
+    if ctx.xp is np and x.ndim == 2 and perm == [1, 0] and x.size >= _TILED_TRANSPOSE_MIN:
+        _transpose_2d_tiled(x, out)
+        return
+    write(out, ctx.xp.transpose(x, perm))
+
+
+#: 2-D transposes at least this big are copied in cache-sized tiles (NumPy's strided copy
+#: of a transposed view thrashes the cache: GPT-2's tied LM head, 50257 x 768, took 2.0 s
+#: in one copy and 0.53 s in 128 x 128 tiles on the same machine).
+_TILED_TRANSPOSE_MIN = 1 << 20
+_TILE = 128
+
+
+def _transpose_2d_tiled(x, out):
+    rows, cols = x.shape
+    for r in range(0, rows, _TILE):
+        xr = x[r : r + _TILE]
+        orr = out[:, r : r + _TILE]
+        for c in range(0, cols, _TILE):
+            np.copyto(orr[c : c + _TILE], xr[:, c : c + _TILE].T, casting="unsafe")
 
 
 @register("Concat")
