@@ -42,8 +42,9 @@ class FitStatus(str, Enum):
 class FitResult:
     status: FitStatus
     offsets: np.ndarray | None  # scaled offsets when FOUND
-    nodes: int  # search nodes used (the deterministic effort)
+    nodes: int  # search nodes used
     backtracks: int
+    ticks: int  # deterministic work used (inner-loop steps; the effort measure)
     heuristic: str | None  # the preorder of the round that answered
     engine: str  # "c" (compiled search) or "python" (fallback)
 
@@ -76,7 +77,8 @@ def _library() -> ctypes.CDLL | None:
                 p64 = ctypes.POINTER(ctypes.c_int64)
                 lib.canonical_solve.restype = ctypes.c_int64
                 lib.canonical_solve.argtypes = [ctypes.c_int64, p64, p64, p64, p64, p64, p64, ctypes.c_int64,
-                                                ctypes.c_int64, ctypes.c_char_p, ctypes.c_int64, p64, p64]
+                                                ctypes.c_int64, ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64,
+                                                p64, p64]
                 _LIB = lib
                 break
         else:
@@ -91,13 +93,18 @@ def compiled_available() -> bool:
     return _library() is not None
 
 
-def fit(lower, upper, size, cap: int, node_budget: int, align=None,
-        heuristics: tuple[str, ...] = HEURISTICS) -> FitResult:
+#: Deterministic work per effort unit: inner-loop steps of the compiled search
+#: (about a second of one core; measured in bench/results/layout.md).
+TICKS_PER_EFFORT = 1_000_000_000
+
+
+def fit(lower, upper, size, cap: int, effort: float, align=None,
+        heuristics: tuple[str, ...] = HEURISTICS, node_budget: int | None = None) -> FitResult:
     """Search for offsets (in the units of ``size``) keeping every buffer below ``cap``.
 
     ``lower``/``upper``: half-open lifetimes; ``align``: offset multiples (1 = none).
     Round-robin over ``heuristics`` with a node limit that doubles each round,
-    at most ``node_budget`` nodes in all.
+    at most ``effort`` units of counted work (and ``node_budget`` nodes) in all.
     """
     lower = np.ascontiguousarray(lower, dtype=np.int64)
     upper = np.ascontiguousarray(upper, dtype=np.int64)
@@ -106,32 +113,29 @@ def fit(lower, upper, size, cap: int, node_budget: int, align=None,
     align = np.ones(n, np.int64) if align is None else np.ascontiguousarray(align, dtype=np.int64)
     lib = _library()
     if lib is None:
-        return _fit_python(lower, upper, size, cap, node_budget, align, heuristics)
+        return _fit_python(lower, upper, size, cap, effort, align, heuristics)
     sa, sb, nsec = sections(lower, upper)
     out = np.zeros(n, dtype=np.int64)
-    stats = np.zeros(4, dtype=np.int64)
+    stats = np.zeros(5, dtype=np.int64)
+    ticks = int(effort * TICKS_PER_EFFORT)
+    nodes = node_budget if node_budget is not None else 2**62
 
     def ptr(x):
         return x.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
 
     rc = lib.canonical_solve(n, ptr(size), ptr(align), ptr(lower), ptr(upper), ptr(sa), ptr(sb), nsec,
-                             int(cap), ",".join(heuristics).encode(), int(node_budget), ptr(out), ptr(stats))
+                             int(cap), ",".join(heuristics).encode(), int(nodes), ticks, ptr(out), ptr(stats))
     if rc == -2:
         raise MemoryError("layout search ran out of memory")
     status = {1: FitStatus.FOUND, 0: FitStatus.INFEASIBLE, -1: FitStatus.LIMIT}[int(rc)]
     h = int(stats[2])
     return FitResult(status, out if status is FitStatus.FOUND else None, int(stats[0]), int(stats[1]),
-                     heuristics[h] if h >= 0 else None, "c")
+                     int(stats[4]), heuristics[h] if h >= 0 else None, "c")
 
 
-#: Python fallback: nodes of the compiled search per unit of the Python search's work
-#: estimate (the Python search counts estimated microseconds, not nodes).
-_PY_WORK_PER_NODE = 50
+def _fit_python(lower, upper, size, cap, effort, align, heuristics) -> FitResult:
+    from .search import WORK_PER_EFFORT, search_fit
 
-
-def _fit_python(lower, upper, size, cap, node_budget, align, heuristics) -> FitResult:
-    from .search import search_fit
-
-    status, off, work = search_fit(lower, upper, size, int(cap), int(node_budget) * _PY_WORK_PER_NODE,
+    status, off, work = search_fit(lower, upper, size, int(cap), int(effort * WORK_PER_EFFORT),
                                    heuristics=heuristics, A=align)
-    return FitResult(FitStatus(status), off, work // _PY_WORK_PER_NODE, 0, None, "python")
+    return FitResult(FitStatus(status), off, 0, 0, work, None, "python")

@@ -32,6 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .canonical import TICKS_PER_EFFORT
+from .canonical import fit as canonical_fit
+
 HEURISTICS = ("WAT", "TAW", "TWA")
 INF = np.iinfo(np.int64).max // 4
 
@@ -306,7 +309,9 @@ WORK_PER_EFFORT = 1_000_000
 
 def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False,
                     state: dict | None = None):
-    """Lower ``seg``'s arena toward ``target`` (scaled units) by exact search.
+    """Lower ``seg``'s arena toward ``target`` (scaled units) by the exact search
+    (the compiled canonical search of :mod:`.canonical`; ``node_budget`` is in
+    ``WORK_PER_EFFORT`` units per effort unit, ``state`` is unused and kept for callers).
 
     Returns (work used, status of the query at ``target``: 'found', 'infeasible',
     'limit', or 'skipped' when the segment already meets it).
@@ -325,9 +330,14 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
         cap = lo if first else (lo + hi) // 2
         share = left if (fit_only or lo == hi) else (left * 6 // 10 if first else left // 2)
         first = False
-        status, off, work = search_fit(seg.L, seg.U, seg.S, cap, max(share, 1), A=seg.A,
-                                       state=state if fit_only else None)
-        used += work
+        res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
+        status, off = res.status.value, res.offsets
+        work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
+        used += max(work, 1)
+        seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
+        seg.stats["search_engine"] = res.engine
+        if cap == lo and status == "infeasible":
+            seg.stats["infeasible_below"] = cap + 1  # proven: no layout fits cap
         if first_status == "skipped":
             first_status = status
         if status == "found":
@@ -376,11 +386,17 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
         tried.add(seg_idx)
         seg = prep.segments[seg_idx]
         if use_squeaky:
+            # squeaky passes are cheap and often close the last gap of large segments
+            # (pangu_2.6B); capped so the exact search keeps most of the effort
             spent = squeaky_improve(seg, goal, (budget - used) / WORK_PER_EFFORT * 0.25, report)
             used += int(spent * WORK_PER_EFFORT)
         if seg.arena > goal:
             used += improve_segment(seg, goal, budget - used, report, fit_only=capacity is not None)[0]
     arena = prep.arena * unit
+    infeasible = capacity is not None and any(
+        s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)
     return Layout(prep.offsets(), arena, ml, "search", arena == ml,
                   stats={"effort_used": round(used / WORK_PER_EFFORT, 3), "segments": len(prep.segments),
-                         "engines": sorted({s.engine for s in prep.segments})})
+                         "engines": sorted({s.engine for s in prep.segments}),
+                         "search_nodes": sum(s.stats.get("search_nodes", 0) for s in prep.segments),
+                         "proven_infeasible": infeasible})
