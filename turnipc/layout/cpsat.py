@@ -398,5 +398,8 @@ def cpsat_layout(
     engines = sorted({s.engine for s in prep.segments})
     return Layout(
         prep.offsets(), arena, ml, "cpsat", arena == ml,
-        stats={"effort_used": round(budget.used, 3), "segments": len(prep.segments), "engines": engines},
+        stats={"effort_used": round(budget.used, 3), "segments": len(prep.segments), "engines": engines,
+               "search_nodes": sum(s.stats.get("search_nodes", 0) for s in prep.segments),
+               "proven_infeasible": capacity is not None and any(
+                   s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)},
     )
