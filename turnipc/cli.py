@@ -62,7 +62,8 @@ def main() -> None:
 @click.option("--dim", "dims", multiple=True, metavar="NAME=N", help="Bind a dynamic dimension (repeatable).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:AxBxC", help="Bind a graph input's whole shape (polygraphy style).")
 @click.option("--gpus", default=1, show_default=True, type=click.IntRange(1, 64), help="Number of GPUs to plan for.")
-@click.option("--solver", type=click.Choice(["greedy", "cpsat"]), default="greedy", show_default=True, help="Arena layout engine.")
+@click.option("--solver", type=click.Choice(["greedy", "search", "cpsat"]), default="search", show_default=True,
+              help="Arena layout engine: greedy (best fit), search (greedy, then the exact search toward max-live, bounded effort), cpsat (also CP-SAT offload schedule and layout).")
 @click.option("--time-budget", "effort", default=10.0, show_default=True, type=float,
               help="CP-SAT effort in deterministic time units (about seconds on a typical core; results do not depend on the machine).")
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")

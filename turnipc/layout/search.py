@@ -317,40 +317,41 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
     'limit', or 'skipped' when the segment already meets it).
 
     ``fit_only``: only ``target`` matters (a capacity), so it gets the whole budget.
-    Otherwise ``target`` (max-live) gets 60 % of the budget, then the search bisects
-    between the lowest value not yet ruled out and the current arena with the rest.
+    Otherwise a ladder of caps closing in on ``target`` (target x (1 + 1/8), then
+    1/16 ... 1/1024) is tried first, each with a tenth of the budget (feasible caps
+    are cheap to fit, the tight ones can be hard or infeasible), stopping at the
+    first that fails; then ``target`` itself gets what is left.
     """
     used = 0
     lo = max(target, seg.lb, int(seg.S.max()))
-    hi = seg.arena - 1
-    first = True
     first_status = "skipped"
-    while lo <= hi and used < node_budget:
-        left = node_budget - used
-        cap = lo if first else (lo + hi) // 2
-        share = left if (fit_only or lo == hi) else (left * 6 // 10 if first else left // 2)
-        first = False
+
+    def query(cap: int, share: int) -> str:
+        nonlocal used
         res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
-        status, off = res.status.value, res.offsets
         work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
         used += max(work, 1)
         seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
         seg.stats["search_engine"] = res.engine
-        if cap == lo and status == "infeasible":
-            seg.stats["infeasible_below"] = cap + 1  # proven: no layout fits cap
-        if first_status == "skipped":
-            first_status = status
-        if status == "found":
-            seg.off = off
+        if res.status.value == "infeasible":
+            seg.stats["infeasible_below"] = max(seg.stats.get("infeasible_below", 0), cap + 1)  # proven
+        if res.status.value == "found":
+            seg.off = res.offsets
             seg.engine = "search"
             seg.proven = cap <= max(target, seg.lb)
-            hi = seg.arena - 1
             if report:
                 report()
-        elif fit_only:
-            break
-        else:  # proven infeasible, or out of work here: aim higher with the rest
-            lo = cap + 1
+        return res.status.value
+
+    if not fit_only:
+        for k in (3, 4, 5, 6, 7, 8, 10):
+            cap = lo + lo // (1 << k)
+            if cap >= seg.arena or cap <= lo:
+                continue
+            if used >= node_budget or query(cap, node_budget // 10) != "found":
+                break
+    if lo < seg.arena and used < node_budget:
+        first_status = query(lo, node_budget - used)
     return used, first_status
 
 
