@@ -355,6 +355,11 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
     return used, first_status
 
 
+#: Squeaky-wheel passes go before the exact search only on segments this large
+#: (pangu_2.6B: 18,692 buffers); on smaller ones the search is the better use of effort.
+SQUEAKY_MIN_BUFFERS = 2000
+
+
 def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True):
     """Greedy start, squeaky-wheel passes, then the exact canonical search on every
     segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
@@ -386,7 +391,7 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
             break
         tried.add(seg_idx)
         seg = prep.segments[seg_idx]
-        if use_squeaky:
+        if use_squeaky and len(seg.S) > SQUEAKY_MIN_BUFFERS:
             # squeaky passes are cheap and often close the last gap of large segments
             # (pangu_2.6B); capped so the exact search keeps most of the effort
             spent = squeaky_improve(seg, goal, (budget - used) / WORK_PER_EFFORT * 0.25, report)
