@@ -2,11 +2,11 @@
 
     python bench/bench_layout.py [--effort 20] [--only NAME ...] [--cpsat]
 
-Runs greedy and cpsat (deterministic effort cap, default 60 units, about
-seconds of one core) on every instance under ../shared/datasets and writes
-bench/results/layout.json and bench/results/layout.md. Instances named
-``*.<N>.csv`` must fit capacity N (cpsat stops once they fit); the others are
-minimised toward max-live. Every layout is checked before it is recorded.
+Runs greedy and the exact search (deterministic effort cap, default 20 units;
+``--cpsat`` adds the CP-SAT engine) on every instance under ../shared/datasets
+and writes bench/results/layout.json and bench/results/layout.md, with wall
+seconds and search nodes. Instances named ``*.<N>.csv`` must fit capacity N
+(the search stops once they fit); the others are minimised toward max-live. Every layout is checked before it is recorded.
 """
 
 from __future__ import annotations

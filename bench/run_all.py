@@ -17,7 +17,8 @@ BENCHES = [
     ("planner", "bench_planner.py", "Planning time and peak / lower bound (compiler issue)"),
     ("runtime", "bench_runtime.py", "turnip-run vs onnxruntime CPU, side by side (runtime issue)"),
     ("executor", "bench_executor.py", "Executor overhead: nodes per second on trivial nodes"),
-    ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs CP-SAT)"),
+    ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs exact search)"),
+    ("layout_plans", "bench_layout_plans.py", "Plans: peak / max-live with greedy vs search layout at 50% and 25%"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
 ]
 
