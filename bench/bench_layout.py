@@ -1,12 +1,12 @@
 """Benchmark the arena layout solvers on the shared datasets.
 
-    python bench/bench_layout.py [--effort 60] [--only NAME ...]
+    python bench/bench_layout.py [--effort 20] [--only NAME ...] [--cpsat]
 
-Runs greedy and cpsat (deterministic effort cap, default 60 units, about
-seconds of one core) on every instance under ../shared/datasets and writes
-bench/results/layout.json and bench/results/layout.md. Instances named
-``*.<N>.csv`` must fit capacity N (cpsat stops once they fit); the others are
-minimised toward max-live. Every layout is checked before it is recorded.
+Runs greedy and the exact search (deterministic effort cap, default 20 units;
+``--cpsat`` adds the CP-SAT engine) on every instance under ../shared/datasets
+and writes bench/results/layout.json and bench/results/layout.md, with wall
+seconds and search nodes. Instances named ``*.<N>.csv`` must fit capacity N
+(the search stops once they fit); the others are minimised toward max-live. Every layout is checked before it is recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from turnipc.layout import check_layout, cpsat_layout, greedy_layout, max_live, read_csv  # noqa: E402
+from turnipc.layout import check_layout, cpsat_layout, greedy_layout, max_live, read_csv, search_layout  # noqa: E402
+from turnipc.layout.canonical import compiled_available  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 INSTANCES = [
@@ -44,7 +45,7 @@ def capacity_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def run(rel: str, effort: float) -> dict:
+def run(rel: str, effort: float, with_cpsat: bool) -> dict:
     path = DATASETS / rel
     buffers = read_csv(path)
     cap = capacity_of(rel)
@@ -54,9 +55,14 @@ def run(rel: str, effort: float) -> dict:
     g_s = time.perf_counter() - t
     check_layout(buffers, g.offsets)
     t = time.perf_counter()
-    c = cpsat_layout(buffers, capacity=cap, effort=effort)
+    srch = search_layout(buffers, capacity=cap, effort=effort)
+    s_s = time.perf_counter() - t
+    check_layout(buffers, srch.offsets)
+    t = time.perf_counter()
+    c = cpsat_layout(buffers, capacity=cap, effort=effort) if with_cpsat else None
     c_s = time.perf_counter() - t
-    check_layout(buffers, c.offsets)
+    if c is not None:
+        check_layout(buffers, c.offsets)
     return {
         "instance": rel,
         "buffers": len(buffers),
@@ -66,40 +72,52 @@ def run(rel: str, effort: float) -> dict:
         "greedy_ratio": g.arena_bytes / ml,
         "greedy_seconds": round(g_s, 2),
         "greedy_fits": None if cap is None else g.arena_bytes <= cap,
-        "cpsat_arena": c.arena_bytes,
-        "cpsat_ratio": c.arena_bytes / ml,
-        "cpsat_seconds": round(c_s, 2),
-        "cpsat_effort_used": c.stats.get("effort_used"),
-        "cpsat_engines": c.stats.get("engines"),
-        "cpsat_fits": None if cap is None else c.arena_bytes <= cap,
+        "search_arena": srch.arena_bytes,
+        "search_ratio": srch.arena_bytes / ml,
+        "search_seconds": round(s_s, 2),
+        "search_nodes": srch.stats.get("search_nodes"),
+        "search_effort_used": srch.stats.get("effort_used"),
+        "search_engines": srch.stats.get("engines"),
+        "search_fits": None if cap is None else srch.arena_bytes <= cap,
+        "cpsat_arena": c.arena_bytes if c else None,
+        "cpsat_ratio": c.arena_bytes / ml if c else None,
+        "cpsat_seconds": round(c_s, 2) if c else None,
+        "cpsat_effort_used": c.stats.get("effort_used") if c else None,
+        "cpsat_engines": c.stats.get("engines") if c else None,
+        "cpsat_fits": None if (cap is None or c is None) else c.arena_bytes <= cap,
     }
 
 
 def markdown(rows: list[dict], effort: float) -> str:
     out = [
-        f"Arena layout benchmark (cpsat effort cap {effort:g} deterministic units; "
-        f"{platform.machine()}, Python {platform.python_version()}). Seconds are wall clock.",
+        f"Arena layout benchmark (effort cap {effort:g} deterministic units; compiled search "
+        f"{'yes' if compiled_available() else 'NO (Python fallback)'}; {platform.machine()}, "
+        f"Python {platform.python_version()}). Seconds are wall clock (shared machine), "
+        "nodes are exact-search nodes (deterministic).",
         "",
-        "| instance | buffers | max-live | greedy arena | greedy ratio | greedy s | cpsat arena | cpsat ratio | cpsat s | cpsat via | fits capacity |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| instance | buffers | max-live | greedy ratio | search arena | search ratio | search s | search nodes | search via | cpsat ratio | cpsat s | fits capacity |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for r in rows:
         fits = "-" if r["capacity"] is None else (
-            f"{'yes' if r['cpsat_fits'] else 'no'} (greedy {'yes' if r['greedy_fits'] else 'no'})")
+            f"{'yes' if r['search_fits'] else 'no'} (greedy {'yes' if r['greedy_fits'] else 'no'})")
+        cr = "-" if r["cpsat_ratio"] is None else f"{r['cpsat_ratio']:.4f}"
+        cs = "-" if r["cpsat_seconds"] is None else f"{r['cpsat_seconds']:.2f}"
         out.append(
-            f"| {r['instance']} | {r['buffers']:,} | {r['max_live']:,} | {r['greedy_arena']:,} | "
-            f"{r['greedy_ratio']:.4f} | {r['greedy_seconds']:.2f} | {r['cpsat_arena']:,} | "
-            f"{r['cpsat_ratio']:.4f} | {r['cpsat_seconds']:.2f} | {'+'.join(r['cpsat_engines'] or [])} | {fits} |"
+            f"| {r['instance']} | {r['buffers']:,} | {r['max_live']:,} | {r['greedy_ratio']:.4f} | "
+            f"{r['search_arena']:,} | {r['search_ratio']:.4f} | {r['search_seconds']:.2f} | {r['search_nodes']:,} | "
+            f"{'+'.join(r['search_engines'] or [])} | {cr} | {cs} | {fits} |"
         )
     fitted = [r for r in rows if r["capacity"] is not None]
-    out += ["", f"Capacity instances fitted by cpsat: {sum(bool(r['cpsat_fits']) for r in fitted)} of {len(fitted)}."]
+    out += ["", f"Capacity instances fitted by search: {sum(bool(r['search_fits']) for r in fitted)} of {len(fitted)}."]
     return "\n".join(out) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--effort", type=float, default=60.0, help="cpsat deterministic effort per instance")
+    ap.add_argument("--effort", type=float, default=20.0, help="deterministic effort per instance")
     ap.add_argument("--only", nargs="*", help="substrings of instance names to run")
+    ap.add_argument("--cpsat", action="store_true", help="also run the cpsat engine (slow)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
     args = ap.parse_args()
     if not DATASETS.is_dir():
@@ -112,10 +130,11 @@ def main() -> int:
         if not (DATASETS / rel).exists():
             print(f"skip {rel}: missing", file=sys.stderr)
             continue
-        r = run(rel, args.effort)
+        r = run(rel, args.effort, args.cpsat)
         rows.append(r)
         print(f"{rel}: greedy {r['greedy_ratio']:.4f} ({r['greedy_seconds']}s)  "
-              f"cpsat {r['cpsat_ratio']:.4f} ({r['cpsat_seconds']}s, {r['cpsat_engines']})", flush=True)
+              f"search {r['search_ratio']:.4f} ({r['search_seconds']}s, {r['search_nodes']} nodes, "
+              f"{r['search_engines']})", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "layout.json").write_text(json.dumps({"effort": args.effort, "results": rows}, indent=2) + "\n")

@@ -23,7 +23,7 @@ class Golden:
     model: str  # relative to the repository root
     gpu_mem: str
     dims: tuple[str, ...] = ()
-    solver: str = "greedy"
+    solver: str = "search"  # the planner default
     gpus: int = 1
 
     @property

@@ -313,8 +313,14 @@ def test_cli_json_and_exit_codes(tmp_path):
     assert out["arena_bytes"] == 14 and out["max_live_bytes"] == 11 and out["buffers"] == 5
     assert out["fits"] is None
 
+    # greedy misses 12, so --capacity hands over to the exact search, which fits it
     res = runner.invoke(layout_cmd, [str(path), "--json", "--capacity", "12"])
-    assert res.exit_code == 1 and json.loads(res.output)["fits"] is False
+    out = json.loads(res.output)
+    assert res.exit_code == 0 and out["fits"] is True and out["engine"] in ("squeaky", "search") and out["arena_bytes"] <= 12
+    # below max-live: does not fit, and that is proven
+    res = runner.invoke(layout_cmd, [str(path), "--json", "--capacity", "10"])
+    out = json.loads(res.output)
+    assert res.exit_code == 1 and out["fits"] is False and out["proven_infeasible"] is True
 
     offsets = tmp_path / "offsets.csv"
     res = runner.invoke(

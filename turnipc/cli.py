@@ -65,7 +65,8 @@ def main() -> None:
 @click.option("--dim", "dims", multiple=True, metavar="NAME=N", help="Bind a dynamic dimension (repeatable).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:AxBxC", help="Bind a graph input's whole shape (polygraphy style).")
 @click.option("--gpus", default=1, show_default=True, type=click.IntRange(1, 64), help="Number of GPUs to plan for.")
-@click.option("--solver", type=click.Choice(["greedy", "cpsat"]), default="greedy", show_default=True, help="Arena layout engine.")
+@click.option("--solver", type=click.Choice(["greedy", "search", "cpsat"]), default="search", show_default=True,
+              help="Arena layout engine: greedy (best fit), search (greedy, then the exact search toward max-live, bounded effort), cpsat (also CP-SAT offload schedule and layout).")
 @click.option("--effort", "effort", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="CP-SAT effort per solver call, in deterministic units (results do not depend on the machine). "
                    "One unit is roughly one second of one core; --solver cpsat makes up to 6 calls, so expect at most "

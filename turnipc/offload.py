@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from turnip.plan import NodeKind
 
+from .cpsat_params import deterministic_solver
 from .residency import aligned, simulate
 from .taskgraph import TaskGraph
 
@@ -188,13 +189,7 @@ def schedule_offloads(
     for s, v in offload_var.items():
         m.add_hint(v, 1 if any(k in greedy_left for k, g in enumerate(gaps) if g.storage == s) else 0)
 
-    solver = cp_model.CpSolver()
-    prm = solver.parameters
-    prm.max_deterministic_time = max(0.01, effort)
-    prm.random_seed = seed
-    prm.num_workers = num_workers
-    if num_workers > 1:
-        prm.interleave_search = True
+    solver = deterministic_solver(effort, seed, num_workers)
     status = solver.solve(m)
 
     def cost_of(left: set[int]) -> int:

@@ -33,7 +33,7 @@ Progress = Callable[[str], None]
 class PlanOptions:
     budget: Budget
     gpus: int = 1
-    solver: str = "greedy"  # arena layout engine: "greedy" or "cpsat"
+    solver: str = "search"  # arena layout engine: "greedy", "search" (default) or "cpsat"
     effort: float = 10.0  # CP-SAT deterministic time budget (solver units, ~seconds)
     prefetch: bool = True
     max_tries: int = 40
@@ -52,6 +52,10 @@ class Layouts:
     lower: dict[int, int] = field(default_factory=dict)  # device -> max-live bytes
 
 
+#: Deterministic effort cap of the default "search" layout per residency try.
+SEARCH_EFFORT = 1.0
+
+
 def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None,
                      progress: Progress | None = None) -> Layouts:
     """Give every occupant an offset in its memory (one arena per device, one host region)."""
@@ -66,6 +70,15 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
     for dev in sorted(by_dev):
         bufs = by_dev[dev]
         lay = greedy_layout(bufs, tie_break="earliest_freed")
+        if solver == "search" and dev != HOST and lay.arena_bytes > lay.max_live_bytes:
+            # exact search toward max-live, bounded (it runs once per tightening try)
+            from .layout.search import search_layout
+
+            # toward max-live, not just under the budget: a tighter arena is what keeps
+            # peak / max-live near 1 once the effective budget has been tightened
+            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT))
+            if found.arena_bytes < lay.arena_bytes:
+                lay = found
         if solver == "cpsat" and dev != HOST:
             from .layout.cpsat import cpsat_layout
 
@@ -114,7 +127,7 @@ def _transfer_bytes(res: Residency) -> int:
 
 
 def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: PlanOptions, solver: str,
-         progress: Progress | None, hint: Layouts | None = None) -> Planned | None:
+         progress: Progress | None, hint: Layouts | None = None, arenas_out: list[int] | None = None) -> Planned | None:
     """One residency + layout at effective budgets ``eff``; None if the layout does not fit ``budgets``."""
     evict_after = None
     if solver == "cpsat":
@@ -129,6 +142,8 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         return Planned(res, lay, budgets, eff)
     if progress:
         progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
+    if arenas_out is not None:
+        arenas_out[:] = arenas
     return None
 
 
@@ -146,15 +161,17 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
     eff = list(budgets)
     greedy: Planned | None = None
+    # the default "search" engine lays out every try exactly (toward max-live), so the
+    # effective budget rarely needs tightening: the first fitting try ends the loop
+    loop_solver = "search" if opts.solver == "search" else "greedy"
     for _attempt in range(opts.max_tries):
         try:
-            greedy = _try(graph, order, device_of, eff, budgets, opts, "greedy", progress)
+            arenas: list[int] = []
+            greedy = _try(graph, order, device_of, eff, budgets, opts, loop_solver, progress, arenas_out=arenas)
         except BudgetError:
             break
         if greedy is not None:
             break
-        res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch)
-        arenas = _gpu_arenas(layout_residency(res, "greedy"), opts.gpus)
         # shrink the resident-bytes limit by the fragmentation seen, plus a little
         eff = [min(e - (a - b), e * b // a) - max(e // 128, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
     if opts.solver == "cpsat" and budget < INF:

@@ -20,6 +20,11 @@ Examples:
   turnipc layout pangu_2.6B.csv --json
 
 \b
+With --capacity, a solver that misses it hands over to the stronger ones
+(greedy -> search -> cpsat) until the layout fits, the exact search proves it
+cannot (proven_infeasible in --json), or the effort is spent.
+
+\b
 Exit status: 0 the layout fits (or no --capacity was given), 1 it does not fit
 --capacity, 2 the input cannot be read.
 """
@@ -74,6 +79,16 @@ def layout(file, capacity, solver, effort, output, as_json):
         bar, progress = _progress_bar(max_live(buffers))
     try:
         lay = solve_layout(buffers, solver=solver, capacity=capacity, effort=effort, progress=progress)
+        # --capacity: keep searching with the stronger engines until it fits, the
+        # search proves it cannot, or the effort is spent (whatever --solver says)
+        for stronger in _ESCALATION[solver]:
+            if capacity is None or lay.arena_bytes <= capacity or lay.stats.get("proven_infeasible"):
+                break
+            better = solve_layout(buffers, solver=stronger, capacity=capacity, effort=effort, progress=progress)
+            proven = lay.stats.get("proven_infeasible") or better.stats.get("proven_infeasible")
+            if better.arena_bytes <= lay.arena_bytes:
+                lay = better
+            lay.stats["proven_infeasible"] = bool(proven)
     finally:
         if bar is not None:
             bar.stop()
@@ -91,10 +106,15 @@ def layout(file, capacity, solver, effort, output, as_json):
         "max_live_bytes": lay.max_live_bytes,
         "ratio": round(ratio, 6),
         "optimal": lay.optimal,
+        "engine": _engine(lay),
+        "proven_optimal": lay.optimal,
+        # max-live above the capacity is already a proof; otherwise the exhausted search
+        "proven_infeasible": bool(fits is False and (lay.max_live_bytes > capacity or lay.stats.get("proven_infeasible"))),
+        "search_nodes": lay.stats.get("search_nodes"),
         "capacity": capacity,
         "fits": fits,
         "seconds": round(seconds, 3),
-        "effort": effort if solver != "greedy" else None,
+        "effort": effort if lay.solver != "greedy" else None,
         "output": output,
     }
     if as_json:
@@ -102,6 +122,21 @@ def layout(file, capacity, solver, effort, output, as_json):
     else:
         _table(result)
     sys.exit(1 if fits is False else 0)
+
+
+#: Engines tried after --solver when --capacity is given and not yet met.
+_ESCALATION = {"greedy": ("search", "cpsat"), "search": ("cpsat",), "cpsat": ()}
+
+
+def _engine(lay) -> str:
+    """The engine whose offsets were kept: greedy, squeaky, search or cpsat."""
+    engines = [e for e in lay.stats.get("engines", []) if e != "greedy"]
+    if lay.solver == "greedy" or not engines:
+        return "greedy"
+    for e in ("cpsat", "search", "squeaky"):
+        if any(e in x for x in engines):
+            return e
+    return lay.solver
 
 
 def _table(r: dict) -> None:
@@ -119,6 +154,9 @@ def _table(r: dict) -> None:
         verdict = "[green]fits[/green]" if r["fits"] else "[red]does not fit[/red]"
         t.add_row("capacity", f"{r['capacity']:,} B  {verdict}")
     t.add_row("solver", r["solver"] + (f" (effort {r['effort']:g})" if r["effort"] is not None else ""))
+    t.add_row("answer from", r["engine"] + (f", {r['search_nodes']:,} search nodes" if r["search_nodes"] else ""))
+    if r["proven_infeasible"]:
+        t.add_row("capacity", "[red]proven infeasible[/red]")
     t.add_row("seconds", f"{r['seconds']:.2f}")
     if r["output"]:
         t.add_row("offsets written to", r["output"])

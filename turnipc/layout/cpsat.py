@@ -54,6 +54,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..cpsat_params import deterministic_solver
 from .decompose import Segment, prepare
 from .greedy import squeaky_improve
 from .model import Buffer, Layout, max_live, validate_buffers
@@ -197,16 +198,8 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
         for a_, b_ in zip(g, g[1:]):
             model.add(x[a_] + int(S[a_]) <= x[b_])
 
-    solver = cp_model.CpSolver()
-    prm = solver.parameters
-    prm.max_deterministic_time = max(0.01, effort)
-    prm.max_number_of_conflicts = max(20, int(effort * CONFLICTS_PER_EFFORT))
-    prm.random_seed = seed
-    prm.num_workers = num_workers
-    if num_workers > 1:
-        prm.interleave_search = True
-    if _DEBUG > 1:
-        prm.log_search_progress = True
+    solver = deterministic_solver(effort, seed, num_workers, max_conflicts=max(20, int(effort * CONFLICTS_PER_EFFORT)),
+                                  log=_DEBUG > 1)
     status = solver.solve(model)
     used = max(solver.deterministic_time, solver.num_conflicts / CONFLICTS_PER_EFFORT,
                solver.num_branches / BRANCHES_PER_EFFORT)
@@ -398,5 +391,8 @@ def cpsat_layout(
     engines = sorted({s.engine for s in prep.segments})
     return Layout(
         prep.offsets(), arena, ml, "cpsat", arena == ml,
-        stats={"effort_used": round(budget.used, 3), "segments": len(prep.segments), "engines": engines},
+        stats={"effort_used": round(budget.used, 3), "segments": len(prep.segments), "engines": engines,
+               "search_nodes": sum(s.stats.get("search_nodes", 0) for s in prep.segments),
+               "proven_infeasible": capacity is not None and any(
+                   s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)},
     )

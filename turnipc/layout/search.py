@@ -32,6 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .canonical import TICKS_PER_EFFORT
+from .canonical import fit as canonical_fit
+
 HEURISTICS = ("WAT", "TAW", "TWA")
 INF = np.iinfo(np.int64).max // 4
 
@@ -306,42 +309,55 @@ WORK_PER_EFFORT = 1_000_000
 
 def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False,
                     state: dict | None = None):
-    """Lower ``seg``'s arena toward ``target`` (scaled units) by exact search.
+    """Lower ``seg``'s arena toward ``target`` (scaled units) by the exact search
+    (the compiled canonical search of :mod:`.canonical`; ``node_budget`` is in
+    ``WORK_PER_EFFORT`` units per effort unit, ``state`` is unused and kept for callers).
 
     Returns (work used, status of the query at ``target``: 'found', 'infeasible',
     'limit', or 'skipped' when the segment already meets it).
 
     ``fit_only``: only ``target`` matters (a capacity), so it gets the whole budget.
-    Otherwise ``target`` (max-live) gets 60 % of the budget, then the search bisects
-    between the lowest value not yet ruled out and the current arena with the rest.
+    Otherwise a ladder of caps closing in on ``target`` (target x (1 + 1/8), then
+    1/16 ... 1/1024) is tried first, each with a tenth of the budget (feasible caps
+    are cheap to fit, the tight ones can be hard or infeasible), stopping at the
+    first that fails; then ``target`` itself gets what is left.
     """
     used = 0
     lo = max(target, seg.lb, int(seg.S.max()))
-    hi = seg.arena - 1
-    first = True
     first_status = "skipped"
-    while lo <= hi and used < node_budget:
-        left = node_budget - used
-        cap = lo if first else (lo + hi) // 2
-        share = left if (fit_only or lo == hi) else (left * 6 // 10 if first else left // 2)
-        first = False
-        status, off, work = search_fit(seg.L, seg.U, seg.S, cap, max(share, 1), A=seg.A,
-                                       state=state if fit_only else None)
-        used += work
-        if first_status == "skipped":
-            first_status = status
-        if status == "found":
-            seg.off = off
+
+    def query(cap: int, share: int) -> str:
+        nonlocal used
+        res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
+        work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
+        used += max(work, 1)
+        seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
+        seg.stats["search_engine"] = res.engine
+        if res.status.value == "infeasible":
+            seg.stats["infeasible_below"] = max(seg.stats.get("infeasible_below", 0), cap + 1)  # proven
+        if res.status.value == "found":
+            seg.off = res.offsets
             seg.engine = "search"
             seg.proven = cap <= max(target, seg.lb)
-            hi = seg.arena - 1
             if report:
                 report()
-        elif fit_only:
-            break
-        else:  # proven infeasible, or out of work here: aim higher with the rest
-            lo = cap + 1
+        return res.status.value
+
+    if not fit_only:
+        for k in (3, 4, 5, 6, 7, 8, 10):
+            cap = lo + lo // (1 << k)
+            if cap >= seg.arena or cap <= lo:
+                continue
+            if used >= node_budget or query(cap, node_budget // 10) != "found":
+                break
+    if lo < seg.arena and used < node_budget:
+        first_status = query(lo, node_budget - used)
     return used, first_status
+
+
+#: Squeaky-wheel passes go before the exact search only on segments this large
+#: (pangu_2.6B: 18,692 buffers); on smaller ones the search is the better use of effort.
+SQUEAKY_MIN_BUFFERS = 2000
 
 
 def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True):
@@ -375,12 +391,18 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
             break
         tried.add(seg_idx)
         seg = prep.segments[seg_idx]
-        if use_squeaky:
+        if use_squeaky and len(seg.S) > SQUEAKY_MIN_BUFFERS:
+            # squeaky passes are cheap and often close the last gap of large segments
+            # (pangu_2.6B); capped so the exact search keeps most of the effort
             spent = squeaky_improve(seg, goal, (budget - used) / WORK_PER_EFFORT * 0.25, report)
             used += int(spent * WORK_PER_EFFORT)
         if seg.arena > goal:
             used += improve_segment(seg, goal, budget - used, report, fit_only=capacity is not None)[0]
     arena = prep.arena * unit
+    infeasible = capacity is not None and any(
+        s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)
     return Layout(prep.offsets(), arena, ml, "search", arena == ml,
                   stats={"effort_used": round(used / WORK_PER_EFFORT, 3), "segments": len(prep.segments),
-                         "engines": sorted({s.engine for s in prep.segments})})
+                         "engines": sorted({s.engine for s in prep.segments}),
+                         "search_nodes": sum(s.stats.get("search_nodes", 0) for s in prep.segments),
+                         "proven_infeasible": infeasible})
