@@ -29,7 +29,7 @@ class PlanOptionError(TurnipError, ValueError):
     """An argument of ``turnipc.plan`` that cannot be used (bad budget, solver, ...)."""
 
 
-SOLVERS = ("greedy", "cpsat")
+SOLVERS = ("greedy", "search", "cpsat")
 
 
 def _budgets(gpu_mem: str | int | float | Budget | Sequence[int], gpus: int) -> list[Budget]:
@@ -55,7 +55,7 @@ def _budgets(gpu_mem: str | int | float | Budget | Sequence[int], gpus: int) -> 
         raise PlanOptionError(f"gpu_mem: {e}") from e
 
 
-def plan_options(graph: TaskGraph, budgets: Sequence[Budget], gpus: int, solver: str = "greedy", effort: float = 10.0,
+def plan_options(graph: TaskGraph, budgets: Sequence[Budget], gpus: int, solver: str = "search", effort: float = 10.0,
                  prefetch: bool = True) -> PlanOptions:
     """PlanOptions for parsed budgets: one for every GPU, or one per GPU; ``auto`` = free memory minus the reserve."""
     from .planner import PlanOptions
@@ -77,7 +77,7 @@ def plan(
     gpu_mem: str | int | float | Budget | Sequence[int] = "100%",
     dims: Mapping[str, int] | None = None,
     gpus: int = 1,
-    solver: str = "greedy",
+    solver: str = "search",
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     effort: float = 10.0,
@@ -93,7 +93,7 @@ def plan(
     the plan records for kernel temporaries and library workspaces. ``dims`` binds dynamic dimensions
     (``{"batch": 2, "seq": 16}``), ``input_shapes`` whole input shapes.
     ``gpus``: how many GPUs to plan for. ``solver``: arena layout engine,
-    ``"greedy"`` or ``"cpsat"`` (``effort`` in deterministic solver units).
+    ``"search"`` (default: greedy, then the exact layout search), ``"greedy"`` or ``"cpsat"`` (``effort`` in deterministic solver units).
     ``progress(message)`` receives planning progress lines.
 
     Raises a :class:`turnipc.errors.TurnipError` subclass with a one-line
