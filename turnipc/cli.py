@@ -66,10 +66,12 @@ def main() -> None:
 @click.option("--time-budget", "effort", default=10.0, show_default=True, type=float,
               help="CP-SAT effort in deterministic time units (about seconds on a typical core; results do not depend on the machine).")
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
+@click.option("--max-task-bytes", "max_task_bytes", default=None, metavar="SIZE",
+              help="Split every task needing more than SIZE (bytes, 4M, ...) into blocks; default: tile only when the budget needs it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
-             solver: str, effort: float, no_prefetch: bool, as_json: bool, quiet: bool) -> None:
+             solver: str, effort: float, no_prefetch: bool, max_task_bytes: str | None, as_json: bool, quiet: bool) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -96,13 +98,22 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         budget = parse_budget(gpu_mem)
     except ValueError as e:
         fail(f"--gpu-mem: {e}")
+    task_limit = None
+    if max_task_bytes is not None:
+        from .units import parse_size
+
+        try:
+            task_limit = parse_size(max_task_bytes)
+        except ValueError as e:
+            fail(f"--max-task-bytes: {e}")
     try:
         dim_map, shape_map = parse_dim_options(list(dims), list(input_shapes))
         t0 = time.perf_counter()
         graph = import_model(model, dim_map, shape_map)
         if say:
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
-        opts = PlanOptions(budget=budget, gpus=gpus, solver=solver, effort=effort, prefetch=not no_prefetch)
+        opts = PlanOptions(budget=budget, gpus=gpus, solver=solver, effort=effort, prefetch=not no_prefetch,
+                           max_task_bytes=task_limit)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
     except TurnipError as e:
         fail(str(e), e.exit_code)

@@ -21,6 +21,7 @@ from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
 from .offload import schedule_offloads
 from .order import memory_aware_order
+from .partition import TilingReport, largest_task, partition_graph
 from .placement import place_stages
 from .residency import HOST, INF, Residency, simulate
 from .taskgraph import TaskGraph
@@ -37,10 +38,14 @@ class PlanOptions:
     effort: float = 10.0  # CP-SAT deterministic time budget (solver units, ~seconds)
     prefetch: bool = True
     max_tries: int = 40
+    max_task_bytes: int | None = None  # force tiling: no task above this (None: chosen from the budget)
 
     def to_obj(self) -> dict:
-        return {"gpu_mem": self.budget.describe(), "gpus": self.gpus, "solver": self.solver,
-                "effort": self.effort, "prefetch": self.prefetch}
+        o = {"gpu_mem": self.budget.describe(), "gpus": self.gpus, "solver": self.solver,
+             "effort": self.effort, "prefetch": self.prefetch}
+        if self.max_task_bytes is not None:
+            o["max_task_bytes"] = self.max_task_bytes
+        return o
 
 
 @dataclass
@@ -180,8 +185,49 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
         budget = opts.budget.resolve(no_offload_peak)
     if progress:
         progress(f"budget {budget} B per GPU (no-offload peak {no_offload_peak} B, lower bound {lower_bound} B)")
-    planned = plan_residency(graph, order, device_of, budget, opts, progress)
-    return assemble(graph, planned, opts, budget, no_offload_peak, plan_dir)
+    tg, planned, report = plan_tiled(graph, order, device_of, budget, opts, progress)
+    return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report)
+
+
+#: Task-size limits tried, as fractions of the budget, when the untiled graph does not plan.
+TILE_SHARES = (4, 8, 16, 32)
+
+
+def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
+               progress: Progress | None = None) -> tuple[TaskGraph, Planned, TilingReport | None]:
+    """Plan ``graph`` whole if it fits (tiling off), else partitioned into blocks.
+
+    Why this order: a graph that plans untiled keeps its plan exactly (no
+    extra nodes); otherwise the task-size limit starts at a quarter of the
+    budget (room for the live set around the task) and halves until the
+    blocked graph plans. ``opts.max_task_bytes`` forces one limit.
+    """
+    if opts.max_task_bytes is None:
+        first_error: BudgetError | None = None
+        if largest_task(graph)[0] <= budget:
+            try:
+                return graph, plan_residency(graph, order, device_of, budget, opts, progress), None
+            except BudgetError as e:
+                first_error = e
+        limits = [budget // k for k in TILE_SHARES]
+    else:
+        first_error = None
+        limits = [opts.max_task_bytes]
+    err: BudgetError | None = first_error
+    for limit in limits:
+        tg, report = partition_graph(graph, limit)
+        if tg is graph and opts.max_task_bytes is None:
+            continue
+        t_order = memory_aware_order(tg) if tg is not graph else order
+        t_dev = place_stages(tg, t_order, opts.gpus) if tg is not graph else device_of
+        if progress:
+            progress(f"tiled at {limit} B per task: {len(tg.tasks)} tasks ({report.to_obj()['tiled_ops']} ops tiled)")
+        try:
+            return tg, plan_residency(tg, t_order, t_dev, budget, opts, progress), (report if tg is not graph else None)
+        except BudgetError as e:
+            err = e
+    assert err is not None
+    raise err
 
 
 def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi: int, progress: Progress | None = None) -> int:
@@ -209,12 +255,18 @@ def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi:
 
 
 def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int, no_offload_peak: int,
-             plan_dir: str | None) -> Plan:
+             plan_dir: str | None, tiling: TilingReport | None = None) -> Plan:
     res, lay = planned.residency, planned.layouts
     names = list(graph.values)
     tindex = {name: i for i, name in enumerate(names)}
+
+    def block_of(name: str) -> tuple[int, int, int, int] | None:
+        b = graph.blocks.get(name)
+        return None if b is None else (tindex[b[0]], b[1], b[2], b[3])
+
     tensors = [
-        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, v.kind, tindex[v.storage]) for v in graph.values.values()
+        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, v.kind, tindex[v.storage], block_of(v.name))
+        for v in graph.values.values()
     ]
     memories = [Memory(d, GPU, d, lay.arena.get(d, 0), budget) for d in range(opts.gpus)]
     host_id = opts.gpus
@@ -256,6 +308,8 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         "effective_budget_bytes": min(planned.effective),
         "total_flops": graph.total_flops(),
     }
+    if tiling is not None:
+        stats["tiling"] = tiling.to_obj()
     model_path = graph.model_path
     if plan_dir is not None:
         model_path = os.path.relpath(os.path.abspath(graph.model_path), os.path.abspath(plan_dir))

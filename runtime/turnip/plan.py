@@ -63,9 +63,14 @@ class TensorInfo:
     nbytes: int
     kind: str
     storage: int
+    #: A block of initial data (kind ``weight`` or ``input``) cut by the
+    #: runtime when it loads the data: ``(tensor it is cut from, axis, start,
+    #: stop)``. None for every other tensor (and then absent from the file,
+    #: so plans without blocks are unchanged).
+    block: tuple[int, int, int, int] | None = None
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        o: dict[str, Any] = {
             "name": self.name,
             "dtype": self.dtype,
             "shape": list(self.shape),
@@ -73,10 +78,15 @@ class TensorInfo:
             "kind": self.kind,
             "storage": self.storage,
         }
+        if self.block is not None:
+            o["block"] = list(self.block)
+        return o
 
     @staticmethod
     def from_obj(o: dict[str, Any]) -> "TensorInfo":
-        return TensorInfo(o["name"], o["dtype"], tuple(o["shape"]), o["nbytes"], o["kind"], o["storage"])
+        blk = o.get("block")
+        return TensorInfo(o["name"], o["dtype"], tuple(o["shape"]), o["nbytes"], o["kind"], o["storage"],
+                          None if blk is None else tuple(int(x) for x in blk))
 
 
 @dataclass(frozen=True)
