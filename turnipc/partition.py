@@ -341,6 +341,8 @@ class _Builder:
                 else:
                     self.blocks[bn] = (name, p.axis, a, b)
                 out.append(bn)
+        elif s not in self.whole and name == s:
+            out = self.repartition(name, self.native[s], p)
         else:
             whole = self.get_whole(name)
             axes = self.const_i64(f"{name} axes", [p.axis])
@@ -354,6 +356,53 @@ class _Builder:
                 out.append(bn)
             self.report.splits.append(name)
         self.parts[key] = out
+        return out
+
+    def repartition(self, name: str, old: Partition, new: Partition) -> list[str]:
+        """Blocks of ``name`` in partition ``new`` from its blocks in ``old``, never whole.
+
+        Each new block is the Concat (along the old axis) of the pieces of
+        the old blocks that fall in it, each piece cut by a Slice; so no task
+        needs more than an old block plus a new block, unlike assemble-then-split.
+        """
+        v = self.values[name]
+        old_blocks = self.parts[(name, old)]
+        out = []
+        for j, (a, b) in enumerate(new.bounds):
+            bn = self.fresh(f"{name}#{new.axis}.{j}")
+            self.block_value(v, new.axis, a, b, bn, "activation")
+            pieces = []
+            for i, (c, d) in enumerate(old.bounds):
+                if new.axis == old.axis:
+                    lo, hi = max(a, c), min(b, d)
+                    if lo >= hi:
+                        continue
+                    start, stop = lo - c, hi - c
+                    full = start == 0 and stop == d - c
+                else:
+                    start, stop = a, b
+                    full = False
+                src = old_blocks[i]
+                if full:
+                    pieces.append(src)
+                    continue
+                piece = self.fresh(f"{bn}.p{i}")
+                sv = self.values[src]
+                self.block_value(sv, new.axis, start, stop, piece, "activation")
+                axes = self.const_i64(f"{piece} axes", [new.axis])
+                st = self.const_i64(f"{piece} start", [start])
+                en = self.const_i64(f"{piece} end", [stop])
+                self.emit(Task(0, self.fresh(f"split {piece}"), "Slice", "", {}, (src, st, en, axes), (piece,), 0, 0))
+                pieces.append(piece)
+            if len(pieces) == 1 and pieces[0] != old_blocks[0] and pieces[0] not in old_blocks:
+                # one piece: it is the new block (rename the Slice's output instead of copying it again)
+                t = self.tasks.pop()
+                del self.values[pieces[0]]
+                self.emit(dataclasses.replace(t, outputs=(bn,)))
+            else:
+                self.emit(Task(0, self.fresh(f"repartition {bn}"), "Concat", "", {"axis": old.axis}, tuple(pieces), (bn,), 0, 0))
+            out.append(bn)
+        self.report.splits.append(name)
         return out
 
     def const_i64(self, base: str, data: list[int]) -> str:
@@ -465,7 +514,8 @@ class _Builder:
             return None
         whole_ws = self.working_set(task)
         raxes = self.reduce_rule(task)
-        # 1. propagation: keep the partition an input already has
+        # 1. propagation: keep the partition an input already has (refined if its blocks are too big)
+        props = []
         for i, nm in enumerate(task.inputs):
             if nm is None:
                 continue
@@ -477,13 +527,17 @@ class _Builder:
                     continue
                 rule = split_rule(self.g, task, k)
                 if rule is not None and rule[0][i] == p.axis:
-                    ws = self.working_set(task, rule, (p.largest, p.extent))
-                    if ws <= self.limit or ws < whole_ws:
-                        return "out", Partition(k, p.bounds), rule
+                    for q in _refinements(p):
+                        ws = self.working_set(task, rule, (q.largest, q.extent))
+                        props.append((ws, "out", Partition(k, q.bounds), rule))
+                        if ws <= self.limit:
+                            break
             if raxes is not None and raxes[i] == p.axis:
                 ws = self.reduce_ws(task, raxes, p.largest, p.extent)
-                if ws <= self.limit or ws < whole_ws:
-                    return "reduce", p, (raxes, [None])
+                props.append((ws, "reduce", p, (raxes, [None])))
+        for ws, kind, q, rule in props:
+            if ws <= self.limit:
+                return kind, q, rule
         if whole_ws <= self.limit:
             return None
         # 2. a new split: the axis needing the fewest blocks to fit, preferring the one
@@ -500,6 +554,10 @@ class _Builder:
                     pick = o
                     break
         _, kind, k, n, rule, ws = pick
+        if ws > self.limit and props:
+            best = min(props, key=lambda c: c[0])
+            if best[0] < ws and best[0] < whole_ws:
+                return best[1], best[2], best[3]
         if ws >= whole_ws:
             return None
         ext = out0.shape[k] if kind == "out" else self.values[task.inputs[0]].shape[k]
@@ -586,6 +644,19 @@ class _Builder:
             acc = total
         self.whole.add(out)
         self.report.tiled[task.name] = len(p.bounds)
+
+
+def _refinements(p: Partition, most: int = 64):
+    """``p``, then ``p`` with every block cut in 2, 3, ... parts (same axis): finer partitions that keep the flow."""
+    yield p
+    for m in range(2, most + 1):
+        bounds = []
+        for a, b in p.bounds:
+            bounds.extend((a + x, a + y) for x, y in even_bounds(b - a, m))
+        q = Partition(p.axis, tuple(bounds))
+        yield q
+        if q.largest <= 1:
+            return
 
 
 def _alias_axis(base_shape: tuple[int, ...], axis: int, shape: tuple[int, ...]) -> int | None:
