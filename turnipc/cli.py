@@ -113,7 +113,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         if say:
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
         opts = PlanOptions(budget=budget, gpus=gpus, solver=solver, effort=effort, prefetch=not no_prefetch,
-                           max_task_bytes=task_limit)
+                           max_task_bytes=task_limit, min_search_tiled=True)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
     except TurnipError as e:
         fail(str(e), e.exit_code)

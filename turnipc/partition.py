@@ -40,6 +40,10 @@ from .taskgraph import Task, TaskGraph, Value
 
 INITIAL_KINDS = ("input", "weight", "constant")
 
+#: At most this many blocks per op: finer splits multiply nodes (and planning
+#: time) for little memory, and a budget that needs more is refused instead.
+MAX_BLOCKS = 256
+
 #: Ops computed element by element with NumPy broadcasting: any output axis splits.
 ELEMENTWISE = frozenset(
     """Add Sub Mul Div Pow Max Min Sum Mean Where Equal Less LessOrEqual Greater GreaterOrEqual And Or Xor
@@ -236,6 +240,26 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         if k < axis:
             return [k, None], [k]
         return [k - ni + 1, None], [k]
+    if op == "Conv":
+        x, w = ins[0], ins[1]
+        if x is None or w is None or r < 3:
+            return None
+        bias = [None] if len(ins) > 2 else []
+        if k == 0:  # batch
+            return [0, None] + bias, [0]
+        if k == 1 and int(task.attrs.get("group", 1)) == 1:  # output channels: filter (and bias) blocks
+            return [None, 0] + ([0] if len(ins) > 2 and ins[2] is not None else bias), [1]
+        return None
+    if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"):
+        if k > 1 or len([o for o in outs if o is not None]) != 1:
+            return None
+        return [k], [k] + [None] * (len(outs) - 1)
+    if op == "BatchNormalization":
+        if k > 1 or len([o for o in outs if o is not None]) != 1:
+            return None
+        return [k] + [None if k == 0 else 0] * (len(ins) - 1), [k] + [None] * (len(outs) - 1)
+    if op == "LRN":
+        return ([0], [0]) if k == 0 else None
     if op == "Transpose":
         x = ins[0]
         if x is None:
@@ -480,13 +504,14 @@ class _Builder:
         return res
 
     def _fit(self, ws_of, ext: int) -> tuple[int, int]:
+        top = min(ext, MAX_BLOCKS)
         n = 1
         while True:
             size = -(-ext // n)
             ws = ws_of(size)
-            if ws <= self.limit or n >= ext:
+            if ws <= self.limit or n >= top:
                 return n, ws
-            n = min(ext, n * 2 if ws > 2 * self.limit else n + 1)
+            n = min(top, n * 2 if ws > 2 * self.limit else n + 1)
 
     def consumer_axis(self, task: Task) -> int | None:
         """The axis of ``task``'s output 0 its first consumer would split its input along, if it must split."""
@@ -650,6 +675,8 @@ def _refinements(p: Partition, most: int = 64):
     """``p``, then ``p`` with every block cut in 2, 3, ... parts (same axis): finer partitions that keep the flow."""
     yield p
     for m in range(2, most + 1):
+        if len(p.bounds) * m > MAX_BLOCKS:
+            return
         bounds = []
         for a, b in p.bounds:
             bounds.extend((a + x, a + y) for x, y in even_bounds(b - a, m))
@@ -673,15 +700,23 @@ def _alias_axis(base_shape: tuple[int, ...], axis: int, shape: tuple[int, ...]) 
     return None
 
 
+def task_working_set(graph: TaskGraph, t: Task) -> int:
+    """Bytes (aligned) of the distinct storages task ``t`` reads and writes: all resident while it runs."""
+    need = set(t.storages_read(graph)) | set(t.storages_written(graph))
+    return sum(aligned(graph.storage_bytes(s)) for s in need)
+
+
+def largest_tasks(graph: TaskGraph, top: int = 10) -> list[tuple[int, str, str]]:
+    """(working-set bytes, task name, op) of the ``top`` tasks needing the most memory at once."""
+    ws = [(task_working_set(graph, t), t.name, t.op_type) for t in graph.tasks]
+    ws.sort(key=lambda x: (-x[0], x[1]))
+    return ws[:top]
+
+
 def largest_task(graph: TaskGraph) -> tuple[int, str]:
     """(working-set bytes, task name) of the task needing the most memory at once."""
-    best = (0, "")
-    for t in graph.tasks:
-        need = set(t.storages_read(graph)) | set(t.storages_written(graph))
-        ws = sum(aligned(graph.storage_bytes(s)) for s in need)
-        if ws > best[0]:
-            best = (ws, t.name)
-    return best
+    top = largest_tasks(graph, 1)
+    return (top[0][0], top[0][1]) if top else (0, "")
 
 
 def partition_graph(graph: TaskGraph, max_task_bytes: int) -> tuple[TaskGraph, TilingReport]:

@@ -204,6 +204,9 @@ def _index_bound(plan: Plan, tensor: int) -> int | None:
     for i, t in enumerate(plan.tensors):
         if t.storage == tensor:
             storages.add(i)
+    for i, t in enumerate(plan.tensors):  # blocks cut from the input at load (tiled plans)
+        if t.block is not None and plan.tensors[t.block[0]].storage in storages:
+            storages.add(i)
     best = None
     for node in plan.nodes:
         if node.kind != COMPUTE or node.op not in ("Gather", "GatherElements") or len(node.inputs) < 2:
