@@ -19,6 +19,7 @@ BENCHES = [
     ("executor", "bench_executor.py", "Executor overhead: nodes per second on trivial nodes"),
     ("layout", "bench_layout.py", "Arena layout on published instances (greedy vs CP-SAT)"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
+    ("tiles", "bench_tiles.py", "Tiles: min budget before/after the partition pass; tiled plans at 25% and 10% checked"),
 ]
 
 
