@@ -204,3 +204,25 @@ def test_reshape_alias_between_tiled_ops_keeps_blocks(tmp_path, opset):
     assert rep.tiled["mm"] == rep.tiled["relu"] > 1, rep.tiled
     assert [t.op_type for t in tg.tasks].count("Concat") == 1 and rep.splits == []
     _plan_run(path, Budget(fraction=1.0), max_task_bytes=6144)
+
+
+def test_attention_scores_never_exist_whole(tmp_path):
+    # a LLaMA-shaped stack (weights declared, never read): at a budget below one head's
+    # seq x seq scores, the QK^T -> scale -> mask -> Softmax -> @V chain runs on query-row blocks
+    from synthetic import llama_shaped_model
+
+    seq, heads = 128, 2
+    model = llama_shaped_model(layers=1, hidden=16, heads=heads, ffn=32, vocab=32, batch=1, seq=seq, fp16=False)
+    path = str(tmp_path / "llama.onnx")
+    onnx.save(model, path)
+    g = import_model(path, {"batch": 1, "seq": seq}, None)
+    head_scores = seq * seq * 4
+    budget = head_scores * 3 // 4
+    plan = build_plan(g, PlanOptions(Budget(bytes=budget)))
+    verify_plan(plan)
+    assert plan.stats["peak_bytes"] <= budget
+    for n in plan.nodes:
+        for loc in (*n.inputs, *n.outputs):
+            if loc is not None:
+                t = plan.tensors[loc.tensor]
+                assert not (len(t.shape) == 4 and t.shape[-2:] == (seq, seq)), (n.name, t.name, t.shape)
