@@ -23,6 +23,7 @@ BENCHES = [
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
     ("decode", "bench_decode.py", "Decode tokens/s: simulated OPT-30B / LLaMA-2 vs published; decode loop ids vs transformers"),
     ("kernels", "bench_kernels.py", "Kernels vs onnxruntime on real-size exports; peak RSS vs weights (issue 16)"),
+    ("tiles", "bench_tiles.py", "Tiles: min budget before/after the partition pass; tiled plans at 25% and 10% checked"),
 ]
 
 

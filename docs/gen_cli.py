@@ -56,7 +56,10 @@ for a report; `turnipc -v ...` / `turnip-run -v ...` print its traceback.
 budgets from it), `lower_bound_bytes` (largest single-task working set),
 `offload_bytes`, `reload_bytes`, `move_bytes`, `host_bytes`, `nodes` (counts by
 kind), `total_flops`, `memories`, `top_tensors`, `ops`, `options`, `model`,
-`model_sha256`, `format_version`, `devices`.
+`model_sha256`, `format_version`, `devices`, `largest_tasks` (the compute nodes
+with the largest working sets: `node`, `name`, `op`, `bytes`), `tiling` (null
+for an untiled plan; else `max_task_bytes`, `tiled_ops`, `blocks`, `assembles`,
+`splits` (re-partitions), and `tiled`: original op name -> blocks).
 """
 
 

@@ -10,6 +10,7 @@ group's handler (turnip.cli_errors) turns anything unexpected into one too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -73,12 +74,14 @@ def main() -> None:
                    "about 6 x EFFORT seconds of wall clock (small models stop early: GPT-2 fixture, 7 s at 2 or 10).")
 @click.option("--time-budget", "time_budget", type=click.FloatRange(min=0), hidden=True, help="Old name of --effort.")
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
+@click.option("--max-task-bytes", "max_task_bytes", default=None, metavar="SIZE",
+              help="Split every task needing more than SIZE (bytes, 4M, ...) into blocks; default: tile only when the budget needs it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
-             solver: str, effort: float, time_budget: float | None, no_prefetch: bool, as_json: bool, quiet: bool,
-             verbose: bool = False) -> None:
+             solver: str, effort: float, time_budget: float | None, no_prefetch: bool, max_task_bytes: str | None, as_json: bool,
+             quiet: bool, verbose: bool = False) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -123,6 +126,14 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         if budget.bytes is not None and budget.bytes >= MAX_BYTES:
             fail(f"--gpu-mem {gpu_mem!r} is {budget.bytes} bytes, more than a plan can address (2**62); give a real GPU's memory, e.g. 80G")
     check_target(output, "plan")  # refuse a bad -o before planning, not after
+    task_limit = None
+    if max_task_bytes is not None:
+        from .units import parse_size
+
+        try:
+            task_limit = parse_size(max_task_bytes)
+        except ValueError as e:
+            fail(f"--max-task-bytes: {e}")
     try:
         dim_map, shape_map = parse_dim_options(list(dims), list(input_shapes))
         t0 = time.perf_counter()
@@ -130,6 +141,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         if say:
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
         opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
+        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
     except TurnipError:
         raise  # one line and its exit code, from the group's handler

@@ -8,6 +8,7 @@ effective budget is tightened until the laid-out arena fits the real one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +21,7 @@ from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
 from .offload import schedule_offloads
 from .order import memory_aware_order
+from .partition import TilingReport, largest_task, largest_tasks, partition_graph
 from .placement import place_stages
 from .reserve import workspace_reserve
 from .residency import HOST, INF, Residency, simulate
@@ -38,11 +40,18 @@ class PlanOptions:
     prefetch: bool = True
     max_tries: int = 40
     budgets: tuple[int, ...] = ()  # per-GPU byte budgets (--gpu-mem 20GiB,24GiB); overrides ``budget`` when given
+    max_task_bytes: int | None = None  # force tiling: no task above this (None: chosen from the budget)
+    #: ``--gpu-mem min`` searches below the untiled minimum with tiling (the CLI's default). Off
+    #: in the library default because each probe is a whole tiled plan (seconds to minutes).
+    min_search_tiled: bool = False
 
     def to_obj(self) -> dict:
         gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
-        return {"gpu_mem": gpu_mem, "gpus": self.gpus, "solver": self.solver,
-                "effort": self.effort, "prefetch": self.prefetch}
+        o = {"gpu_mem": gpu_mem, "gpus": self.gpus, "solver": self.solver,
+             "effort": self.effort, "prefetch": self.prefetch}
+        if self.max_task_bytes is not None:
+            o["max_task_bytes"] = self.max_task_bytes
+        return o
 
 
 @dataclass
@@ -159,6 +168,12 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     never makes a plan worse than greedy, and its effort is bounded.
     """
     budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
+    lb = res_lb(graph, order, device_of, opts.gpus)
+    if any(x > b for x, b in zip(lb, budgets, strict=True)):  # known infeasible: never start CP-SAT on it
+        raise BudgetError(
+            f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
+            f"(the largest single task needs {max(lb)} bytes; try `--gpu-mem min` to find it)"
+        )
     eff = list(budgets)
     greedy: Planned | None = None
     # the default "search" engine lays out every try exactly (toward max-live), so the
@@ -188,10 +203,10 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
                 break
     if greedy is not None:
         return greedy
-    lb = max(res_lb(graph, order, device_of, opts.gpus))
+    need = max(res_lb(graph, order, device_of, opts.gpus))
     raise BudgetError(
         f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
-        f"(the largest single task needs {lb} bytes; try `--gpu-mem min` to find it)"
+        f"(the largest single task needs {need} bytes; try `--gpu-mem min` to find it)"
     )
 
 
@@ -220,41 +235,161 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
         budget = opts.budget.resolve(no_offload_peak)
     if progress:
         progress(f"budget {budget} B per GPU (no-offload peak {no_offload_peak} B, lower bound {lower_bound} B)")
-    planned = plan_residency(graph, order, device_of, budget, opts, progress)
-    return assemble(graph, planned, opts, budget, no_offload_peak, plan_dir)
+    try:
+        tg, planned, report = plan_tiled(graph, order, device_of, budget, opts, progress)
+    except BudgetError as e:
+        if opts.budget.minimum or len(graph.tasks) > MIN_SEARCH_ON_REFUSAL_TASKS:
+            raise
+        least = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak)
+        raise BudgetError(f"{e} (it plans at {least} bytes, {least / max(no_offload_peak, 1):.1%} of the no-offload peak)") from e
+    return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report)
+
+
+#: Graphs up to this many tasks get the true minimum budget named when a budget is refused
+#: (a search of a few dozen plans); bigger ones are told to run `--gpu-mem min`.
+MIN_SEARCH_ON_REFUSAL_TASKS = 3000
+
+#: The minimum-budget search probes each budget more cheaply than a final plan: fewer
+#: fragmentation retries and task-size limits (the final plan at the answer uses the full set,
+#: which can only do better).
+MIN_SEARCH_TRIES = 4
+MIN_SEARCH_SHARES = (4,)
+
+#: Task-size limits tried, as fractions of the budget, when the untiled graph does not plan.
+TILE_SHARES = (4, 8, 16, 32)
+
+
+def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
+               progress: Progress | None = None, shares: tuple[int, ...] | None = None,
+               ) -> tuple[TaskGraph, Planned, TilingReport | None]:
+    """Plan ``graph`` whole if it fits (tiling off), else partitioned into blocks.
+
+    Why this order: a graph that plans untiled keeps its plan exactly (no
+    extra nodes); otherwise the task-size limit starts at a quarter of the
+    budget (room for the live set around the task) and halves until the
+    blocked graph plans. ``opts.max_task_bytes`` forces one limit.
+    """
+    if opts.max_task_bytes is None:
+        first_error: BudgetError | None = None
+        if largest_task(graph)[0] <= budget:
+            try:
+                return graph, plan_residency(graph, order, device_of, budget, opts, progress), None
+            except BudgetError as e:
+                first_error = e
+        limits = [budget // k for k in (shares or TILE_SHARES)]
+    else:
+        first_error = None
+        limits = [opts.max_task_bytes]
+    err: BudgetError | None = first_error
+    floor: tuple[int, str, str] | None = None
+    for limit in limits:
+        tg, report = partition_graph(graph, limit)
+        top = largest_tasks(tg, 1)
+        if top and (floor is None or top[0][0] < floor[0]):
+            floor = top[0]
+        if tg is graph and opts.max_task_bytes is None:
+            continue
+        t_order = memory_aware_order(tg) if tg is not graph else order
+        t_dev = place_stages(tg, t_order, opts.gpus) if tg is not graph else device_of
+        if progress:
+            progress(f"tiled at {limit} B per task: {len(tg.tasks)} tasks ({report.to_obj()['tiled_ops']} ops tiled)")
+        try:
+            return tg, plan_residency(tg, t_order, t_dev, budget, opts, progress), (report if tg is not graph else None)
+        except BudgetError as e:
+            err = e
+    assert err is not None
+    if floor is not None and floor[0] > budget:
+        raise BudgetError(
+            f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model: task {floor[1]!r} "
+            f"({floor[2]}) needs {floor[0]} bytes at once even split into blocks; try `--gpu-mem min` to find it"
+        )
+    raise err
 
 
 def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi: int, progress: Progress | None = None) -> int:
-    """Smallest budget (to 1/256 of the peak) that plans, by bisection between the lower bound and the peak."""
+    """Smallest budget that plans, tiling allowed (to about 1/64 of the budget found).
 
-    def ok(b: int) -> bool:
+    Feasibility is not monotone in the budget (the residency, the layout and
+    the tiling all change with it), so this does not bisect blindly: it first
+    bisects the untiled graph between its lower bound and the peak (cheap, the
+    old answer), then walks a geometric grid down from there with tiling,
+    stopping at the first budget that does not plan, and finally
+    bisects between the smallest budget that planned and the grid point
+    below it. Every answer is a budget that was actually planned.
+    """
+    cache: dict[int, bool] = {}
+    probe = dataclasses.replace(opts, max_tries=MIN_SEARCH_TRIES)
+
+    def ok_untiled(b: int) -> bool:
         try:
             plan_residency(graph, order, device_of, b, opts)
             return True
         except BudgetError:
             return False
 
-    if ok(lo):
-        return lo
-    tol = max(hi // 128, 4096)
-    while hi - lo > tol:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
+    def ok(b: int) -> bool:
+        if b not in cache:
+            try:
+                plan_tiled(graph, order, device_of, b, probe, shares=MIN_SEARCH_SHARES)
+                cache[b] = True
+            except BudgetError:
+                cache[b] = False
+            if progress:
+                progress(f"min budget: {b} B {'plans' if cache[b] else 'does not plan'}")
+        return cache[b]
+
+    best = hi
+    if ok_untiled(lo):
+        best = lo
+    else:
+        a, z = lo, hi
+        tol = max(hi // 128, 4096)
+        while z - a > tol:
+            mid = (a + z) // 2
+            if ok_untiled(mid):
+                z = mid
+            else:
+                a = mid
+        best = z
+    cache[best] = True
+    if not opts.min_search_tiled:
+        return best
+    floor = max(4096, hi // 1024)
+    b, fails, below = best, 0, None
+    while fails < 1:
+        b = b * 7 // 10
+        if b < floor:
+            break
+        if ok(b):
+            best, fails, below = b, 0, None
         else:
-            lo = mid
-        if progress:
-            progress(f"min budget in ({lo}, {hi}]")
-    return hi
+            fails += 1
+            below = b if below is None else below
+    if below is not None:
+        a, z = below, best
+        while z - a > max(z // 32, 1024):
+            mid = (a + z) // 2
+            if ok(mid):
+                z = mid
+            else:
+                a = mid
+        best = z
+    return best
 
 
 def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int, no_offload_peak: int,
-             plan_dir: str | None) -> Plan:
+             plan_dir: str | None, tiling: TilingReport | None = None) -> Plan:
     res, lay = planned.residency, planned.layouts
     names = list(graph.values)
     tindex = {name: i for i, name in enumerate(names)}
+
+    def block_of(name: str) -> tuple[int, int, int, int] | None:
+        b = graph.blocks.get(name)
+        return None if b is None else (tindex[b[0]], b[1], b[2], b[3])
+
     tensors = [
-        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, TensorKind(v.kind), tindex[v.storage]) for v in graph.values.values()
+        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, TensorKind(v.kind), tindex[v.storage], block_of(v.name))
+        for v in graph.values.values()
     ]
     budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
     memories = [Memory(d, MemoryKind.GPU, d, lay.arena.get(d, 0), budgets[d]) for d in range(opts.gpus)]
@@ -297,6 +432,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         effective_budget_bytes=min(planned.effective),
         total_flops=graph.total_flops(),
         reserve_bytes=workspace_reserve(graph),  # per GPU, besides the arena (turnipc/reserve.py)
+        tiling=None if tiling is None else tiling.to_obj(),
     )
     model_path = graph.model_path
     if plan_dir is not None:

@@ -49,7 +49,26 @@ def summary_obj(plan: Plan, top: int = 10) -> dict[str, Any]:
         "memories": [{"id": m.id, "kind": m.kind, "device": m.device, "size": m.size, "budget": m.budget} for m in plan.memories],
         "top_tensors": tops,
         "ops": op_counts(plan),
+        "largest_tasks": largest_working_sets(plan, top),
+        "tiling": s.tiling,
     }
+
+
+def largest_working_sets(plan: Plan, top: int = 10) -> list[dict[str, Any]]:
+    """The compute nodes needing the most GPU bytes at once (distinct storages read and written).
+
+    Why: the largest working set is the floor under any budget; these are
+    the tasks to look at (or to tile finer) when a budget is refused.
+    """
+    rows = []
+    for n in plan.nodes:
+        if n.kind != NodeKind.COMPUTE:
+            continue
+        storages = {plan.tensors[x.tensor].storage for x in (*n.inputs, *n.outputs) if x is not None}
+        ws = sum(plan.tensors[i].nbytes for i in storages)
+        rows.append((-ws, n.id, n.name, n.op))
+    rows.sort()
+    return [{"node": i, "name": name, "op": op, "bytes": -ws} for ws, i, name, op in rows[:top]]
 
 
 def op_counts(plan: Plan) -> dict[str, int]:
@@ -82,6 +101,15 @@ def summary_text(plan: Plan, top: int = 10) -> str:
         moves = f"  offloaded x{t['offloads']}" if t["offloads"] else ""
         moves += f"  reloaded x{t['reloads']}" if t["reloads"] else ""
         lines.append(f"  {format_bytes(t['bytes']):>10}  {t['kind']:<10} {t['name']}  {t['dtype']}{t['shape']}{moves}")
+    lines += ["", "largest working sets (bytes one task needs at once):"]
+    for t in o["largest_tasks"]:
+        lines.append(f"  {format_bytes(t['bytes']):>10}  {t['op']:<12} {t['name']}")
+    til = o["tiling"]
+    if til:
+        lines += ["", f"tiling         {til['tiled_ops']} ops in {til['blocks']} blocks (tasks up to "
+                  f"{format_bytes(til['max_task_bytes'])}); {til['assembles']} assembles, {til['splits']} re-partitions"]
+        for name, n in sorted(til["tiled"].items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
+            lines.append(f"  {n:>4} blocks  {name}")
     return "\n".join(x for x in lines if x is not None)
 
 

@@ -8,7 +8,8 @@ compiler reads it and never looks at the ONNX model again.
   Unsqueeze, Flatten, Identity) name the same ``storage``: the value that owns
   the bytes. Memory planning works on storages; kernels read values.
 * A :class:`Task` is one ONNX node that does real tensor work (constant
-  subgraphs are folded away and aliases are gone).
+  subgraphs are folded away and aliases are gone), or, after the partition
+  pass (``turnipc.partition``), the same op on one block of its output.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class TaskGraph:
     outputs: list[str]  # graph outputs, ONNX order
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # folded values (kind "constant")
     dims: dict[str, int] = field(default_factory=dict)  # dynamic dims bound at import
+    #: Blocks of initial data (weights, graph inputs) made by the partition
+    #: pass: block value -> (value it is cut from, axis, start, stop). The
+    #: runtime cuts them when it loads the data, so a weight is never whole
+    #: on the GPU just to be split there.
+    blocks: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
 
     # -- derived views (cheap, computed on demand) -----------------------
     def storage_bytes(self, storage: str) -> int:

@@ -130,13 +130,18 @@ class TensorInfo:
     nbytes: int
     kind: TensorKind
     storage: int
+    #: A block of initial data (kind ``weight`` or ``input``) cut by the
+    #: runtime when it loads the data: ``(tensor it is cut from, axis, start,
+    #: stop)``. None for every other tensor (and then absent from the file,
+    #: so plans without blocks are unchanged).
+    block: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if type(self.kind) is not TensorKind:  # accept the bare string (tests, older callers)
             object.__setattr__(self, "kind", _vocab(TensorKind, self.kind, f"tensor {self.name!r} kind"))
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        o: dict[str, Any] = {
             "name": self.name,
             "dtype": self.dtype,
             "shape": list(self.shape),
@@ -144,11 +149,15 @@ class TensorInfo:
             "kind": self.kind,
             "storage": self.storage,
         }
+        if self.block is not None:
+            o["block"] = list(self.block)
+        return o
 
     @staticmethod
     def from_obj(o: dict[str, Any]) -> "TensorInfo":
+        blk = o.get("block")
         return TensorInfo(o["name"], o["dtype"], tuple(o["shape"]), o["nbytes"], _vocab(TensorKind, o["kind"], f"tensor {o['name']!r} kind"),
-                          o["storage"])
+                          o["storage"], None if blk is None else (int(blk[0]), int(blk[1]), int(blk[2]), int(blk[3])))
 
 
 @dataclass(frozen=True)
@@ -296,7 +305,7 @@ class Node:
 _STAT_FIELDS = (
     "budget_bytes", "peak_bytes", "peak_bytes_per_device", "max_live_bytes_per_device", "no_offload_peak_bytes",
     "lower_bound_bytes", "effective_budget_bytes", "offload_bytes", "reload_bytes", "move_bytes", "host_bytes",
-    "nodes", "total_flops", "reserve_bytes",
+    "nodes", "total_flops", "reserve_bytes", "tiling",
 )
 
 
@@ -324,6 +333,7 @@ class PlanStats:
     nodes: dict[str, int] | None = None  # count of nodes by kind (keys: NodeKind values)
     total_flops: int | None = None
     reserve_bytes: int | None = None  # per GPU, beside the arena: kernel temporaries and library workspaces
+    tiling: dict[str, Any] | None = None  # only in tiled plans: what the partition pass split (docs/plan-format.md)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def transfer_bytes(self, kind: NodeKind) -> int | None:

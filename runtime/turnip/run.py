@@ -188,15 +188,21 @@ class LoadedPlan:
         be = self.backend
         for p, src, again in self._placements:
             if src is None:
-                name = self.plan.tensors[p.tensor].name
-                if name not in keep:
-                    be_write_any(be, be.raw(p.loc), checked[name])
+                t = self.plan.tensors[p.tensor]
+                root = self._input_root(p.tensor)
+                if root not in keep:
+                    be_write_any(be, be.raw(p.loc), _feed_block(checked[root], t.block))
             elif again:
                 write_source(be, be.raw(p.loc), src)
 
+    def _input_root(self, tensor: int) -> str:
+        """The graph input a placed tensor is (or, in a tiled plan, the input its block is cut from)."""
+        t = self.plan.tensors[tensor]
+        return self.plan.tensors[self.plan.tensors[t.block[0]].storage].name if t.block is not None else t.name
+
     def keepable_inputs(self) -> list[str]:
         """Inputs whose planned bytes no node overwrites: they may be kept from run to run (``write_inputs(keep=)``)."""
-        inputs = [(self.plan.tensors[p.tensor].name, again) for p, src, again in self._placements if src is None]
+        inputs = [(self._input_root(p.tensor), again) for p, src, again in self._placements if src is None]
         reused = {name for name, again in inputs if again}  # an input placed twice is keepable only if no copy is reused
         return list(dict.fromkeys(name for name, _ in inputs if name not in reused))
 
@@ -337,6 +343,16 @@ def _as_device_array(backend: Backend, a: Any) -> Any:
     return None
 
 
+def _feed_block(a: Any, block: tuple[int, int, int, int] | None) -> Any:
+    """A feed, or the block of it a tiled plan places (``TensorInfo.block``: cut along one axis at load)."""
+    if block is None:
+        return a
+    _, axis, start, stop = block
+    idx = [slice(None)] * a.ndim
+    idx[axis] = slice(start, stop)
+    return a[tuple(idx)]
+
+
 def be_write_any(backend: Backend, dst: Any, a: Any) -> None:
     """Write a feed into its planned bytes: from the host, or device to device on the GPU backend."""
     if _is_host_array(a):
@@ -454,6 +470,9 @@ def _index_bound(plan: Plan, tensor: int) -> int | None:
     storages = {tensor}
     for i, t in enumerate(plan.tensors):
         if t.storage == tensor:
+            storages.add(i)
+    for i, t in enumerate(plan.tensors):  # blocks cut from the input at load (tiled plans)
+        if t.block is not None and plan.tensors[t.block[0]].storage in storages:
             storages.add(i)
     best = None
     for node in plan.nodes:

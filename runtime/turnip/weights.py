@@ -235,6 +235,32 @@ def write_source(backend: Any, dst: Any, src: "np.ndarray | _FileRange") -> None
         backend.write(dst, src)
 
 
+def _block_root(plan: Plan, t: Any) -> Any:
+    """The tensor whose initial bytes a block is cut from (the storage of the value it names)."""
+    base = plan.tensors[t.block[0]]
+    return plan.tensors[base.storage]
+
+
+def _cut_block(plan: Plan, t: Any, raw: "np.ndarray | _FileRange") -> np.ndarray:
+    """Bytes of block tensor ``t``: its base's bytes viewed in the base's shape, cut along one axis.
+
+    Why here: the partition pass splits weights and inputs at load time, in
+    host memory, so no GPU ever holds the whole tensor only to cut it.
+    """
+    base_i, axis, start, stop = t.block
+    base = plan.tensors[base_i]
+    if not 0 <= axis < len(base.shape) or not 0 <= start <= stop <= base.shape[axis]:
+        raise PlanError(f"block {t.name!r} lies outside {base.name!r}; re-plan the model")
+    if isinstance(raw, _FileRange):  # the whole weight once, in host memory, to cut the block from
+        whole = np.empty(raw.size, dtype=np.uint8)
+        raw.read_into(None, whole)
+        raw = whole
+    arr = np.ascontiguousarray(raw).view(np_dtype(base.dtype)).reshape(base.shape)
+    idx = [slice(None)] * len(base.shape)
+    idx[axis] = slice(start, stop)
+    return _as_bytes(arr[tuple(idx)])
+
+
 class InitialData:
     """The sources of every placement of a plan, opened once."""
 
@@ -271,6 +297,9 @@ class InitialData:
             t = plan.tensors[p.tensor]
             if p.source == TensorKind.INPUT:
                 self._sources.append(None)
+                continue
+            if t.block is not None and p.source == TensorKind.WEIGHT:
+                self._sources.append(_cut_block(plan, t, self._weight_bytes(inits, _block_root(plan, t))))
                 continue
             src: np.ndarray | _FileRange
             if p.source == TensorKind.CONSTANT:
@@ -398,7 +427,11 @@ class InitialData:
         for p, src in zip(plan.placements, self._sources, strict=True):
             dst = backend.raw(p.loc)
             if src is None:
-                src = _as_bytes(checked[plan.tensors[p.tensor].name])
+                t = plan.tensors[p.tensor]
+                if t.block is not None:
+                    src = _cut_block(plan, t, _as_bytes(checked[_block_root(plan, t).name]))
+                else:
+                    src = _as_bytes(checked[t.name])
             if isinstance(src, _FileRange):
                 if src.size != dst.size:
                     raise PlanError(f"weight {plan.tensors[p.tensor].name!r} has {src.size} bytes but its location holds {dst.size}; re-plan")

@@ -1,0 +1,185 @@
+"""Tiles (issue 11): how far below its largest op a model plans, and that tiled plans are exact.
+
+For every transformer fixture, the demo MLP and the small exports of
+/work/models/small (when present):
+
+* the smallest budget that plans, as a fraction of the no-offload peak,
+  before (untiled bisection) and after (tiling allowed, ``--gpu-mem min``);
+* plans at 25% and 10% of the peak: verified, checked against onnxruntime
+  (atol 1e-4, rtol 1e-3), and bit-identical over 20 random execution orders.
+
+Then a LLaMA-shaped stack at seq 4,096, hidden 256 (fp32, random weights
+written to a temporary folder) planned at 48 MiB, below one head's 4096 x 4096
+fp32 scores (64 MiB), verified and checked on the CPU. With ``--real`` the
+real-size exports of /work/models/real are planned at 25% and 10% too (slow).
+
+Writes bench/results/tiles.json and tiles.md. Usage:
+    python bench/bench_tiles.py [--quick] [--real] [--no-min]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path[:0] = [ROOT, os.path.join(ROOT, "runtime"), os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "models")]
+
+import fixtures  # noqa: E402
+import numpy as np  # noqa: E402
+from turnip.check import compare, reference_outputs  # noqa: E402
+from turnip.run import random_feeds, run_plan  # noqa: E402
+
+from turnipc.errors import BudgetError  # noqa: E402
+from turnipc.importer import import_model  # noqa: E402
+from turnipc.planner import PlanOptions, build_plan  # noqa: E402
+from turnipc.units import Budget  # noqa: E402
+from turnipc.verify import verify_plan  # noqa: E402
+
+SMALL = os.environ.get("TURNIP_SMALL_MODELS", "/work/models/small")
+REAL = os.environ.get("TURNIP_REAL_MODELS", "/work/models/real")
+ORDERS = 20
+
+
+def cases() -> list[tuple[str, str, dict, dict | None]]:
+    out = []
+    for f in fixtures.FIXTURES:
+        if f.kind in ("hf", "demo") and f.exists():
+            out.append((f.name, f.path, dict(f.dims), fixtures.make_inputs(f, seed=0)))
+    if os.path.isdir(SMALL):
+        for fn in sorted(os.listdir(SMALL)):
+            if fn.endswith(".onnx"):
+                out.append((f"small/{fn[:-5]}", os.path.join(SMALL, fn), {"batch": 1, "seq": 16}, None))
+    return out
+
+
+def check_plan(plan, path: str, feeds, orders: int) -> dict:
+    t0 = time.perf_counter()
+    verify_plan(plan)
+    plan.model_path = os.path.abspath(path)
+    feeds = feeds if feeds is not None else random_feeds(plan, 0)
+    ref = reference_outputs(path, feeds)
+    first = run_plan(plan, feeds, backend="numpy")
+    ok = all(c.ok for c in compare(first.outputs, ref))
+    same = True
+    for seed in range(orders):
+        again = run_plan(plan, feeds, backend="numpy", order="random", seed=seed)
+        same &= all(np.array_equal(v, again.outputs[k]) for k, v in first.outputs.items())
+    st = plan.stats
+    return {"check": ok, "orders_identical": same, "orders": orders, "peak": st["peak_bytes"],
+            "budget": st["budget_bytes"], "nodes": len(plan.nodes), "tiled_ops": (st.get("tiling") or {}).get("tiled_ops", 0),
+            "check_s": round(time.perf_counter() - t0, 2)}
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    do_min = "--no-min" not in sys.argv
+    rows = []
+    for name, path, dims, feeds in cases():
+        g = import_model(path, dims, None)
+        row: dict = {"model": name}
+        if do_min:
+            for key, tiled in (("min_before", False), ("min_after", True)):
+                t0 = time.perf_counter()
+                p = build_plan(g, PlanOptions(Budget(minimum=True), min_search_tiled=tiled))
+                row[key] = p.stats["budget_bytes"] / p.stats["no_offload_peak_bytes"]
+                row[key + "_s"] = round(time.perf_counter() - t0, 1)
+                if tiled:
+                    row["min_after_check"] = check_plan(p, path, feeds, 0 if quick else 3)["check"]
+        for frac in (0.25, 0.10):
+            t0 = time.perf_counter()
+            try:
+                p = build_plan(g, PlanOptions(Budget(fraction=frac)))
+            except BudgetError as e:
+                row[f"{frac:.0%}"] = {"error": str(e)}
+                continue
+            r = check_plan(p, path, feeds, 3 if quick else ORDERS)
+            r["plan_s"] = round(time.perf_counter() - t0 - r["check_s"], 2)
+            r["ratio"] = p.stats["peak_bytes"] / p.stats["no_offload_peak_bytes"]
+            row[f"{frac:.0%}"] = r
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    long_seq = long_sequence()
+    print(json.dumps(long_seq), flush=True)
+    real = real_models() if "--real" in sys.argv else []
+
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "tiles.json"), "w") as f:
+        json.dump({"models": rows, "long_sequence": long_seq, "real": real}, f, indent=2, sort_keys=True)
+    md = ["| model | min/peak before | min/peak after | 25%: peak/peak, check, 20 orders | 10%: peak/peak, check, 20 orders |",
+          "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = []
+        for frac in ("25%", "10%"):
+            c = r.get(frac, {})
+            if "error" in c:
+                cells.append("refused")
+            else:
+                cells.append(f"{c['ratio']:.3f}, {'ok' if c['check'] else 'FAIL'}, "
+                             f"{'identical' if c['orders_identical'] else 'DIFFER'} ({c['tiled_ops']} ops tiled, {c['nodes']} nodes)")
+        before = f"{r['min_before']:.3f}" if "min_before" in r else "-"
+        after = f"{r['min_after']:.3f}" if "min_after" in r else "-"
+        md.append(f"| {r['model']} | {before} | {after} | {cells[0]} | {cells[1]} |")
+    md += ["", f"Long sequence (LLaMA-shaped, seq {long_seq['seq']}, hidden {long_seq['hidden']}, fp32): "
+           f"budget {long_seq['budget']} B (one head's scores: {long_seq['head_scores_bytes']} B), "
+           f"peak {long_seq['peak']} B, verify ok, check {'ok' if long_seq['check'] else 'FAIL'}, "
+           f"{long_seq['nodes']} nodes, planned in {long_seq['plan_s']} s."]
+    for r in real:
+        md.append(f"- real {r}")
+    with open(os.path.join(HERE, "results", "tiles.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("wrote bench/results/tiles.md")
+    return 0
+
+
+def long_sequence(seq: int = 4096, hidden: int = 256, budget: int = 48 << 20) -> dict:
+    import onnx
+    from synthetic import llama_shaped_model
+
+    with tempfile.TemporaryDirectory() as d:
+        m = llama_shaped_model(layers=2, hidden=hidden, heads=4, ffn=hidden * 3, vocab=1000, batch=1, seq=seq, fp16=False)
+        path = os.path.join(d, "llama_long.onnx")
+        onnx.save(m, path)
+        end = 0
+        for t in m.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in t.external_data}
+                end = max(end, int(info["offset"]) + int(info["length"]))
+        (np.random.default_rng(0).standard_normal(end // 4).astype(np.float32) * 0.05).tofile(os.path.join(d, "weights.bin"))
+        t0 = time.perf_counter()
+        plan = build_plan(import_model(path, {"batch": 1, "seq": seq}, None), PlanOptions(Budget(bytes=budget)))
+        plan_s = round(time.perf_counter() - t0, 1)
+        r = check_plan(plan, path, None, 0)
+    return {"seq": seq, "hidden": hidden, "budget": budget, "head_scores_bytes": seq * seq * 4, "plan_s": plan_s, **r}
+
+
+def real_models() -> list[dict]:
+    out = []
+    dims = {"gpt2_dynamo18": [128, 1024], "llama_dynamo18": [128], "bert_dynamo18": [128], "bert_legacy17": [128]}
+    for name, seqs in dims.items():
+        path = os.path.join(REAL, name + ".onnx")
+        if not os.path.exists(path):
+            continue
+        for seq in seqs:
+            g = import_model(path, {"batch": 1, "seq": seq}, None)
+            for frac in (0.25, 0.10):
+                t0 = time.perf_counter()
+                try:
+                    p = build_plan(g, PlanOptions(Budget(fraction=frac)))
+                except BudgetError as e:
+                    out.append({"model": name, "seq": seq, "fraction": frac, "error": str(e)})
+                    continue
+                r = check_plan(p, path, None, 0)
+                r.update(model=name, seq=seq, fraction=frac, plan_s=round(time.perf_counter() - t0 - r["check_s"], 1))
+                print(json.dumps(r), flush=True)
+                out.append(r)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
