@@ -404,14 +404,15 @@ def test_failing_node_stops_the_run_quickly():
 
     tasks = [ok(i) for i in range(200)]
     tasks[50] = boom
-    ex = Executor(plan.nodes, tasks, order="dynamic")
+    mine: list[threading.Thread] = []  # this executor's worker threads (others' may still be winding down)
+    ex = Executor(plan.nodes, tasks, order="dynamic", thread_init=lambda q: mine.append(threading.current_thread()))
     t0 = time.monotonic()
     with pytest.raises(ExecutionError, match=r"node 50 \(compute Identity 'id50'\) failed: ValueError: kaput") as ei:
         ex.run()
     assert time.monotonic() - t0 < 5.0  # no hang (the 1 s target is measured in bench/bench_executor.py)
     assert ei.value.node_id == 50
     assert sorted(calls) == list(range(50))  # nothing after the failure ran
-    assert not [t for t in threading.enumerate() if t.name.startswith("turnip-")]
+    assert mine and not [t for t in mine if t.is_alive()]  # a failed run ends its threads
 
 
 def test_failure_on_one_queue_stops_the_others(tmp_path):
@@ -447,11 +448,13 @@ def test_keyboard_interrupt_stops_and_joins():
         if done >= 2:
             raise KeyboardInterrupt
 
+    mine: list[threading.Thread] = []
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        Executor(plan.nodes, tasks).run(progress=progress, progress_interval=0.01)
+        Executor(plan.nodes, tasks, thread_init=lambda q: mine.append(threading.current_thread())).run(
+            progress=progress, progress_interval=0.01)
     assert time.monotonic() - t0 < 5.0  # no hang (the 1 s target is measured in bench/bench_executor.py)
-    assert not [t for t in threading.enumerate() if t.name.startswith("turnip-")]
+    assert mine and not [t for t in mine if t.is_alive()]
 
 
 def test_plan_errors_cycle_and_bad_dep():
@@ -490,3 +493,24 @@ def test_twenty_thousand_trivial_nodes(order):
     res = run_plan(plan, {"t0": np.array([3.5], np.float32)}, backend="numpy", order=order)
     assert res.stats.nodes_run == n
     assert res.outputs[f"t{n}"].tolist() == [3.5]
+
+
+def test_repeated_runs_reuse_the_worker_threads_and_bind_each_queue_once():
+    """A loaded plan runs many times: the threads (and their thread_init, a GPU stream binding) are made once."""
+    plan = make_identity_chain(50)
+    ran_on: list[set[int]] = []
+    current: set[int] = set()
+    inits: list[tuple[int, str]] = []
+    tasks = [lambda: current.add(threading.get_ident()) for _ in range(50)]
+    mine: list[threading.Thread] = []
+    ex = Executor(plan.nodes, tasks, order="dynamic", thread_init=lambda q: (inits.append(q), mine.append(threading.current_thread())))
+    for _ in range(5):
+        current = set()
+        tasks[:] = [lambda c=current: c.add(threading.get_ident()) for _ in range(50)]
+        ex.tasks = list(tasks)
+        assert ex.run().nodes_run == 50
+        ran_on.append(current)
+    assert len(inits) == len(ex.queues) == 1  # one queue (compute), bound once for five runs
+    assert len(set().union(*ran_on)) == 1  # every run on the same worker thread
+    ex.close()
+    assert not [t for t in mine if t.is_alive()]

@@ -199,7 +199,7 @@ def test_turnipc_plan_save_is_the_cli_plan(tmp_path):
     [
         ({"gpu_mem": "lots"}, "gpu_mem: cannot read size 'lots'"),
         ({"gpu_mem": -5}, "must be a positive number of bytes"),
-        ({"solver": "magic"}, "solver='magic': use one of greedy, cpsat"),
+        ({"solver": "magic"}, "solver='magic': use one of greedy, search, cpsat"),
         ({"gpus": 0}, "gpus=0: plan for 1 to 64 GPUs"),
     ],
 )

@@ -81,6 +81,88 @@ class _State:
         self.error: tuple[int, BaseException] | None = None
 
 
+class _WorkerPool:
+    """One long-lived worker thread per queue, reused by every run of an executor.
+
+    Why: a loaded plan runs many times (a session, a decode loop); starting the
+    threads and binding each to its queue (``thread_init``: a GPU backend sets
+    the thread's stream) once, not per run, keeps that cost out of every run.
+    A run hands the pool a job (``job(queue_index)``, the worker loop of that
+    run); each thread runs it once and goes back to waiting.
+    """
+
+    def __init__(self, queues: Sequence[Queue], thread_init: Callable[[Queue], Any] | None) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._job: Callable[[int], None] | None = None
+        self._generation = 0
+        self._busy = 0
+        self._closed = False
+        self._queues = list(queues)
+        self._thread_init = thread_init
+        self.init_errors: list[BaseException | None] = [None] * len(self._queues)
+        self._threads = [
+            threading.Thread(target=self._loop, args=(qi,), name=f"turnip-{q[1]}-{q[0]}", daemon=True) for qi, q in enumerate(self._queues)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _loop(self, qi: int) -> None:
+        if self._thread_init is not None:
+            try:
+                self._thread_init(self._queues[qi])
+            except BaseException as e:  # noqa: BLE001 - reported by every run through its job
+                self.init_errors[qi] = e
+        seen = 0
+        while True:
+            with self._cv:
+                while self._generation == seen and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                seen = self._generation
+                job = self._job
+            try:
+                if job is not None:
+                    job(qi)
+            finally:
+                with self._cv:
+                    self._busy -= 1
+                    self._cv.notify_all()
+
+    def submit(self, job: Callable[[int], None]) -> None:
+        """Every thread runs ``job(its queue index)`` once."""
+        with self._cv:
+            self._job = job
+            self._busy = len(self._threads)
+            self._generation += 1
+            self._cv.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every thread finished the current job; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._busy > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            self._job = None
+        return True
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def close(self, join_timeout: float = 0.0) -> None:
+        """Let the threads exit; wait up to ``join_timeout`` seconds for them."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        deadline = time.monotonic() + join_timeout
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+
+
 class Executor:
     """Runs prepared node callables in a dependency-respecting order.
 
@@ -113,6 +195,7 @@ class Executor:
         self.thread_init = thread_init
         self.wait_timeout = wait_timeout
         self.describe = describe or (lambda i: describe_node(self.nodes[i]))
+        self._pool: _WorkerPool | None = None  # started by the first run, reused by the next ones
         n = len(self.nodes)
 
         for node in self.nodes:
@@ -146,6 +229,17 @@ class Executor:
             self.prio = list(priorities) if priorities is not None else [nd.pos for nd in self.nodes]
             if len(self.prio) != n:
                 raise ValueError("one priority per node is required")
+
+    def close(self) -> None:
+        """Let the worker threads exit and wait for them (idempotent; a later run starts new ones)."""
+        if self._pool is not None:
+            self._pool.close(join_timeout=5.0)
+            self._pool = None
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
 
     # ---------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], Any] | None = None, progress_interval: float = 0.1) -> ExecStats:
@@ -189,8 +283,9 @@ class Executor:
         pc = time.perf_counter
         heappush = heapq.heappush
         heappop = heapq.heappop
-        thread_init = self.thread_init
-        queues = self.queues
+        pool = self._pool
+        if pool is None or not pool.alive():
+            pool = self._pool = _WorkerPool(self.queues, self.thread_init)
 
         def wake_all() -> None:  # lock held
             for c in conds:
@@ -207,13 +302,11 @@ class Executor:
             heap = heaps[qi]
             cond = conds[qi]
             rng = random.Random(seed * 1_000_003 + qi) if mode_random else None
-            if thread_init is not None:
-                try:
-                    thread_init(queues[qi])
-                except BaseException as e:  # noqa: BLE001
-                    with lock:
-                        fail(-1, e)
-                    return
+            init_error = pool.init_errors[qi]
+            if init_error is not None:  # thread_init failed when the pool started this thread
+                with lock:
+                    fail(-1, init_error)
+                return
             lock.acquire()
             try:
                 while True:
@@ -278,16 +371,12 @@ class Executor:
             finally:
                 lock.release()
 
-        threads = [
-            threading.Thread(target=worker, args=(qi,), name=f"turnip-{q[1]}-{q[0]}", daemon=True) for qi, q in enumerate(self.queues)
-        ]
         t_start = pc()
         interrupted: BaseException | None = None
         try:
             if n == 0:
                 st.stop = True
-            for t in threads:
-                t.start()
+            pool.submit(worker)
             last_progress = 0.0
             while True:
                 with lock:
@@ -302,7 +391,7 @@ class Executor:
                         progress(done, n)
                 if stop:
                     break
-                if not all(t.is_alive() for t in threads):
+                if not pool.alive():
                     with lock:
                         if not st.stop:  # a worker died without reporting: never hang
                             fail(-1, RuntimeError("a worker thread exited unexpectedly"))
@@ -312,10 +401,12 @@ class Executor:
                 st.stop = True
                 wake_all()
         finally:
-            deadline = time.monotonic() + 10.0
-            for t in threads:
-                if t.is_alive() or t.ident is not None:
-                    t.join(max(0.0, deadline - time.monotonic()))
+            finished = pool.wait_idle(10.0)
+            if not finished or st.error is not None or interrupted is not None:
+                # a failed or interrupted run ends its threads (a node still running after 10 s: leave it behind);
+                # a later run starts new ones
+                pool.close(join_timeout=1.0 if finished else 0.0)
+                self._pool = None
         wall = pc() - t_start
         if interrupted is not None:
             raise interrupted

@@ -276,6 +276,9 @@ class LoadedPlan:
         if self._closed:
             return
         self._closed = True
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.close()  # its worker threads exit
         try:
             self.backend.free()
         finally:
