@@ -23,6 +23,7 @@ from turnipc.layout import (
 )
 from turnipc.layout.cli import layout as layout_cmd
 from turnipc.layout.csvio import LayoutInputError
+from turnipc.layout.greedy import greedy_offsets
 from turnipc.layout.search import search_layout
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -240,6 +241,11 @@ def test_solve_layout_dispatch():
     assert solve_layout(HARD_SMALL, solver="search", effort=1.0).arena_bytes == 11
     with pytest.raises(ValueError):
         solve_layout(HARD_SMALL, solver="magic")
+
+
+def test_greedy_with_no_orderings_says_so():
+    with pytest.raises(ValueError, match="orderings is empty"):
+        greedy_offsets(HARD_SMALL, orderings=())
 
 
 @needs_datasets

@@ -188,10 +188,10 @@ def import_model(
     task_outputs: list[tuple[str | None, ...]] = [_kept_outputs(n, uses, opsets) for n in real_nodes]
     task_inputs: list[tuple[str | None, ...]] = []
     for n in real_nodes:
-        ins: list[str | None] = [i if i else None for i in n.input]
-        while ins and ins[-1] is None:
-            ins.pop()
-        task_inputs.append(tuple(ins))
+        named: list[str | None] = [i if i else None for i in n.input]
+        while named and named[-1] is None:
+            named.pop()
+        task_inputs.append(tuple(named))
 
     # -- values, in a deterministic order
     _check_static(task_inputs, task_outputs, outputs, types, res, path, model)
@@ -401,11 +401,12 @@ def _bind_dims(
                 f"--input-shape {name}:{format_shape(shp)} has rank {len(shp)} but input {name} is {_shape_text(ds)} "
                 f"(rank {len(ds)}); give {len(ds)} dims"
             )
-        for i, (d, v) in enumerate(zip(ds or [], shp, strict=False)):
+        declared = ds or []
+        for i, (d, v) in enumerate(zip(declared, shp, strict=False)):
             if isinstance(d, int) and d != v:
                 raise ModelError(
                     f"--input-shape {name}:{format_shape(shp)} sets dim {i} to {v} but the model fixes it at {d} "
-                    f"(input {name} is {_shape_text(ds)}); use {d} there"
+                    f"(input {name} is {_shape_text(declared)}); use {d} there"
                 )
             if isinstance(d, str):
                 if d in bound and bound[d] != v:
@@ -430,13 +431,13 @@ def _bind_dims(
             if example_input is None:
                 example_input, example_shape = name, ["N"]
             continue
-        shp: list[int] = []
+        known: list[int] = []
         missing = False
         for i, d in enumerate(ds):
             if isinstance(d, int):
-                shp.append(d)
+                known.append(d)
             elif isinstance(d, str) and d in bound:
-                shp.append(bound[d])
+                known.append(bound[d])
             else:
                 missing = True
                 if isinstance(d, str):
@@ -450,7 +451,7 @@ def _bind_dims(
                 example_input = name
                 example_shape = [str(d) if isinstance(d, int) else "N" for d in ds]
             continue
-        shapes[name] = tuple(shp)
+        shapes[name] = tuple(known)
     if unbound or unnamed:
         items = [f"{p} (in {', '.join(users)})" for p, users in unbound.items()] + unnamed
         fixes = []

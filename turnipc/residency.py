@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import BudgetError
 from .taskgraph import TaskGraph
@@ -82,6 +83,19 @@ class _Stay:
     end: int = INF
     evicted: str | None = None  # None, "offload" or "drop"
     prefetch_start: int | None = None
+
+
+class _Action(NamedTuple):
+    """One step-level action, in the order the step performs them.
+
+    ``kind`` is "offload" | "drop" | "reload" (``target`` = stay), "move"
+    (``target`` = the new stay, ``source`` = the stay it is copied from) or
+    "compute" (``target`` = task id).
+    """
+
+    kind: str
+    target: int
+    source: int = -1
 
 
 @dataclass
@@ -169,7 +183,7 @@ def simulate(
     used = [0] * ndev
     host_valid = set(initial)
     # per step, ordered actions: ("offload"|"drop", stay) / ("move", stay, src_stay) / ("reload", stay) / ("compute", task)
-    actions: list[list[tuple]] = [[] for _ in range(n + 1)]
+    actions: list[list[_Action]] = [[] for _ in range(n + 1)]
     storage_rank = {s: k for k, s in enumerate(graph.storages())}
 
     proactive: dict[int, list[tuple[str, int, int]]] = {}
@@ -181,11 +195,11 @@ def simulate(
         used[d] -= size[s]
         if s in host_valid:
             st.evicted = "drop"
-            actions[i].append(("drop", k))
+            actions[i].append(_Action("drop", k))
         else:
             st.evicted = "offload"
             host_valid.add(s)
-            actions[i].append(("offload", k))
+            actions[i].append(_Action("offload", k))
 
     def make_room(d: int, need: int, protect: set[str], i: int) -> None:
         if used[d] + need <= budgets[d]:
@@ -219,7 +233,7 @@ def simulate(
                 protect |= set(reads[order[i]]) | set(writes[order[i]])
             make_room(dst, size[s], protect, i)
             k = admit(s, dst, i, "move")
-            actions[i].append(("move", k, resident[src][s]))
+            actions[i].append(_Action("move", k, resident[src][s]))
         for s, src, _dst in moves_at.get(i, []):
             read_now = i < n and device_of[order[i]] == src and s in reads[order[i]]
             if next_use(s, src, i + 1) == INF and s in resident[src] and not read_now:
@@ -241,10 +255,10 @@ def simulate(
             if s not in host_valid:
                 raise AssertionError(f"internal: {s} needed on device {d} at step {i} but has no copy")
             k = admit(s, d, i, "reload")
-            actions[i].append(("reload", k))
+            actions[i].append(_Action("reload", k))
         for s in writes[t]:
             admit(s, d, i, "compute")
-        actions[i].append(("compute", t))
+        actions[i].append(_Action("compute", t))
         for s in dict.fromkeys(list(reads[t]) + list(writes[t])):
             if s in resident[d] and next_use(s, d, i + 1) == INF:
                 k = resident[d].pop(s)
@@ -277,14 +291,14 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
     reloads = sorted((st for st in stays if st.via == "reload"), key=lambda x: (x.start, x.device, x.storage))
     for st in reloads:
         lo = prev_end.get(id(st), 0)
-        b = size[st.storage]
+        nbytes = size[st.storage]
         row = live[st.device]
         cap = budgets[st.device]
         s = st.start
-        while s - 1 >= lo and row[s - 1] + b <= cap:
+        while s - 1 >= lo and row[s - 1] + nbytes <= cap:
             s -= 1
         for k in range(s, st.start):
-            row[k] += b
+            row[k] += nbytes
         if s == 0 and lo == 0 and st.storage in initial:
             st.via = "preload"
             st.prefetch_start = 0
@@ -292,7 +306,16 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
             st.prefetch_start = s
 
 
-def _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bound) -> Residency:
+def _to_events(
+    graph: TaskGraph,
+    order: list[int],
+    device_of: list[int],
+    stays: list[_Stay],
+    actions: list[list[_Action]],
+    size: dict[str, int],
+    outputs: set[str],
+    lower_bound: list[int],
+) -> Residency:
     n = len(order)
     # Hoisted reloads run just before the compute of the step they were hoisted to.
     hoisted: dict[int, list[int]] = {}
@@ -342,11 +365,11 @@ def _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bou
 
     for i in range(n + 1):
         for act in actions[i]:
-            kind = act[0]
+            kind = act.kind
             if kind == "drop":
                 continue
             if kind == "offload":
-                k = act[1]
+                k = act.target
                 st = stays[k]
                 src = gpu_occ[k]
                 e = emit(Event("offload", st.device, i, storage=st.storage))
@@ -357,7 +380,7 @@ def _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bou
                 occupants[src].readers.append(e)
                 offloaded += graph.storage_bytes(st.storage)
             elif kind == "move":
-                k, src_k = act[1], act[2]
+                k, src_k = act.target, act.source
                 st = stays[k]
                 src = gpu_occ[src_k]
                 e = emit(Event("move", st.device, i, storage=st.storage))
@@ -368,13 +391,13 @@ def _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bou
                 occupants[src].readers.append(e)
                 moved += graph.storage_bytes(st.storage)
             elif kind == "reload":
-                k = act[1]
+                k = act.target
                 if stays[k].prefetch_start is None:
                     do_reload(k, i)
             elif kind == "compute":
                 for k in hoisted.get(i, []):
                     do_reload(k, i)
-                t = act[1]
+                t = act.target
                 d = device_of[t]
                 task = graph.tasks[t]
                 e = emit(Event("compute", d, i, task=t))
@@ -397,7 +420,10 @@ def _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bou
     return Residency(events, occupants, final, lower_bound, offloaded, reloaded, moved)
 
 
-def _current(stays, by_key, gpu_occ, s: str, d: int, i: int) -> int:
+_StaysByKey = dict[tuple[str, int], list[int]]  # (storage, device) -> stay indices
+
+
+def _current(stays: list[_Stay], by_key: _StaysByKey, gpu_occ: dict[int, int], s: str, d: int, i: int) -> int:
     for k in by_key.get((s, d), ()):
         st = stays[k]
         start = st.prefetch_start if st.prefetch_start is not None else st.start
@@ -406,14 +432,16 @@ def _current(stays, by_key, gpu_occ, s: str, d: int, i: int) -> int:
     raise AssertionError(f"internal: {s} not resident on device {d} at step {i}")
 
 
-def _stay_of(stays, by_key, s: str, d: int, i: int) -> int:
+def _stay_of(stays: list[_Stay], by_key: _StaysByKey, s: str, d: int, i: int) -> int:
     for k in by_key.get((s, d), ()):
         if stays[k].start == i and stays[k].via == "compute":
             return k
     raise AssertionError(f"internal: no compute stay of {s} at step {i}")
 
 
-def _final_occupant(stays, by_key, gpu_occ, host_occ, s: str, n: int) -> int:
+def _final_occupant(
+    stays: list[_Stay], by_key: _StaysByKey, gpu_occ: dict[int, int], host_occ: dict[str, int], s: str, n: int
+) -> int:
     for (s2, _d), ks in by_key.items():
         if s2 != s:
             continue

@@ -94,7 +94,7 @@ class _Budget:
 
 def _canonical_identical(p: Segment) -> None:
     """Within each group of identical buffers, offsets ascend with the index (matches symmetry breaking)."""
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
     for i in range(len(p.ids)):
         groups.setdefault((int(p.L[i]), int(p.U[i]), int(p.S[i]), int(p.A[i])), []).append(i)
     for members in groups.values():
@@ -137,8 +137,8 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
     lo_t, hi_t = int(L[free].min()), int(U[free].max())
     near = np.flatnonzero((~is_free) & (L < hi_t) & (U > lo_t) & (off < cap))
     model = cp_model.CpModel()
-    x: dict[int, object] = {}
-    itv: dict[int, object] = {}
+    x: dict[int, cp_model.LinearExpr | cp_model.IntVar] = {}
+    itv: dict[int, cp_model.IntervalVar] = {}
     nL, nU, nO, nE = L[near], U[near], off[near], off[near] + S[near]
     for i in free.tolist():
         a, s = int(A[i]), int(S[i])
@@ -158,14 +158,14 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
             allowed.append((cur, top))
         if a > 1:
             allowed = [(-(-lo // a), hi // a) for lo, hi in allowed]
-        allowed = [[lo, hi] for lo, hi in allowed if lo <= hi]
-        if not allowed:
+        domain = [[lo, hi] for lo, hi in allowed if lo <= hi]
+        if not domain:
             return "INFEASIBLE", None, 0.0
-        v = model.new_int_var_from_domain(cp_model.Domain.from_intervals(allowed), f"x{i}")
+        v = model.new_int_var_from_domain(cp_model.Domain.from_intervals(domain), f"x{i}")
         x[i] = a * v if a > 1 else v
         model.add_hint(v, int(off[i]) // a)
         itv[i] = model.new_fixed_size_interval_var(x[i], s, f"m{i}")
-    const: dict[tuple[int, int], object] = {}
+    const: dict[tuple[int, int], cp_model.IntervalVar] = {}
     members = np.concatenate([free, near])
     items_total = 0
     for clique in _cliques(members, L, U):
@@ -191,7 +191,7 @@ def _fits(p: Segment, free: np.ndarray, cap: int, effort: float, seed: int, num_
         items_total += len(clique)
         if len(items) > 1:
             model.add_no_overlap(items)
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
     for i in free.tolist():
         groups.setdefault((int(L[i]), int(U[i]), int(S[i]), int(A[i])), []).append(i)
     for g in groups.values():

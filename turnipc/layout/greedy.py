@@ -193,6 +193,8 @@ def greedy_offsets(
                             limit=None if best is None else best[0])
         if best is None or arena < best[0]:
             best = (arena, off, name)
+    if best is None:
+        raise ValueError(f"orderings is empty; choose from {', '.join(ORDERINGS)}")
     arena, off, name = best
     return {b.id: int(off[i]) for i, b in enumerate(buffers)}, int(arena), name
 
