@@ -141,7 +141,7 @@ def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds:
         rows.append({
             "model": label, "budget": blabel, "threads": nth, "check": "PASSED" if ok else "FAILED",
             "ort_ms": round(t_ort * 1e3, 2), "turnip_ms": round(t_tur * 1e3, 2), "ratio": round(t_tur / t_ort, 2),
-            "nodes": len(plan.nodes), "reload_MiB": round(plan.stats["reload_bytes"] / 2**20, 1),
+            "nodes": len(plan.nodes), "reload_MiB": round(plan.stats.reload_bytes / 2**20, 1),
         })
         print(rows[-1], flush=True)
     return rows

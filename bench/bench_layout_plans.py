@@ -37,8 +37,8 @@ def one(graph, frac: float, solver: str) -> dict:
     s = time.perf_counter() - t0
     verify_plan(plan)
     st = plan.stats
-    ml = max(st["max_live_bytes_per_device"])
-    return {"peak": st["peak_bytes"], "max_live": ml, "ratio": round(st["peak_bytes"] / ml, 4) if ml else 1.0,
+    ml = max(st.max_live_bytes_per_device)
+    return {"peak": st.peak_bytes, "max_live": ml, "ratio": round(st.peak_bytes / ml, 4) if ml else 1.0,
             "seconds": round(s, 2)}
 
 

@@ -70,8 +70,8 @@ def check_plan(plan, path: str, feeds, orders: int) -> dict:
         again = run_plan(plan, feeds, backend="numpy", order="random", seed=seed)
         same &= all(np.array_equal(v, again.outputs[k]) for k, v in first.outputs.items())
     st = plan.stats
-    return {"check": ok, "orders_identical": same, "orders": orders, "peak": st["peak_bytes"],
-            "budget": st["budget_bytes"], "nodes": len(plan.nodes), "tiled_ops": (st.get("tiling") or {}).get("tiled_ops", 0),
+    return {"check": ok, "orders_identical": same, "orders": orders, "peak": st.peak_bytes,
+            "budget": st.budget_bytes, "nodes": len(plan.nodes), "tiled_ops": (st.tiling or {}).get("tiled_ops", 0),
             "check_s": round(time.perf_counter() - t0, 2)}
 
 
@@ -86,7 +86,7 @@ def main() -> int:
             for key, tiled in (("min_before", False), ("min_after", True)):
                 t0 = time.perf_counter()
                 p = build_plan(g, PlanOptions(Budget(minimum=True), min_search_tiled=tiled))
-                row[key] = p.stats["budget_bytes"] / p.stats["no_offload_peak_bytes"]
+                row[key] = p.stats.budget_bytes / p.stats.no_offload_peak_bytes
                 row[key + "_s"] = round(time.perf_counter() - t0, 1)
                 if tiled:
                     row["min_after_check"] = check_plan(p, path, feeds, 0 if quick else 3)["check"]
@@ -99,7 +99,7 @@ def main() -> int:
                 continue
             r = check_plan(p, path, feeds, 3 if quick else ORDERS)
             r["plan_s"] = round(time.perf_counter() - t0 - r["check_s"], 2)
-            r["ratio"] = p.stats["peak_bytes"] / p.stats["no_offload_peak_bytes"]
+            r["ratio"] = p.stats.peak_bytes / p.stats.no_offload_peak_bytes
             row[f"{frac:.0%}"] = r
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -42,7 +42,7 @@ def _check(path: str, dims: dict, feeds, fraction: float, orders: int) -> dict:
                       plan_dir=os.path.dirname(path))
     verify_plan(plan)
     st = plan.stats
-    assert st["peak_bytes"] <= st["budget_bytes"] <= fraction * st["no_offload_peak_bytes"] + 1
+    assert st.peak_bytes <= st.budget_bytes <= fraction * st.no_offload_peak_bytes + 1
     plan.model_path = os.path.abspath(path)
     if feeds is None:
         feeds = random_feeds(plan, 0)
@@ -63,8 +63,8 @@ def test_fixture_plans_tiled_and_checks(name, budget):
     fx = fixtures.get(name)
     full = budget == "10%" and name in ("gpt2_dynamo18", "llama_legacy17", "bert_dynamo18", "demo_mlp")
     st = _check(fx.path, fx.dims, fixtures.make_inputs(fx, seed=0), FRACTIONS[budget], RANDOM_ORDERS if full else 3)
-    if budget == "10%" and st.get("tiling"):
-        assert st["tiling"]["tiled_ops"] > 0 and st["tiling"]["blocks"] > st["tiling"]["tiled_ops"]
+    if budget == "10%" and st.tiling:
+        assert st.tiling["tiled_ops"] > 0 and st.tiling["blocks"] > st.tiling["tiled_ops"]
 
 
 @pytest.mark.skipif(not SMALL, reason=f"no small exports in {SMALL_DIR}")
@@ -75,4 +75,4 @@ def test_small_export_plans_tiled_and_checks(name, budget):
     st = _check(path, {"batch": 1, "seq": 16}, None, FRACTIONS[budget], RANDOM_ORDERS)
     # the smallest untiled budget of these exports is 28-50% of the peak: only tiling plans them at 10%
     if budget == "10%":
-        assert st["tiling"]["tiled_ops"] > 0
+        assert st.tiling["tiled_ops"] > 0

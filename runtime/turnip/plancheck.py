@@ -368,7 +368,11 @@ def _check_placements(plan: Plan) -> None:
         if p.source not in ("weight", "constant", "input"):
             raise PlanCheckError(f"placement of tensor {p.tensor} has unknown source {p.source!r}")
         if p.source == "input" and p.tensor not in graph_inputs:
-            raise PlanCheckError(f"placement of tensor {p.tensor} is fed by the user, but it is not one of the plan's graph inputs")
+            # a tiled plan places blocks of an input (TensorInfo.block), cut from the feed at load
+            blk = plan.tensors[p.tensor].block if 0 <= p.tensor < len(plan.tensors) else None
+            root = plan.tensors[blk[0]].storage if blk is not None and 0 <= blk[0] < len(plan.tensors) else None
+            if root not in graph_inputs:
+                raise PlanCheckError(f"placement of tensor {p.tensor} is fed by the user, but it is not one of the plan's graph inputs")
 
 
 def _check_devices(plan: Plan) -> None:

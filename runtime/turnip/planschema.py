@@ -113,6 +113,14 @@ def check_plan_form(plan: Any) -> None:
         _int(t.nbytes, f"{what} nbytes", 0, MAX_BYTES)
         if t.kind not in TENSOR_KINDS:
             raise _bad(f"{what} kind", f"is {_short(t.kind)}, not one of {', '.join(TENSOR_KINDS)}")
+        if t.block is not None:  # (tensor it is cut from, axis, start, stop): checked again when cut
+            base, axis, start, stop = t.block
+            _int(base, f"{what} block tensor", 0, n_t)
+            _int(axis, f"{what} block axis", 0, 64)
+            _int(start, f"{what} block start")
+            _int(stop, f"{what} block stop")
+            if start > stop:
+                raise _bad(f"{what} block", f"starts at {start}, after its stop {stop}")
         _int(t.storage, f"{what} storage", 0, n_t)
 
     mem_ids = set()
