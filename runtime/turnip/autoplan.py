@@ -63,14 +63,6 @@ def sniff(path: str | os.PathLike[str]) -> FileKind:
     return FileKind.OTHER
 
 
-def cache_dir() -> str:
-    env = os.environ.get("TURNIP_CACHE_DIR")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "turnip")
-
-
 @dataclass(frozen=True)
 class AutoPlan:
     plan: Plan
@@ -119,6 +111,8 @@ def plan_model(
         "input_shapes": {k: list(v) for k, v in sorted(shape_map.items())},
         "gpus": gpus,
     }
+    from .cache import cache_dir
+
     folder = folder or cache_dir()
     key = cache_key(file_sha256(model_abs), options)
     path = os.path.join(folder, f"{os.path.splitext(os.path.basename(model_abs))[0]}-{key[:16]}.plan")

@@ -26,6 +26,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def cache_dir() -> str:
+    """Turnip's cache folder (verified plans, file hashes, planned models): $TURNIP_CACHE_DIR, else the XDG cache."""
     d = os.environ.get("TURNIP_CACHE_DIR")
     if d:
         return d
