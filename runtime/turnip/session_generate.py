@@ -1,0 +1,208 @@
+"""``turnip.Session.generate``: token generation on one loaded static-cache decode plan.
+
+    >>> plan = turnipc.plan("llama_static.onnx", gpu_mem="25%", dims={"batch": 1, "seq": 1})
+    >>> with turnip.Session(plan, model="llama_static.onnx") as s:
+    ...     out = s.generate([[1, 2, 3]], max_new_tokens=32)
+    >>> out.new_token_ids, out.stats.weight_loads, out.stats.cache_bytes_copied_per_token
+
+The loop is :func:`turnip.generate.generate` (one loop for every runner);
+this module is the runner that drives a loaded plan, :class:`DecodePlanRunner`.
+
+WHY one decode plan (seq = 1) and the prompt fed one token at a time through
+it, not a second prefill plan: a static-cache graph takes ``cache_position``,
+so position ``p`` of the prompt is exactly a decode step at ``p``. One plan
+means one session, one arena, weights opened and written once, and the
+cache's planned bytes shared by prompt and decode with nothing to hand over
+between two plans (a separate prefill plan would be a second session with
+its own weights and a copy of the whole cache into the decode plan). The cost
+is ``prompt_len`` runs of the seq-1 plan instead of one run of a wider plan,
+which matters for long prompts; a ``prefill=`` session is the way to add it.
+
+WHY only the written positions are copied: in a static cache the present
+output equals the past input except at ``cache_position`` (the graph
+scatters the new keys / values there). So after each run the runner copies
+``present[:, :, p, :]`` -- one position, ``batch * heads * head_dim`` values
+per cache tensor -- into the cache's planned input bytes, which the next run
+keeps (``keep=``) when the plan never overwrites them
+(:meth:`LoadedPlan.keepable_inputs`). A cache input the plan does reuse
+during a run (small budgets) cannot live in the arena between runs: the
+runner holds it in host memory, updates the same one position there, and
+feeds it whole each run; those bytes are counted in
+``cache_bytes_copied_per_token``. The plan does not alias a present with its
+past (they are separate tensors), so in-place update by the graph itself is
+not available; this is the copy it costs instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .generate import CacheConvention, DecoderSignature, GenerateError, GenerateResult, Sampling, generate
+from .plan import RELOAD
+from .run import LoadedPlan
+
+
+@dataclass
+class GenerateStats:
+    """What one ``Session.generate`` call did, beyond the ids (``to_dict`` for ``--json``)."""
+
+    batch: int
+    prompt_tokens: int  # per row
+    new_tokens: int  # per row (steps generated)
+    plan_runs: int  # runs of the decode plan in this call (prompt_tokens + new_tokens - 1)
+    prefill_s: float  # the prompt's runs (the first new token comes from the last one)
+    decode_s: float  # the runs that produce new tokens 2..n
+    weight_loads: int  # times this session opened the model's weight files and wrote them into place (1: at load)
+    weight_bytes_at_load: int  # written once, when the session was made
+    weight_bytes_rewritten_per_run: int  # weights whose memory the plan reuses: rewritten from the mapped files each run
+    cache_bytes: int  # the whole KV cache (all layers, keys and values)
+    cache_bytes_copied_per_token: float  # cache bytes written into / read out of the plan per run (one position when kept)
+    cache_inputs_kept: int  # cache tensors that stay in the plan's memory between runs
+    cache_inputs_fed: int  # cache tensors held on the host and fed whole each run (the plan reuses their memory)
+    bytes_reloaded_per_run: float  # the plan's own reload traffic (offloaded tensors, weights in host memory)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = self.batch * max(self.new_tokens - 1, 0)
+        return n / self.decode_s if self.decode_s > 0 else float("nan")
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        n = self.batch * self.prompt_tokens
+        return n / self.prefill_s if self.prefill_s > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["decode_tokens_per_s"] = self.decode_tokens_per_s
+        d["prefill_tokens_per_s"] = self.prefill_tokens_per_s
+        return d
+
+
+@dataclass
+class SessionGenerateResult:
+    new_token_ids: np.ndarray  # int64 [batch, steps]
+    result: GenerateResult  # per-step timings from the loop
+    stats: GenerateStats
+
+
+def plan_signature(lp: LoadedPlan) -> DecoderSignature:
+    """The decoder signature read off a plan's inputs and outputs (GenerateError when it is no decoder)."""
+    ts = lp.plan.tensors
+    ins = {ts[i].name: (list(ts[i].shape), np.dtype(ts[i].dtype)) for i in lp.plan.inputs}
+    return DecoderSignature.from_io(ins, lp.output_names)
+
+
+class DecodePlanRunner:
+    """Runs one loaded static-cache decode plan (seq = 1) as a :class:`turnip.generate.Runner` that keeps the cache.
+
+    ``run(feeds)`` takes ``input_ids [batch, n]`` and ``cache_position [n]``
+    (the loop's prompt step has n = prompt length, decode steps n = 1) and runs
+    the plan once per position; it returns the last position's logits.
+    """
+
+    keeps_cache = True
+
+    def __init__(self, lp: LoadedPlan, sig: DecoderSignature):
+        if sig.convention is not CacheConvention.STATIC:
+            raise GenerateError(
+                "Session.generate needs a static-cache decoder (cache_position input); "
+                "a past/present decoder grows its cache every step, which one plan cannot hold"
+            )
+        ids_shape = tuple(lp.plan.tensors[lp.plan.tensor_index()[sig.input_ids]].shape)
+        if len(ids_shape) != 2 or ids_shape[1] != 1:
+            raise GenerateError(f"the decode plan's input_ids is {list(ids_shape)}; plan the decoder with seq=1 (--dim seq=1)")
+        self.lp = lp
+        self.sig = sig
+        self.batch = int(ids_shape[0])
+        keepable = set(lp.keepable_inputs())
+        self.kept = [s for s in sig.slots if s.past in keepable]
+        self.fed = [s for s in sig.slots if s.past not in keepable]
+        self.host_cache: dict[str, np.ndarray] = {}
+        self.slot_bytes = {s.past: lp.plan.tensors[lp.plan.tensor_index()[s.past]].nbytes for s in sig.slots}
+        self.position_bytes = {s.past: self.batch * s.kv_heads * s.head_dim * s.dtype.itemsize for s in sig.slots}
+        self.runs = 0
+        self.cache_bytes_copied = 0
+        self.bytes_reloaded = 0
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(self.slot_bytes.values())
+
+    def reset(self) -> None:
+        """An empty cache: zero the kept cache bytes in place, fresh host arrays for the fed ones (not per token)."""
+        views = self.lp.input_views()
+        for s in self.kept:
+            views[s.past][...] = 0
+        assert self.sig.capacity is not None
+        self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, self.sig.capacity, s.head_dim), dtype=s.dtype) for s in self.fed}
+        self.runs = 0
+        self.cache_bytes_copied = 0
+        self.bytes_reloaded = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sig, lp = self.sig, self.lp
+        ids = np.asarray(feeds[sig.input_ids])
+        assert sig.cache_position is not None
+        positions = np.asarray(feeds[sig.cache_position])
+        if ids.shape[0] != self.batch:
+            raise GenerateError(f"input_ids has {ids.shape[0]} rows but the decode plan was made for batch {self.batch}; plan it with --dim batch={ids.shape[0]}")
+        be = lp.backend
+        kept = [s.past for s in self.kept]
+        logits = None
+        for j in range(ids.shape[1]):
+            p = int(positions[j])
+            step = {sig.input_ids: ids[:, j : j + 1], sig.cache_position: positions[j : j + 1]}
+            step.update(self.host_cache)
+            self.cache_bytes_copied += sum(self.slot_bytes[s.past] for s in self.fed)  # fed whole
+            out = lp.run(step, device_outputs=True, keep=kept)
+            self.runs += 1
+            _, moved = lp.timeline(lp.last_exec)
+            self.bytes_reloaded += moved[RELOAD]
+            views = lp.input_views() if kept else {}
+            for s in self.kept:  # the one written position, device to device
+                views[s.past][:, :, p, :] = out[s.present][:, :, p, :]
+                self.cache_bytes_copied += self.position_bytes[s.past]
+            for s in self.fed:  # the one written position, back to the host copy
+                self.host_cache[s.past][:, :, p, :] = be.read(out[s.present][:, :, p, :])
+                self.cache_bytes_copied += self.position_bytes[s.past]
+            logits = out[sig.logits]
+        assert logits is not None
+        return {sig.logits: np.array(be.read(logits))}
+
+
+def session_generate(
+    lp: LoadedPlan,
+    input_ids: Any,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    sampling: Sampling | None = None,
+    on_token: Any = None,
+) -> SessionGenerateResult:
+    """What :meth:`turnip.Session.generate` does (see the module docstring)."""
+    sig = plan_signature(lp)
+    runner = DecodePlanRunner(lp, sig)
+    runner.reset()
+    rewritten0 = lp.source_bytes_rewritten
+    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+    batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
+    runs = max(runner.runs, 1)
+    stats = GenerateStats(
+        batch=batch,
+        prompt_tokens=prompt,
+        new_tokens=int(res.new_token_ids.shape[1]),
+        plan_runs=runner.runs,
+        prefill_s=res.prefill_s,
+        decode_s=res.decode_s,
+        weight_loads=lp.weight_loads,
+        weight_bytes_at_load=lp.source_bytes_at_load,
+        weight_bytes_rewritten_per_run=(lp.source_bytes_rewritten - rewritten0) // runs,
+        cache_bytes=runner.cache_bytes,
+        cache_bytes_copied_per_token=runner.cache_bytes_copied / runs,
+        cache_inputs_kept=len(runner.kept),
+        cache_inputs_fed=len(runner.fed),
+        bytes_reloaded_per_run=runner.bytes_reloaded / runs,
+    )
+    return SessionGenerateResult(res.new_token_ids, res, stats)
