@@ -162,15 +162,33 @@ class DecodePlanRunner:
             _, moved = lp.timeline(lp.last_exec)
             self.bytes_reloaded += moved[RELOAD]
             views = lp.input_views() if kept else {}
-            for s in self.kept:  # the one written position, device to device
-                views[s.past][:, :, p, :] = out[s.present][:, :, p, :]
+            for s in self.kept:  # the one written position, into the kept input's planned bytes
+                _copy_position(be, views[s.past], out[s.present], p)
                 self.cache_bytes_copied += self.position_bytes[s.past]
             for s in self.fed:  # the one written position, back to the host copy
-                self.host_cache[s.past][:, :, p, :] = be.read(out[s.present][:, :, p, :])
+                _copy_position(be, self.host_cache[s.past], out[s.present], p)
                 self.cache_bytes_copied += self.position_bytes[s.past]
             logits = out[sig.logits]
         assert logits is not None
         return {sig.logits: np.array(be.read(logits))}
+
+
+def _copy_position(be: Any, dst: Any, src: Any, p: int) -> None:
+    """``dst[:, :, p, :] = src[:, :, p, :]`` where each side is host NumPy or a device (CuPy) view.
+
+    The slice is strided, so a device side is made contiguous on the device
+    before crossing (the backend's read copies contiguous bytes).
+    """
+    dst_host, src_host = isinstance(dst, np.ndarray), isinstance(src, np.ndarray)
+    if dst_host == src_host:
+        dst[:, :, p, :] = src[:, :, p, :]
+        return
+    import cupy  # a device side exists only on the cupy backend
+
+    if dst_host:
+        dst[:, :, p, :] = be.read(cupy.ascontiguousarray(src[:, :, p, :]))
+    else:
+        dst[:, :, p, :] = cupy.asarray(np.ascontiguousarray(src[:, :, p, :]))
 
 
 def session_generate(
