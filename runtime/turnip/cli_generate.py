@@ -10,6 +10,7 @@ rows and the sequence dimension to 1 (the dim names are read off the model's
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Callable, Sequence
 
 import click
@@ -63,6 +64,25 @@ def decode_dims(model: str, batch: int, dims: Sequence[str]) -> list[str]:
     return out
 
 
+class _TokenBar:
+    """A rich progress bar of new tokens on stderr (only on a terminal; transient)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=True)
+        self.task = self.progress.add_task("tokens", total=total)
+        self.progress.start()
+
+    def __call__(self, step: int, ids: Any) -> None:
+        self.progress.update(self.task, completed=step + 1)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
 def run_generate(
     plan: Any,
     plan_path: str,
@@ -86,10 +106,14 @@ def run_generate(
     with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path,
                     verify_weights=verify_weights) as lp:
         say(f"loaded the decode plan in {lp.load_s:.2f} s")
+        bar = _TokenBar(new_tokens) if not as_json and not quiet and sys.stderr.isatty() else None
         try:
-            res = session_generate(lp, ids, new_tokens, eos_token_id=eos_token_id)
+            res = session_generate(lp, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar)
         except GenerateError as e:
             raise TurnipError(f"--generate: {e}") from None
+        finally:
+            if bar is not None:
+                bar.close()
         load_s = lp.load_s
     st = res.stats
     if as_json:
