@@ -102,6 +102,25 @@ def test_random_orders(model):
             np.testing.assert_array_equal(s.generate(prompt, NEW).new_token_ids, expected)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_prefill_plan(model):
+    """A prompt-length plan as ``prefill=``: one prompt run, its cache copied into the decode plan once, the same ids."""
+    prompt, expected = _expected(model)
+    with turnip.Session(_plan(model, "25%"), model=_static(model), backend="numpy") as s, \
+            turnip.Session(turnipc.plan(_static(model), gpu_mem="25%", dims={"batch": 2, "seq": prompt.shape[1]}),
+                           model=_static(model), backend="numpy") as pre:
+        out = s.generate(prompt, NEW, prefill=pre)
+        np.testing.assert_array_equal(out.new_token_ids, expected)
+        assert out.stats.plan_runs == 1 + NEW - 1 and pre.runs == 1 and s.runs == NEW - 1
+        assert out.stats.weight_loads == 2  # each session loads its own weights
+        # once: zeros into every prefill cache input, the prompt's positions out of every present
+        sig = plan_signature(s.loaded)
+        pos = sum(2 * x.kv_heads * x.head_dim * x.dtype.itemsize for x in sig.slots)
+        assert out.stats.cache_bytes_copied_prompt == out.stats.cache_bytes + prompt.shape[1] * pos
+        with pytest.raises(GenerateError, match="prefill plan was made for 8"):
+            s.generate(prompt[:, :5], 4, prefill=pre)
+
+
 def test_sampling_is_seeded_and_eos_stops():
     prompt, expected = _expected("llama")
     with turnip.Session(_plan("llama", "100%"), model=_static("llama"), backend="numpy") as s:

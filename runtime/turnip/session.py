@@ -183,6 +183,7 @@ class Session:
         temperature: float = 1.0,
         seed: int = 0,
         on_token: Any = None,
+        prefill: "Session | None" = None,
     ) -> Any:
         """Generate up to ``max_new_tokens`` ids per row after ``input_ids`` (``[batch, prompt]`` ints).
 
@@ -197,12 +198,18 @@ class Session:
         weight loads, cache bytes copied per token). Raises
         :class:`turnip.generate.GenerateError` (one line) on a plan that is no
         static-cache decoder or bad arguments.
+
+        ``prefill``: a second session on the same decoder planned for the
+        prompt length (``seq = prompt length``, same batch): the prompt then runs
+        in one pass there, and its cache is copied into this session's once
+        (that session loads its own weights: ``stats.weight_loads`` is 2).
         """
         from .generate import Sampling
         from .session_generate import session_generate
 
         sampling = Sampling(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-        return session_generate(self._loaded, input_ids, max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+        return session_generate(self._loaded, input_ids, max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token,
+                                prefill=None if prefill is None else prefill.loaded)
 
     # -- lifetime ------------------------------------------------------------
     @property

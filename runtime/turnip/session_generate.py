@@ -55,11 +55,12 @@ class GenerateStats:
     plan_runs: int  # runs of the decode plan in this call (prompt_tokens + new_tokens - 1)
     prefill_s: float  # the prompt's runs (the first new token comes from the last one)
     decode_s: float  # the runs that produce new tokens 2..n
-    weight_loads: int  # times this session opened the model's weight files and wrote them into place (1: at load)
+    weight_loads: int  # times the model's weight files were opened and written into place: 1 per loaded plan (2 with a prefill plan)
     weight_bytes_at_load: int  # written once, when the session was made
     weight_bytes_rewritten_per_run: int  # weights whose memory the plan reuses: rewritten from the mapped files each run
     cache_bytes: int  # the whole KV cache (all layers, keys and values)
-    cache_bytes_copied_per_token: float  # cache bytes written into / read out of the plan per run (one position when kept)
+    cache_bytes_copied_per_token: float  # per decode run: cache bytes written into / read out of the plan (one position per kept tensor)
+    cache_bytes_copied_prompt: int  # the prompt step's (with a prefill plan: zeros in, the prompt's positions out, once)
     cache_inputs_kept: int  # cache tensors that stay in the plan's memory between runs
     cache_inputs_fed: int  # cache tensors held on the host and fed whole each run (the plan reuses their memory)
     bytes_reloaded_per_run: float  # the plan's own reload traffic (offloaded tensors, weights in host memory)
@@ -105,7 +106,7 @@ class DecodePlanRunner:
 
     keeps_cache = True
 
-    def __init__(self, lp: LoadedPlan, sig: DecoderSignature):
+    def __init__(self, lp: LoadedPlan, sig: DecoderSignature, prefill: LoadedPlan | None = None):
         if sig.convention is not CacheConvention.STATIC:
             raise GenerateError(
                 "Session.generate needs a static-cache decoder (cache_position input); "
@@ -123,9 +124,25 @@ class DecodePlanRunner:
         self.host_cache: dict[str, np.ndarray] = {}
         self.slot_bytes = {s.past: lp.plan.tensors[lp.plan.tensor_index()[s.past]].nbytes for s in sig.slots}
         self.position_bytes = {s.past: self.batch * s.kv_heads * s.head_dim * s.dtype.itemsize for s in sig.slots}
+        self.prefill = prefill
+        self.prefill_seq = self._check_prefill(prefill) if prefill is not None else None
         self.runs = 0
         self.cache_bytes_copied = 0
         self.bytes_reloaded = 0
+        self.calls = 0
+        self.decode_runs = 0
+        self.decode_cache_bytes = 0
+
+    def _check_prefill(self, pre: LoadedPlan) -> int:
+        """The prefill plan's prompt length, after checking it is the same decoder at the same batch (GenerateError if not)."""
+        psig = plan_signature(pre)
+        if psig.convention is not CacheConvention.STATIC or psig.capacity != self.sig.capacity or \
+                [(x.past, x.present) for x in psig.slots] != [(x.past, x.present) for x in self.sig.slots]:
+            raise GenerateError("the prefill plan is not the same static-cache decoder as the decode plan; plan the same model with seq=PROMPT_LENGTH")
+        shape = tuple(pre.plan.tensors[pre.plan.tensor_index()[psig.input_ids]].shape)
+        if len(shape) != 2 or shape[0] != self.batch:
+            raise GenerateError(f"the prefill plan's input_ids is {list(shape)}, the decode plan's batch is {self.batch}; plan both for the same batch")
+        return int(shape[1])
 
     @property
     def cache_bytes(self) -> int:
@@ -141,6 +158,9 @@ class DecodePlanRunner:
         self.runs = 0
         self.cache_bytes_copied = 0
         self.bytes_reloaded = 0
+        self.calls = 0
+        self.decode_runs = 0
+        self.decode_cache_bytes = 0
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig, lp = self.sig, self.lp
@@ -151,6 +171,11 @@ class DecodePlanRunner:
             raise GenerateError(f"input_ids has {ids.shape[0]} rows but the decode plan was made for batch {self.batch}; plan it with --dim batch={ids.shape[0]}")
         be = lp.backend
         kept = [s.past for s in self.kept]
+        first = self.calls == 0
+        self.calls += 1
+        copied0 = self.cache_bytes_copied
+        if first and self.prefill is not None:
+            return self._run_prefill(ids, positions)
         logits = None
         for j in range(ids.shape[1]):
             p = int(positions[j])
@@ -169,11 +194,34 @@ class DecodePlanRunner:
                 _copy_position(be, self.host_cache[s.past], out[s.present], p)
                 self.cache_bytes_copied += self.position_bytes[s.past]
             logits = out[sig.logits]
+        if not first:
+            self.decode_runs += ids.shape[1]
+            self.decode_cache_bytes += self.cache_bytes_copied - copied0
         assert logits is not None
         return {sig.logits: np.array(be.read(logits))}
 
+    def _run_prefill(self, ids: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The whole prompt in one run of the prefill plan; its presents' prompt positions are copied into the decode cache once."""
+        sig, pre = self.sig, self.prefill
+        assert pre is not None and self.sig.capacity is not None
+        if ids.shape[1] != self.prefill_seq or int(positions[0]) != 0:
+            raise GenerateError(f"the prompt has {ids.shape[1]} tokens but the prefill plan was made for {self.prefill_seq}; plan it with seq={ids.shape[1]}")
+        n = ids.shape[1]
+        feeds: dict[str, np.ndarray] = {sig.input_ids: ids, sig.cache_position: positions}
+        feeds.update({s.past: np.zeros((self.batch, s.kv_heads, self.sig.capacity, s.head_dim), dtype=s.dtype) for s in sig.slots})
+        out = pre.run(feeds, device_outputs=True)
+        self.runs += 1
+        _, moved = pre.timeline(pre.last_exec)
+        self.bytes_reloaded += moved[RELOAD]
+        views = self.lp.input_views() if self.kept else {}
+        for s in sig.slots:
+            dst = views[s.past] if s in self.kept else self.host_cache[s.past]
+            _copy_position(pre.backend, dst, out[s.present], slice(0, n))
+            self.cache_bytes_copied += self.slot_bytes[s.past] + n * self.position_bytes[s.past]  # zeros in, n positions out
+        return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
 
-def _copy_position(be: Any, dst: Any, src: Any, p: int) -> None:
+
+def _copy_position(be: Any, dst: Any, src: Any, p: int | slice) -> None:
     """``dst[:, :, p, :] = src[:, :, p, :]`` where each side is host NumPy or a device (CuPy) view.
 
     The slice is strided, so a device side is made contiguous on the device
@@ -198,15 +246,18 @@ def session_generate(
     eos_token_id: int | None = None,
     sampling: Sampling | None = None,
     on_token: Any = None,
+    prefill: LoadedPlan | None = None,
 ) -> SessionGenerateResult:
     """What :meth:`turnip.Session.generate` does (see the module docstring)."""
     sig = plan_signature(lp)
-    runner = DecodePlanRunner(lp, sig)
+    runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
-    rewritten0 = lp.source_bytes_rewritten
+    rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
     res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
     batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
     runs = max(runner.runs, 1)
+    lp_runs = max(lp.runs - lp_runs0, 1)
+    per_token = runner.decode_cache_bytes / runner.decode_runs if runner.decode_runs else runner.cache_bytes_copied / runs
     stats = GenerateStats(
         batch=batch,
         prompt_tokens=prompt,
@@ -214,11 +265,12 @@ def session_generate(
         plan_runs=runner.runs,
         prefill_s=res.prefill_s,
         decode_s=res.decode_s,
-        weight_loads=lp.weight_loads,
-        weight_bytes_at_load=lp.source_bytes_at_load,
-        weight_bytes_rewritten_per_run=(lp.source_bytes_rewritten - rewritten0) // runs,
+        weight_loads=lp.weight_loads + (prefill.weight_loads if prefill is not None else 0),
+        weight_bytes_at_load=lp.source_bytes_at_load + (prefill.source_bytes_at_load if prefill is not None else 0),
+        weight_bytes_rewritten_per_run=(lp.source_bytes_rewritten - rewritten0) // lp_runs,
         cache_bytes=runner.cache_bytes,
-        cache_bytes_copied_per_token=runner.cache_bytes_copied / runs,
+        cache_bytes_copied_per_token=per_token,
+        cache_bytes_copied_prompt=runner.cache_bytes_copied - runner.decode_cache_bytes,
         cache_inputs_kept=len(runner.kept),
         cache_inputs_fed=len(runner.fed),
         bytes_reloaded_per_run=runner.bytes_reloaded / runs,
