@@ -16,7 +16,10 @@ cache's planned bytes shared by prompt and decode with nothing to hand over
 between two plans (a separate prefill plan would be a second session with
 its own weights and a copy of the whole cache into the decode plan). The cost
 is ``prompt_len`` runs of the seq-1 plan instead of one run of a wider plan,
-which matters for long prompts; a ``prefill=`` session is the way to add it.
+which matters for long prompts: for those, ``prefill=`` takes a second
+loaded plan of the same decoder made for the prompt length; it runs the
+prompt once and its presents' prompt positions are copied into the decode
+plan's cache once (that plan loads its own weights).
 
 WHY only the written positions are copied: in a static cache the present
 output equals the past input except at ``cache_position`` (the graph
