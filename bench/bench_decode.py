@@ -172,6 +172,7 @@ def speed_part(lines, data, dec):
               "| model | batch | budget | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
               "cache kept / fed | cache bytes copied per token (of the whole cache) | weight loads | same ids |",
               "|---|---|---|---|---|---|---|---|---|---|"]
+    prefill_rows: list[str] = []
     with one_thread:
         for model in ("gpt2", "llama"):
             path = os.path.join(dec, f"{model}_static.onnx")
@@ -194,7 +195,23 @@ def speed_part(lines, data, dec):
                     data.append(dict(model=model, batch=batch, budget=budget, ort_decode_tok_s=o, turnip_decode_tok_s=t,
                                      ratio=t / o, identical=same, **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
                     print(lines[-1], flush=True)
+                # the prompt: one position at a time through the decode plan vs one run of a prompt-length plan
+                dplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": 1})
+                pplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": prompt.shape[1]})
+                with turnip.Session(dplan, model=path, backend="numpy") as s, turnip.Session(pplan, model=path, backend="numpy") as pre:
+                    one = max(s.generate(prompt, 2).stats.prefill_tokens_per_s for _ in range(3))
+                    runs = [s.generate(prompt, 2, prefill=pre) for _ in range(3)]
+                    whole = max(r.stats.prefill_tokens_per_s for r in runs)
+                o_pre = max(batch * prompt.shape[1] / generate(ort_runner, sig, prompt, 2).prefill_s for _ in range(3))
+                prefill_rows.append(f"| {model} | {batch} | {o_pre:,.0f} | {one:,.0f} ({one / o_pre:.3f}) | {whole:,.0f} ({whole / o_pre:.3f}) | "
+                                    f"{runs[-1].stats.cache_bytes_copied_prompt:,} |")
+                data.append(dict(model=model, batch=batch, kind="prefill", ort_prefill_tok_s=o_pre, turnip_one_at_a_time_tok_s=one,
+                                 turnip_prefill_plan_tok_s=whole))
+                print(prefill_rows[-1], flush=True)
     lines.append("")
+    lines += ["### Prompt (8 tokens) tokens/s, 100 %: through the decode plan one position at a time vs a `prefill=` plan", "",
+              "| model | batch | onnxruntime prefill tok/s | Session, one position per run (ratio) | Session, prefill plan (ratio) | "
+              "cache bytes copied for the prompt (prefill plan) |", "|---|---|---|---|---|---|", *prefill_rows, ""]
 
 
 def main(argv=None) -> int:

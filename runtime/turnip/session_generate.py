@@ -45,7 +45,7 @@ import numpy as np
 
 from .generate import CacheConvention, DecoderSignature, GenerateError, GenerateResult, Sampling, generate
 from .plan import RELOAD
-from .run import LoadedPlan
+from .run import LoadedPlan, _node_bytes
 
 
 @dataclass
@@ -127,6 +127,7 @@ class DecodePlanRunner:
         self.host_cache: dict[str, np.ndarray] = {}
         self.slot_bytes = {s.past: lp.plan.tensors[lp.plan.tensor_index()[s.past]].nbytes for s in sig.slots}
         self.position_bytes = {s.past: self.batch * s.kv_heads * s.head_dim * s.dtype.itemsize for s in sig.slots}
+        self.reload_per_run = _reload_bytes(lp)
         self.prefill = prefill
         self.prefill_seq = self._check_prefill(prefill) if prefill is not None else None
         self.runs = 0
@@ -187,8 +188,7 @@ class DecodePlanRunner:
             self.cache_bytes_copied += sum(self.slot_bytes[s.past] for s in self.fed)  # fed whole
             out = lp.run(step, device_outputs=True, keep=kept)
             self.runs += 1
-            _, moved = lp.timeline(lp.last_exec)
-            self.bytes_reloaded += moved[RELOAD]
+            self.bytes_reloaded += self.reload_per_run  # every node runs every time
             views = lp.input_views() if kept else {}
             for s in self.kept:  # the one written position, into the kept input's planned bytes
                 _copy_position(be, views[s.past], out[s.present], p)
@@ -214,14 +214,18 @@ class DecodePlanRunner:
         feeds.update({s.past: np.zeros((self.batch, s.kv_heads, self.sig.capacity, s.head_dim), dtype=s.dtype) for s in sig.slots})
         out = pre.run(feeds, device_outputs=True)
         self.runs += 1
-        _, moved = pre.timeline(pre.last_exec)
-        self.bytes_reloaded += moved[RELOAD]
+        self.bytes_reloaded += _reload_bytes(pre)
         views = self.lp.input_views() if self.kept else {}
         for s in sig.slots:
             dst = views[s.past] if s in self.kept else self.host_cache[s.past]
             _copy_position(pre.backend, dst, out[s.present], slice(0, n))
             self.cache_bytes_copied += self.slot_bytes[s.past] + n * self.position_bytes[s.past]  # zeros in, n positions out
         return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
+
+
+def _reload_bytes(lp: LoadedPlan) -> int:
+    """Bytes one run of the plan reloads (host to arena), summed once from its nodes, not from each run's timeline."""
+    return sum(_node_bytes(lp.plan, n) for n in lp.plan.nodes if n.kind == RELOAD)
 
 
 def _copy_position(be: Any, dst: Any, src: Any, p: int | slice) -> None:
