@@ -206,7 +206,7 @@ class DecodePlanRunner:
     def _run_prefill(self, ids: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
         """The whole prompt in one run of the prefill plan; its presents' prompt positions are copied into the decode cache once."""
         sig, pre = self.sig, self.prefill
-        assert pre is not None and self.sig.capacity is not None
+        assert pre is not None and sig.capacity is not None and sig.cache_position is not None
         if ids.shape[1] != self.prefill_seq or int(positions[0]) != 0:
             raise GenerateError(f"the prompt has {ids.shape[1]} tokens but the prefill plan was made for {self.prefill_seq}; plan it with seq={ids.shape[1]}")
         n = ids.shape[1]
