@@ -157,8 +157,9 @@ class DecodePlanRunner:
         views = self.lp.input_views()
         for s in self.kept:
             views[s.past][...] = 0
-        assert self.sig.capacity is not None
-        self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, self.sig.capacity, s.head_dim), dtype=s.dtype) for s in self.fed}
+        cap = self.sig.capacity
+        assert cap is not None
+        self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in self.fed}
         self.runs = 0
         self.cache_bytes_copied = 0
         self.bytes_reloaded = 0
@@ -211,7 +212,8 @@ class DecodePlanRunner:
             raise GenerateError(f"the prompt has {ids.shape[1]} tokens but the prefill plan was made for {self.prefill_seq}; plan it with seq={ids.shape[1]}")
         n = ids.shape[1]
         feeds: dict[str, np.ndarray] = {sig.input_ids: ids, sig.cache_position: positions}
-        feeds.update({s.past: np.zeros((self.batch, s.kv_heads, self.sig.capacity, s.head_dim), dtype=s.dtype) for s in sig.slots})
+        cap = sig.capacity
+        feeds.update({s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in sig.slots})
         out = pre.run(feeds, device_outputs=True)
         self.runs += 1
         self.bytes_reloaded += _reload_bytes(pre)
