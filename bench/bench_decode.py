@@ -16,7 +16,11 @@ with onnxruntime and with Turnip plans (one per step shape) at 100 % and 25 %
 of each plan's no-offload peak, for both cache conventions; the ids must equal
 transformers' (stored by tests/models/make_decoders.py). Wall times are
 printed for information only: the plan-per-shape runner re-reads weights and
-copies the cache every step (no state yet), so its speed means little.
+copies the cache every step, so its speed means little.
+
+Part 3: decode tokens/s of ``turnip.Session.generate`` (one seq-1 decode
+plan, cache kept in the plan's memory) vs the onnxruntime CPU loop on the
+same static-cache decoder, batch 1 and 8, as ratios.
 
 Writes bench/results/decode.md and decode.json.
 """
@@ -142,31 +146,72 @@ def verify_part(lines, data):
 
 
 def speed_part(lines, data, dec):
-    """Decode tok/s of the onnxruntime CPU loop vs today's Turnip runner (static cache, plans already built)."""
+    """Decode tok/s of turnip.Session.generate vs the onnxruntime CPU loop (OrtRunner), same decoder, same prompt."""
+    import contextlib
+
     import numpy as np
-    from plan_runner import PlanPerShapeRunner
+    import turnip
     from turnip.generate import DecoderSignature, OrtRunner, generate
 
-    from turnipc.units import Budget
+    import turnipc
 
-    lines += ["## Decode tokens/s, onnxruntime CPU loop vs Turnip plan-per-shape (static cache, 32 tokens, 100 %)", "",
-              "Turnip's plans are built by a first, untimed generation; the timed one still writes every weight and "
-              "the whole cache into a fresh arena each step (no state yet), so this is a floor for `Session.generate`, "
-              "not its speed. Same process, same machine, one after the other.", "",
-              "| model | batch | onnxruntime decode tok/s | turnip decode tok/s | turnip / onnxruntime |", "|---|---|---|---|---|"]
-    for model in ("gpt2", "llama"):
-        path = os.path.join(dec, f"{model}_static.onnx")
-        sig = DecoderSignature.from_onnx(path)
-        ort_runner, tr = OrtRunner(path, threads=1), PlanPerShapeRunner(path, Budget(fraction=1.0), backend="numpy")
-        for batch in (1, 8):
-            prompt = np.random.default_rng(batch).integers(1, 256, (batch, 8))
-            generate(tr, sig, prompt, NEW)  # builds the two plans
-            o = generate(ort_runner, sig, prompt, NEW).decode_tokens_per_s()
-            t = generate(tr, sig, prompt, NEW).decode_tokens_per_s()
-            lines.append(f"| {model} | {batch} | {o:,.0f} | {t:,.0f} | {t / o:.3f} |")
-            data.append(dict(model=model, batch=batch, ort_decode_tok_s=o, turnip_decode_tok_s=t))
-            print(lines[-1], flush=True)
+    try:  # one BLAS thread, like onnxruntime's intra_op_num_threads=1 below
+        from threadpoolctl import threadpool_limits
+
+        one_thread = threadpool_limits(limits=1)
+        threads = "1 thread each (threadpoolctl)"
+    except ImportError:
+        one_thread, threads = contextlib.nullcontext(), "onnxruntime 1 thread, NumPy BLAS default"
+    lines += ["## Decode tokens/s: Session.generate vs the onnxruntime CPU loop (static cache, 32 new tokens, prompt 8)", "",
+              "Turnip: one decode plan (seq = 1) per batch and budget, planned and loaded before timing; the prompt runs "
+              "through it one position at a time, the KV cache stays in the plan's memory where the plan never "
+              "overwrites it (else it is held on the host and fed whole). onnxruntime: `turnip.generate.OrtRunner` on "
+              "the same graph, the loop feeding the whole cache every step. Decode tok/s = batch x 31 / time of the 31 "
+              f"decode steps (the first new token comes from the prompt pass). NumPy backend; {threads}; same process, "
+              "one after the other; best of 3.", "",
+              "| model | batch | budget | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
+              "cache kept / fed | cache bytes copied per token (of the whole cache) | weight loads | same ids |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    prefill_rows: list[str] = []
+    with one_thread:
+        for model in ("gpt2", "llama"):
+            path = os.path.join(dec, f"{model}_static.onnx")
+            sig = DecoderSignature.from_onnx(path)
+            ort_runner = OrtRunner(path, threads=1)
+            for batch in (1, 8):
+                prompt = np.random.default_rng(batch).integers(1, 256, (batch, 8))
+                ref = generate(ort_runner, sig, prompt, NEW)
+                o = max(generate(ort_runner, sig, prompt, NEW).decode_tokens_per_s() for _ in range(3))
+                for budget in ("100%", "25%"):
+                    plan = turnipc.plan(path, gpu_mem=budget, dims={"batch": batch, "seq": 1})
+                    with turnip.Session(plan, model=path, backend="numpy") as s:
+                        outs = [s.generate(prompt, NEW) for _ in range(3)]
+                    st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
+                    same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
+                    t = st.decode_tokens_per_s
+                    lines.append(f"| {model} | {batch} | {budget} | {o:,.0f} | {t:,.0f} | {t / o:.3f} | "
+                                 f"{st.cache_inputs_kept} / {st.cache_inputs_fed} | {st.cache_bytes_copied_per_token:,.0f} "
+                                 f"({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | {st.weight_loads} | {same} |")
+                    data.append(dict(model=model, batch=batch, budget=budget, ort_decode_tok_s=o, turnip_decode_tok_s=t,
+                                     ratio=t / o, identical=same, **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
+                    print(lines[-1], flush=True)
+                # the prompt: one position at a time through the decode plan vs one run of a prompt-length plan
+                dplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": 1})
+                pplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": prompt.shape[1]})
+                with turnip.Session(dplan, model=path, backend="numpy") as s, turnip.Session(pplan, model=path, backend="numpy") as pre:
+                    one = max(s.generate(prompt, 2).stats.prefill_tokens_per_s for _ in range(3))
+                    runs = [s.generate(prompt, 2, prefill=pre) for _ in range(3)]
+                    whole = max(r.stats.prefill_tokens_per_s for r in runs)
+                o_pre = max(batch * prompt.shape[1] / generate(ort_runner, sig, prompt, 2).prefill_s for _ in range(3))
+                prefill_rows.append(f"| {model} | {batch} | {o_pre:,.0f} | {one:,.0f} ({one / o_pre:.3f}) | {whole:,.0f} ({whole / o_pre:.3f}) | "
+                                    f"{runs[-1].stats.cache_bytes_copied_prompt:,} |")
+                data.append(dict(model=model, batch=batch, kind="prefill", ort_prefill_tok_s=o_pre, turnip_one_at_a_time_tok_s=one,
+                                 turnip_prefill_plan_tok_s=whole))
+                print(prefill_rows[-1], flush=True)
     lines.append("")
+    lines += ["### Prompt (8 tokens) tokens/s, 100 %: through the decode plan one position at a time vs a `prefill=` plan", "",
+              "| model | batch | onnxruntime prefill tok/s | Session, one position per run (ratio) | Session, prefill plan (ratio) | "
+              "cache bytes copied for the prompt (prefill plan) |", "|---|---|---|---|---|---|", *prefill_rows, ""]
 
 
 def main(argv=None) -> int:

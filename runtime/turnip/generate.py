@@ -294,10 +294,13 @@ def generate(
             )
         if prefill_runner is not None:
             raise GenerateError("a static-cache decoder runs the prompt itself; drop the prefill runner")
-        cache = _cache_zeros(sig, batch, sig.capacity)
+        cache = {} if getattr(runner, "keeps_cache", False) else _cache_zeros(sig, batch, sig.capacity)
     else:
         cache = _cache_zeros(sig, batch, 0)
     pad = eos_token_id if pad_token_id is None else pad_token_id
+    # a runner with ``keeps_cache`` (STATIC only: turnip.session_generate) holds the
+    # cache itself between runs: it is fed no cache and its presents are not read back
+    keeps_cache = sig.convention is CacheConvention.STATIC and bool(getattr(runner, "keeps_cache", False))
 
     out = np.zeros((batch, 0), dtype=np.int64)
     done = np.zeros(batch, dtype=bool)
@@ -312,14 +315,15 @@ def generate(
             if wanted is not None:
                 feeds = {k: v for k, v in feeds.items() if k in wanted}
         else:
-            feeds = _step_feeds(sig, step_ids, past_len, cache)
+            feeds = _step_feeds(sig, step_ids, past_len, {} if keeps_cache else cache)
         t0 = time.perf_counter()
         res = r.run(feeds)
         seconds = time.perf_counter() - t0
         steps.append(StepStat("prefill" if first else "decode", past_len, step_ids.shape[1], seconds))
         try:
             logits = np.asarray(res[sig.logits])
-            cache = {s.past: np.asarray(res[s.present]) for s in sig.slots}
+            if not keeps_cache:
+                cache = {s.past: np.asarray(res[s.present]) for s in sig.slots}
         except KeyError as e:
             raise GenerateError(f"runner returned no {e.args[0]!r}; it must return the logits and every present output") from None
         past_len += step_ids.shape[1]

@@ -134,6 +134,7 @@ class LoadedPlan:
         self._closed = False
         t0 = time.perf_counter()
         self.backend: Backend = get_backend(backend)
+        self.weight_loads = 1  # the weight files are opened (and their bytes written) here, once per loaded plan
         self.initial: InitialData | None = InitialData(
             plan, plan_path, None if model_path is None else os.fspath(model_path), verify_weights=verify_weights
         )
@@ -152,9 +153,17 @@ class LoadedPlan:
             )
             # (placement, bytes or None for a feed, rewrite before every run?)
             self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))
+            # bytes of weights / constants written from their sources: once here, and
+            # per run for those whose memory the plan reuses (counted for token generation)
+            self.source_bytes_at_load = 0
+            self.source_bytes_per_run = 0
             for p, src, again in self._placements:
                 if src is not None and not again:
                     write_source(self.backend, self.backend.raw(p.loc), src)
+                    self.source_bytes_at_load += plan.tensors[p.tensor].nbytes
+                elif src is not None:
+                    self.source_bytes_per_run += plan.tensors[p.tensor].nbytes
+            self.source_bytes_rewritten = 0  # grows by source_bytes_per_run each write_inputs
             self.backend.synchronize()
         except BaseException:
             self.close()
@@ -194,6 +203,7 @@ class LoadedPlan:
                     be_write_any(be, be.raw(p.loc), _feed_block(checked[root], t.block))
             elif again:
                 write_source(be, be.raw(p.loc), src)
+                self.source_bytes_rewritten += self.plan.tensors[p.tensor].nbytes
 
     def _input_root(self, tensor: int) -> str:
         """The graph input a placed tensor is (or, in a tiled plan, the input its block is cut from)."""

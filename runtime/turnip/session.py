@@ -172,6 +172,45 @@ class Session:
             timeline=timeline,
         )
 
+    def generate(
+        self,
+        input_ids: Any,
+        max_new_tokens: int,
+        eos_token_id: int | None = None,
+        do_sample: bool = False,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        temperature: float = 1.0,
+        seed: int = 0,
+        on_token: Any = None,
+        prefill: "Session | None" = None,
+    ) -> Any:
+        """Generate up to ``max_new_tokens`` ids per row after ``input_ids`` (``[batch, prompt]`` ints).
+
+        The session must hold a static-cache decode plan with ``seq = 1`` (plan
+        the decoder with ``dims={"batch": B, "seq": 1}``); the prompt runs
+        through the same plan one position at a time, and the KV cache stays in
+        the plan's memory between runs where the plan allows it (see
+        :mod:`turnip.session_generate`). Greedy unless ``do_sample``; then
+        temperature, top-k, top-p, seeded by ``seed``. Returns a
+        :class:`turnip.session_generate.SessionGenerateResult`:
+        ``new_token_ids`` (int64 ``[batch, steps]``) and ``stats`` (tokens/s,
+        weight loads, cache bytes copied per token). Raises
+        :class:`turnip.generate.GenerateError` (one line) on a plan that is no
+        static-cache decoder or bad arguments.
+
+        ``prefill``: a second session on the same decoder planned for the
+        prompt length (``seq = prompt length``, same batch): the prompt then runs
+        in one pass there, and its cache is copied into this session's once
+        (that session loads its own weights: ``stats.weight_loads`` is 2).
+        """
+        from .generate import Sampling
+        from .session_generate import session_generate
+
+        sampling = Sampling(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        return session_generate(self._loaded, input_ids, max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token,
+                                prefill=None if prefill is None else prefill.loaded)
+
     # -- lifetime ------------------------------------------------------------
     @property
     def closed(self) -> bool:

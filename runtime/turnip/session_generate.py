@@ -1,0 +1,287 @@
+"""``turnip.Session.generate``: token generation on one loaded static-cache decode plan.
+
+    >>> plan = turnipc.plan("llama_static.onnx", gpu_mem="25%", dims={"batch": 1, "seq": 1})
+    >>> with turnip.Session(plan, model="llama_static.onnx") as s:
+    ...     out = s.generate([[1, 2, 3]], max_new_tokens=32)
+    >>> out.new_token_ids, out.stats.weight_loads, out.stats.cache_bytes_copied_per_token
+
+The loop is :func:`turnip.generate.generate` (one loop for every runner);
+this module is the runner that drives a loaded plan, :class:`DecodePlanRunner`.
+
+WHY one decode plan (seq = 1) and the prompt fed one token at a time through
+it, not a second prefill plan: a static-cache graph takes ``cache_position``,
+so position ``p`` of the prompt is exactly a decode step at ``p``. One plan
+means one session, one arena, weights opened and written once, and the
+cache's planned bytes shared by prompt and decode with nothing to hand over
+between two plans (a separate prefill plan would be a second session with
+its own weights and a copy of the whole cache into the decode plan). The cost
+is ``prompt_len`` runs of the seq-1 plan instead of one run of a wider plan,
+which matters for long prompts: for those, ``prefill=`` takes a second
+loaded plan of the same decoder made for the prompt length; it runs the
+prompt once and its presents' prompt positions are copied into the decode
+plan's cache once (that plan loads its own weights).
+
+WHY only the written positions are copied: in a static cache the present
+output equals the past input except at ``cache_position`` (the graph
+scatters the new keys / values there). So after each run the runner copies
+``present[:, :, p, :]`` -- one position, ``batch * heads * head_dim`` values
+per cache tensor -- into the cache's planned input bytes, which the next run
+keeps (``keep=``) when the plan never overwrites them
+(:meth:`LoadedPlan.keepable_inputs`). A cache input the plan does reuse
+during a run (small budgets) cannot live in the arena between runs: the
+runner holds it in host memory, updates the same one position there, and
+feeds it whole each run; those bytes are counted in
+``cache_bytes_copied_per_token``. The plan does not alias a present with its
+past (they are separate tensors), so in-place update by the graph itself is
+not available; this is the copy it costs instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .generate import CacheConvention, DecoderSignature, GenerateError, GenerateResult, Sampling, generate
+from .plan import RELOAD
+from .run import LoadedPlan, _node_bytes
+
+
+@dataclass
+class GenerateStats:
+    """What one ``Session.generate`` call did, beyond the ids (``to_dict`` for ``--json``)."""
+
+    batch: int
+    prompt_tokens: int  # per row
+    new_tokens: int  # per row (steps generated)
+    plan_runs: int  # runs of the decode plan in this call (prompt_tokens + new_tokens - 1)
+    prefill_s: float  # the prompt's runs (the first new token comes from the last one)
+    decode_s: float  # the runs that produce new tokens 2..n
+    weight_loads: int  # times the model's weight files were opened and written into place: 1 per loaded plan (2 with a prefill plan)
+    weight_bytes_at_load: int  # written once, when the session was made
+    weight_bytes_rewritten_per_run: int  # weights whose memory the plan reuses: rewritten from the mapped files each run
+    cache_bytes: int  # the whole KV cache (all layers, keys and values)
+    cache_bytes_copied_per_token: float  # per decode run: cache bytes written into / read out of the plan (one position per kept tensor)
+    cache_bytes_copied_prompt: int  # the prompt step's (with a prefill plan: zeros in, the prompt's positions out, once)
+    cache_inputs_kept: int  # cache tensors that stay in the plan's memory between runs
+    cache_inputs_fed: int  # cache tensors held on the host and fed whole each run (the plan reuses their memory)
+    bytes_reloaded_per_run: float  # the plan's own reload traffic (offloaded tensors, weights in host memory)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = self.batch * max(self.new_tokens - 1, 0)
+        return n / self.decode_s if self.decode_s > 0 else float("nan")
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        n = self.batch * self.prompt_tokens
+        return n / self.prefill_s if self.prefill_s > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["decode_tokens_per_s"] = self.decode_tokens_per_s
+        d["prefill_tokens_per_s"] = self.prefill_tokens_per_s
+        return d
+
+
+@dataclass
+class SessionGenerateResult:
+    new_token_ids: np.ndarray  # int64 [batch, steps]
+    result: GenerateResult  # per-step timings from the loop
+    stats: GenerateStats
+
+
+def plan_signature(lp: LoadedPlan) -> DecoderSignature:
+    """The decoder signature read off a plan's inputs and outputs (GenerateError when it is no decoder)."""
+    ts = lp.plan.tensors
+    ins = {ts[i].name: (list(ts[i].shape), np.dtype(ts[i].dtype)) for i in lp.plan.inputs}
+    return DecoderSignature.from_io(ins, lp.output_names)
+
+
+class DecodePlanRunner:
+    """Runs one loaded static-cache decode plan (seq = 1) as a :class:`turnip.generate.Runner` that keeps the cache.
+
+    ``run(feeds)`` takes ``input_ids [batch, n]`` and ``cache_position [n]``
+    (the loop's prompt step has n = prompt length, decode steps n = 1) and runs
+    the plan once per position; it returns the last position's logits.
+    """
+
+    keeps_cache = True
+
+    def __init__(self, lp: LoadedPlan, sig: DecoderSignature, prefill: LoadedPlan | None = None):
+        if sig.convention is not CacheConvention.STATIC:
+            raise GenerateError(
+                "Session.generate needs a static-cache decoder (cache_position input); "
+                "a past/present decoder grows its cache every step, which one plan cannot hold"
+            )
+        ids_shape = tuple(lp.plan.tensors[lp.plan.tensor_index()[sig.input_ids]].shape)
+        if len(ids_shape) != 2 or ids_shape[1] != 1:
+            raise GenerateError(f"the decode plan's input_ids is {list(ids_shape)}; plan the decoder with seq=1 (--dim seq=1)")
+        self.lp = lp
+        self.sig = sig
+        self.batch = int(ids_shape[0])
+        keepable = set(lp.keepable_inputs())
+        self.kept = [s for s in sig.slots if s.past in keepable]
+        self.fed = [s for s in sig.slots if s.past not in keepable]
+        self.host_cache: dict[str, np.ndarray] = {}
+        self.slot_bytes = {s.past: lp.plan.tensors[lp.plan.tensor_index()[s.past]].nbytes for s in sig.slots}
+        self.position_bytes = {s.past: self.batch * s.kv_heads * s.head_dim * s.dtype.itemsize for s in sig.slots}
+        self.reload_per_run = _reload_bytes(lp)
+        self.prefill = prefill
+        self.prefill_seq = self._check_prefill(prefill) if prefill is not None else None
+        self.runs = 0
+        self.cache_bytes_copied = 0
+        self.bytes_reloaded = 0
+        self.calls = 0
+        self.decode_runs = 0
+        self.decode_cache_bytes = 0
+
+    def _check_prefill(self, pre: LoadedPlan) -> int:
+        """The prefill plan's prompt length, after checking it is the same decoder at the same batch (GenerateError if not)."""
+        psig = plan_signature(pre)
+        if psig.convention is not CacheConvention.STATIC or psig.capacity != self.sig.capacity or \
+                [(x.past, x.present) for x in psig.slots] != [(x.past, x.present) for x in self.sig.slots]:
+            raise GenerateError("the prefill plan is not the same static-cache decoder as the decode plan; plan the same model with seq=PROMPT_LENGTH")
+        shape = tuple(pre.plan.tensors[pre.plan.tensor_index()[psig.input_ids]].shape)
+        if len(shape) != 2 or shape[0] != self.batch:
+            raise GenerateError(f"the prefill plan's input_ids is {list(shape)}, the decode plan's batch is {self.batch}; plan both for the same batch")
+        return int(shape[1])
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(self.slot_bytes.values())
+
+    def reset(self) -> None:
+        """An empty cache: zero the kept cache bytes in place, fresh host arrays for the fed ones (not per token)."""
+        views = self.lp.input_views()
+        for s in self.kept:
+            views[s.past][...] = 0
+        cap = self.sig.capacity
+        assert cap is not None
+        self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in self.fed}
+        self.runs = 0
+        self.cache_bytes_copied = 0
+        self.bytes_reloaded = 0
+        self.calls = 0
+        self.decode_runs = 0
+        self.decode_cache_bytes = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sig, lp = self.sig, self.lp
+        ids = np.asarray(feeds[sig.input_ids])
+        assert sig.cache_position is not None
+        positions = np.asarray(feeds[sig.cache_position])
+        if ids.shape[0] != self.batch:
+            raise GenerateError(f"input_ids has {ids.shape[0]} rows but the decode plan was made for batch {self.batch}; plan it with --dim batch={ids.shape[0]}")
+        be = lp.backend
+        kept = [s.past for s in self.kept]
+        first = self.calls == 0
+        self.calls += 1
+        copied0 = self.cache_bytes_copied
+        if first and self.prefill is not None:
+            return self._run_prefill(ids, positions)
+        logits = None
+        for j in range(ids.shape[1]):
+            p = int(positions[j])
+            step = {sig.input_ids: ids[:, j : j + 1], sig.cache_position: positions[j : j + 1]}
+            step.update(self.host_cache)
+            self.cache_bytes_copied += sum(self.slot_bytes[s.past] for s in self.fed)  # fed whole
+            out = lp.run(step, device_outputs=True, keep=kept)
+            self.runs += 1
+            self.bytes_reloaded += self.reload_per_run  # every node runs every time
+            views = lp.input_views() if kept else {}
+            for s in self.kept:  # the one written position, into the kept input's planned bytes
+                _copy_position(be, views[s.past], out[s.present], p)
+                self.cache_bytes_copied += self.position_bytes[s.past]
+            for s in self.fed:  # the one written position, back to the host copy
+                _copy_position(be, self.host_cache[s.past], out[s.present], p)
+                self.cache_bytes_copied += self.position_bytes[s.past]
+            logits = out[sig.logits]
+        if not first:
+            self.decode_runs += ids.shape[1]
+            self.decode_cache_bytes += self.cache_bytes_copied - copied0
+        assert logits is not None
+        return {sig.logits: np.array(be.read(logits))}
+
+    def _run_prefill(self, ids: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The whole prompt in one run of the prefill plan; its presents' prompt positions are copied into the decode cache once."""
+        sig, pre = self.sig, self.prefill
+        assert pre is not None and sig.capacity is not None and sig.cache_position is not None
+        if ids.shape[1] != self.prefill_seq or int(positions[0]) != 0:
+            raise GenerateError(f"the prompt has {ids.shape[1]} tokens but the prefill plan was made for {self.prefill_seq}; plan it with seq={ids.shape[1]}")
+        n = ids.shape[1]
+        feeds: dict[str, np.ndarray] = {sig.input_ids: ids, sig.cache_position: positions}
+        cap = sig.capacity
+        feeds.update({s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in sig.slots})
+        out = pre.run(feeds, device_outputs=True)
+        self.runs += 1
+        self.bytes_reloaded += _reload_bytes(pre)
+        views = self.lp.input_views() if self.kept else {}
+        for s in sig.slots:
+            dst = views[s.past] if s in self.kept else self.host_cache[s.past]
+            _copy_position(pre.backend, dst, out[s.present], slice(0, n))
+            self.cache_bytes_copied += self.slot_bytes[s.past] + n * self.position_bytes[s.past]  # zeros in, n positions out
+        return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
+
+
+def _reload_bytes(lp: LoadedPlan) -> int:
+    """Bytes one run of the plan reloads (host to arena), summed once from its nodes, not from each run's timeline."""
+    return sum(_node_bytes(lp.plan, n) for n in lp.plan.nodes if n.kind == RELOAD)
+
+
+def _copy_position(be: Any, dst: Any, src: Any, p: int | slice) -> None:
+    """``dst[:, :, p, :] = src[:, :, p, :]`` where each side is host NumPy or a device (CuPy) view.
+
+    The slice is strided, so a device side is made contiguous on the device
+    before crossing (the backend's read copies contiguous bytes).
+    """
+    dst_host, src_host = isinstance(dst, np.ndarray), isinstance(src, np.ndarray)
+    if dst_host == src_host:
+        dst[:, :, p, :] = src[:, :, p, :]
+        return
+    import cupy  # a device side exists only on the cupy backend
+
+    if dst_host:
+        dst[:, :, p, :] = be.read(cupy.ascontiguousarray(src[:, :, p, :]))
+    else:
+        dst[:, :, p, :] = cupy.asarray(np.ascontiguousarray(src[:, :, p, :]))
+
+
+def session_generate(
+    lp: LoadedPlan,
+    input_ids: Any,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    sampling: Sampling | None = None,
+    on_token: Any = None,
+    prefill: LoadedPlan | None = None,
+) -> SessionGenerateResult:
+    """What :meth:`turnip.Session.generate` does (see the module docstring)."""
+    sig = plan_signature(lp)
+    runner = DecodePlanRunner(lp, sig, prefill)
+    runner.reset()
+    rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
+    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+    batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
+    runs = max(runner.runs, 1)
+    lp_runs = max(lp.runs - lp_runs0, 1)
+    per_token = runner.decode_cache_bytes / runner.decode_runs if runner.decode_runs else runner.cache_bytes_copied / runs
+    stats = GenerateStats(
+        batch=batch,
+        prompt_tokens=prompt,
+        new_tokens=int(res.new_token_ids.shape[1]),
+        plan_runs=runner.runs,
+        prefill_s=res.prefill_s,
+        decode_s=res.decode_s,
+        weight_loads=lp.weight_loads + (prefill.weight_loads if prefill is not None else 0),
+        weight_bytes_at_load=lp.source_bytes_at_load + (prefill.source_bytes_at_load if prefill is not None else 0),
+        weight_bytes_rewritten_per_run=(lp.source_bytes_rewritten - rewritten0) // lp_runs,
+        cache_bytes=runner.cache_bytes,
+        cache_bytes_copied_per_token=per_token,
+        cache_bytes_copied_prompt=runner.cache_bytes_copied - runner.decode_cache_bytes,
+        cache_inputs_kept=len(runner.kept),
+        cache_inputs_fed=len(runner.fed),
+        bytes_reloaded_per_run=runner.bytes_reloaded / runs,
+    )
+    return SessionGenerateResult(res.new_token_ids, res, stats)
