@@ -163,7 +163,7 @@ def _plan_run(path, budget, max_task_bytes=None, orders=5):
     g = import_model(path)
     plan = build_plan(g, PlanOptions(budget, max_task_bytes=max_task_bytes))
     verify_plan(plan)
-    assert plan.stats["peak_bytes"] <= plan.stats["budget_bytes"]
+    assert plan.stats.peak_bytes <= plan.stats.budget_bytes
     feeds = {"x": np.random.default_rng(0).standard_normal(g.values["x"].shape).astype(np.float32)}
     r = run_plan(plan, feeds, backend="numpy")
     assert all(c.ok for c in compare(r.outputs, reference_outputs(path, feeds)))
@@ -178,14 +178,14 @@ def test_tiled_plan_runs_exactly_below_the_largest_task(tmp_path):
     g = import_model(path)
     floor = largest_task(g)[0]
     plan = _plan_run(path, Budget(bytes=floor * 3 // 4))
-    assert plan.stats["peak_bytes"] < floor
-    assert plan.stats["tiling"]["tiled_ops"] == 4
+    assert plan.stats.peak_bytes < floor
+    assert plan.stats.tiling["tiled_ops"] == 4
 
 
 def test_max_task_bytes_forces_tiling_and_reduction_split_checks(tmp_path):
     path = _mlp(tmp_path, m=8, k=16, n=256)
     plan = _plan_run(path, Budget(fraction=1.0), max_task_bytes=4096)
-    assert plan.options["max_task_bytes"] == 4096 and plan.stats["tiling"]["blocks"] > 4
+    assert plan.options["max_task_bytes"] == 4096 and plan.stats.tiling["blocks"] > 4
 
 
 @pytest.mark.parametrize("opset", [17, 18])
@@ -220,7 +220,7 @@ def test_attention_scores_never_exist_whole(tmp_path):
     budget = head_scores * 3 // 4
     plan = build_plan(g, PlanOptions(Budget(bytes=budget)))
     verify_plan(plan)
-    assert plan.stats["peak_bytes"] <= budget
+    assert plan.stats.peak_bytes <= budget
     for n in plan.nodes:
         for loc in (*n.inputs, *n.outputs):
             if loc is not None:

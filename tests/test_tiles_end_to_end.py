@@ -18,6 +18,7 @@ import fixtures
 import numpy as np
 import pytest
 from turnip.check import compare, reference_outputs
+from turnip.plan import PlanStats
 from turnip.run import random_feeds, run_plan
 
 from turnipc.importer import import_model
@@ -37,12 +38,12 @@ def _graph(path: str, dims: tuple):
     return import_model(path, dict(dims), None)
 
 
-def _check(path: str, dims: dict, feeds, fraction: float, orders: int) -> dict:
+def _check(path: str, dims: dict, feeds, fraction: float, orders: int) -> PlanStats:
     plan = build_plan(_graph(path, tuple(sorted(dims.items()))), PlanOptions(Budget(fraction=fraction)),
                       plan_dir=os.path.dirname(path))
     verify_plan(plan)
     st = plan.stats
-    assert st["peak_bytes"] <= st["budget_bytes"] <= fraction * st["no_offload_peak_bytes"] + 1
+    assert st.peak_bytes <= st.budget_bytes <= fraction * st.no_offload_peak_bytes + 1
     plan.model_path = os.path.abspath(path)
     if feeds is None:
         feeds = random_feeds(plan, 0)
@@ -63,8 +64,8 @@ def test_fixture_plans_tiled_and_checks(name, budget):
     fx = fixtures.get(name)
     full = budget == "10%" and name in ("gpt2_dynamo18", "llama_legacy17", "bert_dynamo18", "demo_mlp")
     st = _check(fx.path, fx.dims, fixtures.make_inputs(fx, seed=0), FRACTIONS[budget], RANDOM_ORDERS if full else 3)
-    if budget == "10%" and st.get("tiling"):
-        assert st["tiling"]["tiled_ops"] > 0 and st["tiling"]["blocks"] > st["tiling"]["tiled_ops"]
+    if budget == "10%" and st.tiling:
+        assert st.tiling["tiled_ops"] > 0 and st.tiling["blocks"] > st.tiling["tiled_ops"]
 
 
 @pytest.mark.skipif(not SMALL, reason=f"no small exports in {SMALL_DIR}")
@@ -75,4 +76,4 @@ def test_small_export_plans_tiled_and_checks(name, budget):
     st = _check(path, {"batch": 1, "seq": 16}, None, FRACTIONS[budget], RANDOM_ORDERS)
     # the smallest untiled budget of these exports is 28-50% of the peak: only tiling plans them at 10%
     if budget == "10%":
-        assert st["tiling"]["tiled_ops"] > 0
+        assert st.tiling["tiled_ops"] > 0
