@@ -15,6 +15,7 @@ real-size exports of /work/models/real are planned at 25% and 10% too (slow).
 
 Writes bench/results/tiles.json and tiles.md. Usage:
     python bench/bench_tiles.py [--quick] [--real] [--no-min]
+    python bench/bench_tiles.py --orders # only dynamic vs fixed order, tiled vs untiled (simulated)
     python bench/bench_tiles.py --long   # only the seq-32,768 LLaMA-shaped stack (fp16, weights never read)
 """
 
@@ -79,6 +80,8 @@ def check_plan(plan, path: str, feeds, orders: int) -> dict:
 def main() -> int:
     if "--long" in sys.argv:
         return main_long()
+    if "--orders" in sys.argv:
+        return main_orders()
     quick = "--quick" in sys.argv
     do_min = "--no-min" not in sys.argv
     rows = []
@@ -216,6 +219,64 @@ def main_long() -> int:
     with open(mpath, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(long_32k_md(r))
+    return 0
+
+
+def orders_tiled_vs_untiled(layers: int = 4, seq: int = 2048, seeds: int = 20, jitter: float = 0.3) -> dict:
+    """Dynamic vs fixed order (simulated, H100) at 25% of the no-offload peak, untiled and tiled.
+
+    tests/synthetic.py's LLaMA-7B-shaped stack (``layers`` layers, seq 2,048,
+    fp16, weights never read). At 25% it plans untiled; the tiled plan forces
+    blocks with ``max_task_bytes`` = budget / 8. Every node's duration is
+    multiplied by U[1 - jitter, 1 + jitter] (the same draw for both orders);
+    speedup = fixed makespan / dynamic makespan, per seed.
+    """
+    import statistics
+
+    import onnx
+    from synthetic import llama_shaped_model
+
+    from turnipc.simulate import compare_orders, get_profile
+
+    m = llama_shaped_model(layers=layers, seq=seq)
+    out: dict = {"model": f"llama_shaped layers={layers} seq={seq} fp16", "budget": "25%", "jitter": jitter, "seeds": seeds}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "llama.onnx")
+        onnx.save(m, path)
+        g = import_model(path, {"batch": 1, "seq": seq}, None)
+    base = build_plan(g, PlanOptions(Budget(fraction=0.25)))
+    budget = base.stats.budget_bytes
+    for key, mtb in (("untiled", None), ("tiled", budget // 8)):
+        t0 = time.perf_counter()
+        plan = base if mtb is None else build_plan(g, PlanOptions(Budget(bytes=budget), max_task_bytes=mtb))
+        plan_s = round(time.perf_counter() - t0, 1)
+        res = compare_orders(plan, get_profile("h100"), jitter=jitter, seeds=range(seeds))
+        sp = [f / dyn for f, dyn in zip(res["fixed"], res["dynamic"], strict=True)]
+        out[key] = {"max_task_bytes": mtb, "nodes": len(plan.nodes), "tiled_ops": (plan.stats.tiling or {}).get("tiled_ops", 0),
+                    "peak": plan.stats.peak_bytes, "plan_s": plan_s if mtb else None, "speedup_min": min(sp),
+                    "speedup_median": statistics.median(sp), "speedup_max": max(sp)}
+        print(key, json.dumps(out[key]), flush=True)
+    return out
+
+
+def main_orders() -> int:
+    """``--orders``: dynamic vs fixed order on tiled and untiled plans; stored beside the other results."""
+    r = orders_tiled_vs_untiled()
+    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data["orders"] = r
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    line = (f"Dynamic vs fixed order ({r['model']}, {r['budget']}, H100 simulated, {r['jitter']:.0%} jitter, {r['seeds']} seeds), "
+            f"median speedup fixed/dynamic: untiled {r['untiled']['speedup_median']:.3f} ({r['untiled']['nodes']} nodes), "
+            f"tiled {r['tiled']['speedup_median']:.3f} ({r['tiled']['nodes']} nodes, {r['tiled']['tiled_ops']} ops tiled at "
+            f"{r['tiled']['max_task_bytes']} B per task); min/max untiled {r['untiled']['speedup_min']:.3f}/"
+            f"{r['untiled']['speedup_max']:.3f}, tiled {r['tiled']['speedup_min']:.3f}/{r['tiled']['speedup_max']:.3f}.")
+    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
+    lines = [ln for ln in lines if not ln.startswith("Dynamic vs fixed order")] + [line]
+    with open(mpath, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(line)
     return 0
 
 
