@@ -16,6 +16,7 @@ real-size exports of /work/models/real are planned at 25% and 10% too (slow).
 Writes bench/results/tiles.json and tiles.md. Usage:
     python bench/bench_tiles.py [--quick] [--real] [--no-min]
     python bench/bench_tiles.py --orders # only dynamic vs fixed order, tiled vs untiled (simulated)
+    python bench/bench_tiles.py --big    # only the LLaMA-7B-shaped graph at 10% (planning time, nodes)
     python bench/bench_tiles.py --long   # only the seq-32,768 LLaMA-shaped stack (fp16, weights never read)
 """
 
@@ -82,6 +83,8 @@ def main() -> int:
         return main_long()
     if "--orders" in sys.argv:
         return main_orders()
+    if "--big" in sys.argv:
+        return main_big()
     quick = "--quick" in sys.argv
     do_min = "--no-min" not in sys.argv
     rows = []
@@ -274,6 +277,46 @@ def main_orders() -> int:
             f"{r['untiled']['speedup_max']:.3f}, tiled {r['tiled']['speedup_min']:.3f}/{r['tiled']['speedup_max']:.3f}.")
     lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
     lines = [ln for ln in lines if not ln.startswith("Dynamic vs fixed order")] + [line]
+    with open(mpath, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(line)
+    return 0
+
+
+def main_big() -> int:
+    """``--big``: plan tests/synthetic.py's LLaMA-7B-shaped graph (32 layers, seq 2,048, fp16) at 10%.
+
+    At 10% every task fits, so the planner does not tile; the second row forces
+    tiling (``max_task_bytes`` 64 MiB) to time planning a tiled 7B graph.
+    """
+    import onnx
+    from synthetic import llama_shaped_model
+
+    m = llama_shaped_model(layers=32, seq=2048)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "llama7b.onnx")
+        onnx.save(m, path)
+        g = import_model(path, {"batch": 1, "seq": 2048}, None)
+    rows = []
+    for mtb in (None, 64 << 20):
+        t0 = time.perf_counter()
+        p = build_plan(g, PlanOptions(Budget(fraction=0.10), max_task_bytes=mtb))
+        st = p.stats
+        rows.append({"max_task_bytes": mtb, "plan_s": round(time.perf_counter() - t0, 1), "tasks": len(g.tasks),
+                     "nodes": len(p.nodes), "tiled_ops": (st.tiling or {}).get("tiled_ops", 0), "budget": st.budget_bytes,
+                     "peak": st.peak_bytes, "no_offload_peak": st.no_offload_peak_bytes})
+        print(json.dumps(rows[-1]), flush=True)
+    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data["llama7b_10pct"] = rows
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    line = "LLaMA-7B-shaped (32 layers, seq 2,048, fp16) at 10%: " + "; ".join(
+        f"{'max_task_bytes ' + str(r['max_task_bytes']) if r['max_task_bytes'] else 'planner default'}: planned in "
+        f"{r['plan_s']} s, {r['nodes']} nodes, {r['tiled_ops']} ops tiled, peak {r['peak']} B / budget {r['budget']} B"
+        for r in rows) + "."
+    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
+    lines = [ln for ln in lines if not ln.startswith("LLaMA-7B-shaped")] + [line]
     with open(mpath, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(line)
