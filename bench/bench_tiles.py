@@ -15,6 +15,9 @@ real-size exports of /work/models/real are planned at 25% and 10% too (slow).
 
 Writes bench/results/tiles.json and tiles.md. Usage:
     python bench/bench_tiles.py [--quick] [--real] [--no-min]
+    python bench/bench_tiles.py --orders # only dynamic vs fixed order, tiled vs untiled (simulated)
+    python bench/bench_tiles.py --big    # only the LLaMA-7B-shaped graph at 10% (planning time, nodes)
+    python bench/bench_tiles.py --long   # only the seq-32,768 LLaMA-shaped stack (fp16, weights never read)
 """
 
 from __future__ import annotations
@@ -76,6 +79,12 @@ def check_plan(plan, path: str, feeds, orders: int) -> dict:
 
 
 def main() -> int:
+    if "--long" in sys.argv:
+        return main_long()
+    if "--orders" in sys.argv:
+        return main_orders()
+    if "--big" in sys.argv:
+        return main_big()
     quick = "--quick" in sys.argv
     do_min = "--no-min" not in sys.argv
     rows = []
@@ -156,6 +165,170 @@ def long_sequence(seq: int = 4096, hidden: int = 256, budget: int = 48 << 20) ->
         plan_s = round(time.perf_counter() - t0, 1)
         r = check_plan(plan, path, None, 0)
     return {"seq": seq, "hidden": hidden, "budget": budget, "head_scores_bytes": seq * seq * 4, "plan_s": plan_s, **r}
+
+
+def long_32k(seq: int = 32768, layers: int = 2, budget: int = 1 << 30) -> dict:
+    """A LLaMA-shaped stack (hidden 1,024, 8 heads, ffn 2,816, vocab 32,000, fp16) at seq 32,768.
+
+    Planned without reading weights (they are declared, never written), under
+    a budget below one head's n x n fp16 scores (2 GiB), then verified and
+    simulated on the H100 profile. The causal mask is built in the graph
+    (Range / Greater / Where: a 2 GiB constant would not fit in a protobuf
+    message) and the logits are those of the last position (seq x vocab
+    logits are a graph output, which must exist whole).
+    """
+    import onnx
+    from synthetic import llama_shaped_model
+
+    from turnipc.simulate import get_profile, simulate
+
+    heads = 8
+    m = llama_shaped_model(layers=layers, hidden=1024, heads=heads, ffn=2816, vocab=32000, batch=1, seq=seq, fp16=True,
+                           mask_in_graph=True, last_logits=True)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "llama_32k.onnx")
+        onnx.save(m, path)
+        t0 = time.perf_counter()
+        g = import_model(path, {"batch": 1, "seq": seq}, None)
+        plan = build_plan(g, PlanOptions(Budget(bytes=budget)))
+        plan_s = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    verify_plan(plan)
+    verify_s = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    sim = simulate(plan, get_profile("h100"), order="dynamic")
+    sim_s = round(time.perf_counter() - t0, 1)
+    st = plan.stats
+    return {"seq": seq, "layers": layers, "hidden": 1024, "heads": heads, "dtype": "float16", "budget": budget,
+            "head_scores_bytes": seq * seq * 2, "layer_scores_bytes": heads * seq * seq * 2,
+            "no_offload_peak": st.no_offload_peak_bytes, "peak": st.peak_bytes, "nodes": len(plan.nodes),
+            "tiled_ops": (st.tiling or {}).get("tiled_ops", 0), "plan_s": plan_s, "verify": "ok", "verify_s": verify_s,
+            "makespan_s": sim.makespan, "bound_s": sim.bound, "over_bound": sim.makespan / sim.bound, "simulate_s": sim_s}
+
+
+def main_long() -> int:
+    """``--long``: only the seq-32,768 stack; its row replaces the one in tiles.json / tiles.md, the rest is kept."""
+    layers = int(os.environ.get("TURNIP_LONG_LAYERS", "2"))
+    r = long_32k(layers=layers)
+    print(json.dumps(r), flush=True)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data["long_32k"] = r
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
+    lines = [ln for ln in lines if not ln.startswith("Long sequence at 32,768")] + [long_32k_md(r)]
+    with open(mpath, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(long_32k_md(r))
+    return 0
+
+
+def orders_tiled_vs_untiled(layers: int = 4, seq: int = 2048, seeds: int = 20, jitter: float = 0.3) -> dict:
+    """Dynamic vs fixed order (simulated, H100) at 25% of the no-offload peak, untiled and tiled.
+
+    tests/synthetic.py's LLaMA-7B-shaped stack (``layers`` layers, seq 2,048,
+    fp16, weights never read). At 25% it plans untiled; the tiled plan forces
+    blocks with ``max_task_bytes`` = budget / 8. Every node's duration is
+    multiplied by U[1 - jitter, 1 + jitter] (the same draw for both orders);
+    speedup = fixed makespan / dynamic makespan, per seed.
+    """
+    import statistics
+
+    import onnx
+    from synthetic import llama_shaped_model
+
+    from turnipc.simulate import compare_orders, get_profile
+
+    m = llama_shaped_model(layers=layers, seq=seq)
+    out: dict = {"model": f"llama_shaped layers={layers} seq={seq} fp16", "budget": "25%", "jitter": jitter, "seeds": seeds}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "llama.onnx")
+        onnx.save(m, path)
+        g = import_model(path, {"batch": 1, "seq": seq}, None)
+    base = build_plan(g, PlanOptions(Budget(fraction=0.25)))
+    budget = base.stats.budget_bytes
+    for key, mtb in (("untiled", None), ("tiled", budget // 8)):
+        t0 = time.perf_counter()
+        plan = base if mtb is None else build_plan(g, PlanOptions(Budget(bytes=budget), max_task_bytes=mtb))
+        plan_s = round(time.perf_counter() - t0, 1)
+        res = compare_orders(plan, get_profile("h100"), jitter=jitter, seeds=range(seeds))
+        sp = [f / dyn for f, dyn in zip(res["fixed"], res["dynamic"], strict=True)]
+        out[key] = {"max_task_bytes": mtb, "nodes": len(plan.nodes), "tiled_ops": (plan.stats.tiling or {}).get("tiled_ops", 0),
+                    "peak": plan.stats.peak_bytes, "plan_s": plan_s if mtb else None, "speedup_min": min(sp),
+                    "speedup_median": statistics.median(sp), "speedup_max": max(sp)}
+        print(key, json.dumps(out[key]), flush=True)
+    return out
+
+
+def main_orders() -> int:
+    """``--orders``: dynamic vs fixed order on tiled and untiled plans; stored beside the other results."""
+    r = orders_tiled_vs_untiled()
+    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data["orders"] = r
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    line = (f"Dynamic vs fixed order ({r['model']}, {r['budget']}, H100 simulated, {r['jitter']:.0%} jitter, {r['seeds']} seeds), "
+            f"median speedup fixed/dynamic: untiled {r['untiled']['speedup_median']:.3f} ({r['untiled']['nodes']} nodes), "
+            f"tiled {r['tiled']['speedup_median']:.3f} ({r['tiled']['nodes']} nodes, {r['tiled']['tiled_ops']} ops tiled at "
+            f"{r['tiled']['max_task_bytes']} B per task); min/max untiled {r['untiled']['speedup_min']:.3f}/"
+            f"{r['untiled']['speedup_max']:.3f}, tiled {r['tiled']['speedup_min']:.3f}/{r['tiled']['speedup_max']:.3f}.")
+    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
+    lines = [ln for ln in lines if not ln.startswith("Dynamic vs fixed order")] + [line]
+    with open(mpath, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(line)
+    return 0
+
+
+def main_big() -> int:
+    """``--big``: plan tests/synthetic.py's LLaMA-7B-shaped graph (32 layers, seq 2,048, fp16) at 10%.
+
+    At 10% every task fits, so the planner does not tile; the second row forces
+    tiling (``max_task_bytes`` 64 MiB) to time planning a tiled 7B graph.
+    """
+    import onnx
+    from synthetic import llama_shaped_model
+
+    m = llama_shaped_model(layers=32, seq=2048)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "llama7b.onnx")
+        onnx.save(m, path)
+        g = import_model(path, {"batch": 1, "seq": 2048}, None)
+    rows = []
+    for mtb in (None, 64 << 20):
+        t0 = time.perf_counter()
+        p = build_plan(g, PlanOptions(Budget(fraction=0.10), max_task_bytes=mtb))
+        st = p.stats
+        rows.append({"max_task_bytes": mtb, "plan_s": round(time.perf_counter() - t0, 1), "tasks": len(g.tasks),
+                     "nodes": len(p.nodes), "tiled_ops": (st.tiling or {}).get("tiled_ops", 0), "budget": st.budget_bytes,
+                     "peak": st.peak_bytes, "no_offload_peak": st.no_offload_peak_bytes})
+        print(json.dumps(rows[-1]), flush=True)
+    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data["llama7b_10pct"] = rows
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    line = "LLaMA-7B-shaped (32 layers, seq 2,048, fp16) at 10%: " + "; ".join(
+        f"{'max_task_bytes ' + str(r['max_task_bytes']) if r['max_task_bytes'] else 'planner default'}: planned in "
+        f"{r['plan_s']} s, {r['nodes']} nodes, {r['tiled_ops']} ops tiled, peak {r['peak']} B / budget {r['budget']} B"
+        for r in rows) + "."
+    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
+    lines = [ln for ln in lines if not ln.startswith("LLaMA-7B-shaped")] + [line]
+    with open(mpath, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(line)
+    return 0
+
+
+def long_32k_md(r: dict) -> str:
+    return (f"Long sequence at {r['seq']:,} (LLaMA-shaped, {r['layers']} layers, hidden {r['hidden']}, {r['heads']} heads, fp16, "
+            f"weights never read): budget {r['budget']} B (one head's scores: {r['head_scores_bytes']} B; one layer's: "
+            f"{r['layer_scores_bytes']} B; no-offload peak {r['no_offload_peak']} B), peak {r['peak']} B, {r['nodes']} nodes "
+            f"({r['tiled_ops']} ops tiled), planned in {r['plan_s']} s, verify ok in {r['verify_s']} s, simulated H100 makespan "
+            f"{r['makespan_s'] * 1e3:.1f} ms / bound {r['bound_s'] * 1e3:.1f} ms = {r['over_bound']:.3f}.")
 
 
 def real_models() -> list[dict]:

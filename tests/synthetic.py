@@ -27,7 +27,17 @@ def _external_weight(name: str, shape: list[int], elem: int, location: str, offs
 
 
 def llama_shaped_model(layers: int = 32, hidden: int = 4096, heads: int = 32, ffn: int = 11008, vocab: int = 32000,
-                       batch: int = 1, seq: int = 2048, fp16: bool = True) -> onnx.ModelProto:
+                       batch: int = 1, seq: int = 2048, fp16: bool = True, mask_in_graph: bool = False,
+                       last_logits: bool = False) -> onnx.ModelProto:
+    """A LLaMA-shaped decoder graph (weights declared, never written).
+
+    ``mask_in_graph`` builds the causal mask from Range / Greater / Where
+    instead of storing a seq x seq constant: at seq 32,768 the constant would
+    be 2 GiB in fp16, over protobuf's 2 GiB message limit, and as tasks the
+    mask is tiled like any elementwise op. ``last_logits`` computes logits
+    for the last position only (as a prefill does): the seq x vocab logits
+    of a long sequence are a graph output, which must exist whole.
+    """
     elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     hd = hidden // heads
     inits: list[TensorProto] = []
@@ -63,7 +73,21 @@ def llama_shaped_model(layers: int = 32, hidden: int = 4096, heads: int = 32, ff
     const("scale", np.array(1.0 / np.sqrt(hd), np_dt))
     const("shape_heads", np.array([batch, seq, heads, hd], np.int64))
     const("shape_hidden", np.array([batch, seq, hidden], np.int64))
-    const("mask", np.triu(np.full((seq, seq), -1e4, np_dt), 1))
+    if mask_in_graph:
+        const("pos_start", np.array(0, np.int64))
+        const("pos_limit", np.array(seq, np.int64))
+        const("pos_delta", np.array(1, np.int64))
+        const("axes_col", np.array([1], np.int64))
+        const("mask_neg", np.array(-1e4, np_dt))
+        const("mask_zero", np.array(0, np_dt))
+        nodes.extend([
+            helper.make_node("Range", ["pos_start", "pos_limit", "pos_delta"], ["pos"]),
+            helper.make_node("Unsqueeze", ["pos", "axes_col"], ["pos_rows"]),
+            helper.make_node("Greater", ["pos", "pos_rows"], ["future"]),  # [seq, seq]: key j > query i
+            helper.make_node("Where", ["future", "mask_neg", "mask_zero"], ["mask"]),
+        ])
+    else:
+        const("mask", np.triu(np.full((seq, seq), -1e4, np_dt), 1))
     emb = w("embed.weight", [vocab, hidden])
     nodes.append(helper.make_node("Gather", [emb, "input_ids"], ["h0"]))
     h = "h0"
@@ -97,12 +121,18 @@ def llama_shaped_model(layers: int = 32, hidden: int = 4096, heads: int = 32, ff
             helper.make_node("Add", [f"{p}.h1", f"{p}.d"], [f"{p}.h2"]),
         ])
         h = f"{p}.h2"
+    if last_logits:
+        const("last_start", np.array([-1], np.int64))
+        const("last_end", np.array([np.iinfo(np.int64).max], np.int64))
+        const("seq_axis", np.array([1], np.int64))
+        nodes.append(helper.make_node("Slice", [h, "last_start", "last_end", "seq_axis"], ["h_last"]))
+        h = "h_last"
     x = rmsnorm(h, "final_norm")
     nodes.append(helper.make_node("MatMul", [x, w("lm_head.weight", [hidden, vocab])], ["logits"]))
     graph = helper.make_graph(
         nodes, "llama_shaped",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("logits", elem, ["batch", "seq", vocab])],
+        [helper.make_tensor_value_info("logits", elem, ["batch", 1 if last_logits else "seq", vocab])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -18,6 +18,7 @@ import fixtures
 import numpy as np
 import pytest
 from turnip.check import compare, reference_outputs
+from turnip.plan import PlanStats
 from turnip.run import random_feeds, run_plan
 
 from turnipc.importer import import_model
@@ -37,7 +38,7 @@ def _graph(path: str, dims: tuple):
     return import_model(path, dict(dims), None)
 
 
-def _check(path: str, dims: dict, feeds, fraction: float, orders: int) -> dict:
+def _check(path: str, dims: dict, feeds, fraction: float, orders: int) -> PlanStats:
     plan = build_plan(_graph(path, tuple(sorted(dims.items()))), PlanOptions(Budget(fraction=fraction)),
                       plan_dir=os.path.dirname(path))
     verify_plan(plan)

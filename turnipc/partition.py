@@ -244,11 +244,12 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         x, w = ins[0], ins[1]
         if x is None or w is None or r < 3:
             return None
-        bias = [None] if len(ins) > 2 else []
+        bias: list[int | None] = [None] if len(ins) > 2 else []
         if k == 0:  # batch
             return [0, None] + bias, [0]
         if k == 1 and int(task.attrs.get("group", 1)) == 1:  # output channels: filter (and bias) blocks
-            return [None, 0] + ([0] if len(ins) > 2 and ins[2] is not None else bias), [1]
+            wb: list[int | None] = [0] if len(ins) > 2 and ins[2] is not None else bias
+            return [None, 0] + wb, [1]
         return None
     if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"):
         if k > 1 or len([o for o in outs if o is not None]) != 1:
@@ -470,14 +471,14 @@ class _Builder:
         return None
 
     def reduce_ws(self, task: Task, axes: list[int | None], size: int, ext: int) -> int:
-        out = aligned(self.values[task.outputs[0]].nbytes)
+        out = aligned(self.values[_out0(task)].nbytes)
         part = self.working_set(task, (axes, [None]), (size, ext))
         return max(part, 3 * out)
 
     def options(self, task: Task) -> list[tuple]:
         """Fresh splits of ``task``, best first: (key, kind, axis, n, rule, ws)."""
-        out0 = self.values[task.outputs[0]]
-        opts = []
+        out0 = self.values[_out0(task)]
+        opts: list[tuple[str, int, int, tuple[list[int | None], list[int | None]], int]] = []
         for k in range(len(out0.shape)):
             if out0.shape[k] <= 1:
                 continue
@@ -488,12 +489,13 @@ class _Builder:
             n, ws = self._fit(lambda size, rule=rule, ext=ext: self.working_set(task, rule, (size, ext)), ext)
             opts.append(("out", k, n, rule, ws))
         raxes = self.reduce_rule(task)
-        if raxes is not None:
+        if raxes is not None and raxes[0] is not None and task.inputs[0] is not None:
             a = self.values[task.inputs[0]]
-            ext = a.shape[raxes[0]]
+            rax = raxes[0]
+            ext = a.shape[rax]
             if ext > 1:
                 n, ws = self._fit(lambda size: self.reduce_ws(task, raxes, size, ext), ext)
-                opts.append(("reduce", raxes[0], n, (raxes, [None]), ws))
+                opts.append(("reduce", rax, n, (raxes, [None]), ws))
         res = []
         for kind, k, n, rule, ws in opts:
             fits = ws <= self.limit
@@ -515,7 +517,7 @@ class _Builder:
 
     def consumer_axis(self, task: Task) -> int | None:
         """The axis of ``task``'s output 0 its first consumer would split its input along, if it must split."""
-        out = task.outputs[0]
+        out = _out0(task)
         s = self.values[out].storage
         for c in self.consumers.get(s, ()):
             ct = self.g.tasks[c]
@@ -585,7 +587,7 @@ class _Builder:
                 return best[1], best[2], best[3]
         if ws >= whole_ws:
             return None
-        ext = out0.shape[k] if kind == "out" else self.values[task.inputs[0]].shape[k]
+        ext = out0.shape[k] if kind == "out" else self.values[_in0(task)].shape[k]
         return kind, Partition(k, even_bounds(ext, n)), rule
 
     def run(self) -> None:
@@ -641,7 +643,7 @@ class _Builder:
         the same bits; the partials differ from one whole MatMul only by
         floating-point rounding (within ``--check`` tolerance).
         """
-        out = task.outputs[0]
+        out = _out0(task)
         v = self.values[out]
         blocks = []
         for nm, ax in zip(task.inputs, in_axes, strict=False):
@@ -671,13 +673,27 @@ class _Builder:
         self.report.tiled[task.name] = len(p.bounds)
 
 
+def _out0(task: Task) -> str:
+    """Output 0 of a task the pass splits (present: choose() returns None for a task without it)."""
+    out = task.outputs[0]
+    assert out is not None
+    return out
+
+
+def _in0(task: Task) -> str:
+    """Input 0 of a MatMul / Gemm whose reduction axis is split (always present)."""
+    x = task.inputs[0]
+    assert x is not None
+    return x
+
+
 def _refinements(p: Partition, most: int = 64):
     """``p``, then ``p`` with every block cut in 2, 3, ... parts (same axis): finer partitions that keep the flow."""
     yield p
     for m in range(2, most + 1):
         if len(p.bounds) * m > MAX_BLOCKS:
             return
-        bounds = []
+        bounds: list[tuple[int, int]] = []
         for a, b in p.bounds:
             bounds.extend((a + x, a + y) for x, y in even_bounds(b - a, m))
         q = Partition(p.axis, tuple(bounds))

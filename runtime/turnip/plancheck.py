@@ -361,18 +361,24 @@ def plan_digest(plan: Plan) -> str:
     return hashlib.sha256(encode_plan(plan)).hexdigest()
 
 
+def _is_input_block(plan: Plan, tensor: int, graph_inputs: set[int]) -> bool:
+    """A block of a graph input, cut from the user's feed at load (tiled plans: ``TensorInfo.block``)."""
+    if not 0 <= tensor < len(plan.tensors):
+        return False
+    blk = plan.tensors[tensor].block
+    if blk is None or not 0 <= blk[0] < len(plan.tensors):
+        return False
+    return blk[0] in graph_inputs or plan.tensors[blk[0]].storage in graph_inputs
+
+
 def _check_placements(plan: Plan) -> None:
     """Every placement has a known source; the user's feeds go only to graph inputs."""
     graph_inputs = set(plan.inputs)
     for p in plan.placements:
         if p.source not in ("weight", "constant", "input"):
             raise PlanCheckError(f"placement of tensor {p.tensor} has unknown source {p.source!r}")
-        if p.source == "input" and p.tensor not in graph_inputs:
-            # a tiled plan places blocks of an input (TensorInfo.block), cut from the feed at load
-            blk = plan.tensors[p.tensor].block if 0 <= p.tensor < len(plan.tensors) else None
-            root = plan.tensors[blk[0]].storage if blk is not None and 0 <= blk[0] < len(plan.tensors) else None
-            if root not in graph_inputs:
-                raise PlanCheckError(f"placement of tensor {p.tensor} is fed by the user, but it is not one of the plan's graph inputs")
+        if p.source == "input" and p.tensor not in graph_inputs and not _is_input_block(plan, p.tensor, graph_inputs):
+            raise PlanCheckError(f"placement of tensor {p.tensor} is fed by the user, but it is not one of the plan's graph inputs")
 
 
 def _check_devices(plan: Plan) -> None:
