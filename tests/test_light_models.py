@@ -60,10 +60,10 @@ def _plan_and_write(model_path: str, folder: str) -> tuple[str, str]:
     """Import + plan at 25% (else at the minimum budget) + verify + write; returns (plan path, "25%" | "min")."""
     graph = import_model(model_path, None, None)
     try:
-        plan = build_plan(graph, PlanOptions(Budget(fraction=0.25)), plan_dir=folder)
+        plan = build_plan(graph, PlanOptions(Budget(fraction=0.25), tiling=False), plan_dir=folder)
         how = "25%"
     except BudgetError:
-        plan = build_plan(graph, PlanOptions(Budget(minimum=True)), plan_dir=folder)
+        plan = build_plan(graph, PlanOptions(Budget(minimum=True), tiling=False), plan_dir=folder)
         how = "min"
         assert plan.stats.budget_bytes < plan.stats.no_offload_peak_bytes, "the minimum budget is the no-offload peak"
     verify_plan(plan)

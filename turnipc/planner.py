@@ -44,6 +44,8 @@ class PlanOptions:
     #: ``--gpu-mem min`` searches below the untiled minimum with tiling (the CLI's default). Off
     #: in the library default because each probe is a whole tiled plan (seconds to minutes).
     min_search_tiled: bool = False
+    #: Split tasks into blocks when the whole graph does not plan (False: refuse instead, as before tiles).
+    tiling: bool = True
 
     def to_obj(self) -> dict:
         gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
@@ -51,6 +53,8 @@ class PlanOptions:
              "effort": self.effort, "prefetch": self.prefetch}
         if self.max_task_bytes is not None:
             o["max_task_bytes"] = self.max_task_bytes
+        if not self.tiling:
+            o["tiling"] = False
         return o
 
 
@@ -276,6 +280,12 @@ def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget:
                 return graph, plan_residency(graph, order, device_of, budget, opts, progress), None
             except BudgetError as e:
                 first_error = e
+        if not opts.tiling:
+            size, name = largest_task(graph)
+            raise first_error or BudgetError(
+                f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model without tiling: "
+                f"task {name!r} needs {size} bytes at once; allow tiling or try `--gpu-mem min`"
+            )
         limits = [budget // k for k in (shares or TILE_SHARES)]
     else:
         first_error = None
