@@ -130,12 +130,7 @@ class DecodePlanRunner:
         self.reload_per_run = _reload_bytes(lp)
         self.prefill = prefill
         self.prefill_seq = self._check_prefill(prefill) if prefill is not None else None
-        self.runs = 0
-        self.cache_bytes_copied = 0
-        self.bytes_reloaded = 0
-        self.calls = 0
-        self.decode_runs = 0
-        self.decode_cache_bytes = 0
+        self._zero_counters()
 
     def _check_prefill(self, pre: LoadedPlan) -> int:
         """The prefill plan's prompt length, after checking it is the same decoder at the same batch (GenerateError if not)."""
@@ -147,6 +142,15 @@ class DecodePlanRunner:
         if len(shape) != 2 or shape[0] != self.batch:
             raise GenerateError(f"the prefill plan's input_ids is {list(shape)}, the decode plan's batch is {self.batch}; plan both for the same batch")
         return int(shape[1])
+
+    def _zero_counters(self) -> None:
+        """What one generate call counts (runs, cache bytes copied, bytes reloaded), from zero."""
+        self.runs = 0
+        self.cache_bytes_copied = 0
+        self.bytes_reloaded = 0
+        self.calls = 0
+        self.decode_runs = 0
+        self.decode_cache_bytes = 0
 
     @property
     def cache_bytes(self) -> int:
@@ -160,12 +164,7 @@ class DecodePlanRunner:
         cap = self.sig.capacity
         assert cap is not None
         self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in self.fed}
-        self.runs = 0
-        self.cache_bytes_copied = 0
-        self.bytes_reloaded = 0
-        self.calls = 0
-        self.decode_runs = 0
-        self.decode_cache_bytes = 0
+        self._zero_counters()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig, lp = self.sig, self.lp
