@@ -27,43 +27,13 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runtime"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", "runtime"), os.path.join(HERE, "..", "tests")]
 
+from hand_plans import SLOT, make_identity_chain  # noqa: E402
 from turnip.executor import Executor  # noqa: E402
 from turnip.plan import Loc, Memory, Node, Placement, Plan, TensorInfo  # noqa: E402
 from turnip.run import run_plan  # noqa: E402
-
-
-def chain_plan(n: int) -> Plan:
-    tensors = [
-        TensorInfo(f"t{i}", "float32", (1,), 4, "input" if i == 0 else ("output" if i == n else "activation"), i) for i in range(n + 1)
-    ]
-    nodes = [
-        Node(
-            i,
-            "compute",
-            0,
-            (i - 1,) if i else (),
-            (Loc(0, 4 * (i % 2), i),),
-            (Loc(0, 4 * ((i + 1) % 2), i + 1),),
-            op="Identity",
-            name=f"id{i}",
-            pos=i,
-        )
-        for i in range(n)
-    ]
-    return Plan(
-        "/nonexistent.onnx",
-        "",
-        {"": 17},
-        {},
-        tensors,
-        [Memory(0, "gpu", 0, 8, 8)],
-        [Placement(0, Loc(0, 0, 0), "input")],
-        nodes,
-        [0],
-        [Loc(0, 4 * (n % 2), n)],
-    )
 
 
 def pipeline_plan(n: int) -> Plan:
@@ -80,12 +50,12 @@ def pipeline_plan(n: int) -> Plan:
         b = len(tensors)
         tensors.append(TensorInfo(f"b{k}", "float32", (1,), 4, "output", b))
         inputs.append(a)
-    host = Memory(1, "host", -1, 8 * stages, 8 * stages)
-    gpu = Memory(0, "gpu", 0, 16, 16)
+    host = Memory(1, "host", -1, 2 * SLOT * stages, 2 * SLOT * stages)
+    gpu = Memory(0, "gpu", 0, 4 * SLOT, 4 * SLOT)
     for k in range(stages):
         a, b = 2 * k, 2 * k + 1
-        ha, hb = Loc(1, 8 * k, a), Loc(1, 8 * k + 4, b)
-        ga, gb = Loc(0, 4 * (k % 2), a), Loc(0, 8 + 4 * (k % 2), b)
+        ha, hb = Loc(1, 2 * SLOT * k, a), Loc(1, 2 * SLOT * k + SLOT, b)
+        ga, gb = Loc(0, SLOT * (k % 2), a), Loc(0, 2 * SLOT + SLOT * (k % 2), b)
         placements.append(Placement(a, ha, "input"))
         r, c, o = 3 * k, 3 * k + 1, 3 * k + 2
         prev = 3 * (k - 2)  # the stage that used the same slots
@@ -119,7 +89,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "executor.json"))
     args = ap.parse_args()
 
-    chain = chain_plan(args.nodes)
+    chain = make_identity_chain(args.nodes)
     pipe = pipeline_plan(args.nodes)
     chain_feeds = {"t0": np.array([1.0], np.float32)}
     pipe_feeds = {pipe.tensors[i].name: np.array([float(i)], np.float32) for i in pipe.inputs}

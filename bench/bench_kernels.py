@@ -41,14 +41,12 @@ sys.path[:0] = [os.path.join(ROOT, "tests", "models")]
 import fixtures  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from benchlib import markdown_table, ort_session, plans_at  # noqa: E402
 from turnip.check import compare  # noqa: E402
 from turnip.plan import read_plan, write_plan  # noqa: E402
 from turnip.run import random_feeds, run_plan  # noqa: E402
 
-from turnipc.errors import BudgetError  # noqa: E402
 from turnipc.importer import import_model  # noqa: E402
-from turnipc.planner import PlanOptions, build_plan  # noqa: E402
-from turnipc.units import Budget  # noqa: E402
 
 REAL_DIR = os.environ.get("TURNIP_REAL_MODELS", "/work/models/real")
 #: (label, file, seq)
@@ -73,12 +71,6 @@ def blas_info() -> str:
         return "; ".join(infos) or "no BLAS found"
     except ImportError:
         return "threadpoolctl not installed (pip install threadpoolctl to report the kernel)"
-
-
-def ort_session(path: str, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def _has_threadpoolctl() -> bool:
@@ -117,11 +109,7 @@ def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds:
     nth = threads or os.cpu_count() or 1
     sess = ort_session(path, nth)
     rows = []
-    for blabel, budget in (("100%", Budget(fraction=1.0)), ("25%", Budget(fraction=0.25))):
-        try:
-            plan = build_plan(graph, PlanOptions(budget), plan_dir=os.path.dirname(path))
-        except BudgetError:
-            blabel, plan = "min", build_plan(graph, PlanOptions(Budget(minimum=True)), plan_dir=os.path.dirname(path))
+    for blabel, plan in plans_at(graph, path):
         plan_path = os.path.join(os.path.dirname(path), f".bench-kernels-{os.getpid()}.plan")
         write_plan(plan, plan_path)
         try:
@@ -229,13 +217,6 @@ def bench_rss(src: str | None, tmp: str) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict], cols: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    return lines
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fixtures + GPT-2 s128 only, 2 rounds")
@@ -300,12 +281,12 @@ def main() -> int:
         "",
     ]
     if res.get("speed"):
-        md += _table(res["speed"], ["model", "budget", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB"]) + [""]
+        md += markdown_table(res["speed"], ["model", "budget", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB"]) + [""]
     cols = ["model", "budget", "weights_MiB", "memories_MiB", "plan_rss_MiB", "run_rss_MiB", "run_rss_over_weights", "run_rss_over_memories"]
     for key in sorted(k for k in res if k.startswith("rss_")):
         how = " Measured with `--rss-only --src DIR --label before`, DIR a `git archive` of the tree before the change." if key != "rss_after" else ""
         md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region).{how}", ""]
-        md += _table(res[key], cols) + [""]
+        md += markdown_table(res[key], cols) + [""]
     with open(os.path.join(out_dir, "kernels.md"), "w") as f:
         f.write("\n".join(md))
     print("\n".join(md))

@@ -9,7 +9,6 @@ external data that does not exist: the planner never reads weights.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -20,6 +19,7 @@ sys.path[:0] = [os.path.join(HERE, "..", "tests"), os.path.join(HERE, "..", "tes
 
 import fixtures  # noqa: E402
 import onnx  # noqa: E402
+from benchlib import markdown_table, write_results  # noqa: E402
 from synthetic import llama_shaped_model  # noqa: E402
 
 from turnipc.importer import import_model  # noqa: E402
@@ -58,8 +58,6 @@ def bench_graph(name: str, graph, import_s: float) -> list[dict]:
 
 
 def main() -> None:
-    out_dir = os.path.join(HERE, "results")
-    os.makedirs(out_dir, exist_ok=True)
     rows: list[dict] = []
     for fx in fixtures.FIXTURES:
         if not fx.exists():
@@ -75,18 +73,15 @@ def main() -> None:
         g = import_model(path, {"batch": 1, "seq": 2048}, None)
         rows += bench_graph("llama7b_shaped (b1 s2048 fp16)", g, time.perf_counter() - t0)
         print(rows[-1], flush=True)
-    with open(os.path.join(out_dir, "planner.json"), "w") as f:
-        json.dump(rows, f, indent=1)
     cols = ["model", "budget", "tasks", "import_s", "plan_s", "verify_s", "peak_over_lower_bound", "peak_over_max_live", "nodes"]
-    lines = ["| " + " | ".join(cols + ["peak MiB", "reload MiB"]) + " |", "|" + "---|" * (len(cols) + 2)]
+    table = markdown_table([], cols + ["peak MiB", "reload MiB"])
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['budget']} | infeasible: {r['error']} |")
-            continue
-        lines.append("| " + " | ".join(str(r[c]) for c in cols) + f" | {r['peak_bytes'] / 2**20:.1f} | {r['reload_bytes'] / 2**20:.1f} |")
-    with open(os.path.join(out_dir, "planner.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            table.append(f"| {r['model']} | {r['budget']} | infeasible: {r['error']} |")
+        else:
+            mib = {"peak MiB": f"{r['peak_bytes'] / 2**20:.1f}", "reload MiB": f"{r['reload_bytes'] / 2**20:.1f}"}
+            table += markdown_table([{**r, **mib}], cols + list(mib))[2:]
+    write_results("planner", rows, table)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ ratio is what to read, not the absolute numbers.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -25,24 +24,15 @@ sys.path[:0] = [os.path.join(HERE, "..", "tests"), os.path.join(HERE, "..", "tes
 import fixtures  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
+from benchlib import markdown_table, ort_session, plans_at, write_results  # noqa: E402
 from synthetic import llama_shaped_model, write_random_weights  # noqa: E402
 from turnip.check import compare  # noqa: E402
 from turnip.plan import write_plan  # noqa: E402
 from turnip.run import run_plan  # noqa: E402
 
-from turnipc.errors import BudgetError  # noqa: E402
 from turnipc.importer import import_model  # noqa: E402
-from turnipc.planner import PlanOptions, build_plan  # noqa: E402
-from turnipc.units import Budget  # noqa: E402
 
 REPEAT = 5
-
-
-def ort_session(path: str) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = os.cpu_count() or 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def bench_model(name: str, path: str, dims: dict | None, feeds: dict, folder: str) -> list[dict]:
@@ -50,11 +40,7 @@ def bench_model(name: str, path: str, dims: dict | None, feeds: dict, folder: st
     sess = ort_session(path)
     ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
     rows = []
-    for label, budget in (("100%", Budget(fraction=1.0)), ("25%", Budget(fraction=0.25))):
-        try:
-            plan = build_plan(graph, PlanOptions(budget), plan_dir=os.path.dirname(path))
-        except BudgetError:
-            label, plan = "min", build_plan(graph, PlanOptions(Budget(minimum=True)), plan_dir=os.path.dirname(path))
+    for label, plan in plans_at(graph, path):
         plan_path = os.path.join(os.path.dirname(path), f".bench-{name}.plan")
         write_plan(plan, plan_path)
         try:
@@ -85,8 +71,6 @@ def bench_model(name: str, path: str, dims: dict | None, feeds: dict, folder: st
 
 
 def main() -> None:
-    out_dir = os.path.join(HERE, "results")
-    os.makedirs(out_dir, exist_ok=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         m = llama_shaped_model(layers=4, hidden=512, heads=8, ffn=1376, vocab=4096, batch=1, seq=256, fp16=False)
@@ -100,15 +84,9 @@ def main() -> None:
         fx = fixtures.get("light_resnet50")
         if fx.exists():
             rows += bench_model("light_resnet50", fx.path, None, fixtures.make_inputs(fx, 0), tmp)
-    with open(os.path.join(out_dir, "runtime.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    cols = ["model", "budget", "check", "ort_s", "turnip_s", "turnip_fixed_s", "ratio_turnip_over_ort", "nodes"]
-    lines = ["| " + " | ".join(cols + ["reload MiB"]) + " |", "|" + "---|" * (len(cols) + 1)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) for c in cols) + f" | {r['reload_bytes'] / 2**20:.1f} |")
-    with open(os.path.join(out_dir, "runtime.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    cols = ["model", "budget", "check", "ort_s", "turnip_s", "turnip_fixed_s", "ratio_turnip_over_ort", "nodes", "reload MiB"]
+    table = markdown_table([{**r, "reload MiB": f"{r['reload_bytes'] / 2**20:.1f}"} for r in rows], cols)
+    write_results("runtime", rows, table)
 
 
 if __name__ == "__main__":

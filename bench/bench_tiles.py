@@ -34,6 +34,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "runtime"), os.path.join(ROOT, "tests")
 
 import fixtures  # noqa: E402
 import numpy as np  # noqa: E402
+from benchlib import replace_result  # noqa: E402
 from turnip.check import compare, reference_outputs  # noqa: E402
 from turnip.run import random_feeds, run_plan  # noqa: E402
 
@@ -211,17 +212,7 @@ def main_long() -> int:
     layers = int(os.environ.get("TURNIP_LONG_LAYERS", "2"))
     r = long_32k(layers=layers)
     print(json.dumps(r), flush=True)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
-    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
-    data["long_32k"] = r
-    with open(jpath, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
-    lines = [ln for ln in lines if not ln.startswith("Long sequence at 32,768")] + [long_32k_md(r)]
-    with open(mpath, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(long_32k_md(r))
+    replace_result("tiles", "long_32k", r, long_32k_md(r), "Long sequence at 32,768")
     return 0
 
 
@@ -265,21 +256,12 @@ def orders_tiled_vs_untiled(layers: int = 4, seq: int = 2048, seeds: int = 20, j
 def main_orders() -> int:
     """``--orders``: dynamic vs fixed order on tiled and untiled plans; stored beside the other results."""
     r = orders_tiled_vs_untiled()
-    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
-    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
-    data["orders"] = r
-    with open(jpath, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
     line = (f"Dynamic vs fixed order ({r['model']}, {r['budget']}, H100 simulated, {r['jitter']:.0%} jitter, {r['seeds']} seeds), "
             f"median speedup fixed/dynamic: untiled {r['untiled']['speedup_median']:.3f} ({r['untiled']['nodes']} nodes), "
             f"tiled {r['tiled']['speedup_median']:.3f} ({r['tiled']['nodes']} nodes, {r['tiled']['tiled_ops']} ops tiled at "
             f"{r['tiled']['max_task_bytes']} B per task); min/max untiled {r['untiled']['speedup_min']:.3f}/"
             f"{r['untiled']['speedup_max']:.3f}, tiled {r['tiled']['speedup_min']:.3f}/{r['tiled']['speedup_max']:.3f}.")
-    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
-    lines = [ln for ln in lines if not ln.startswith("Dynamic vs fixed order")] + [line]
-    with open(mpath, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(line)
+    replace_result("tiles", "orders", r, line, "Dynamic vs fixed order")
     return 0
 
 
@@ -306,20 +288,11 @@ def main_big() -> int:
                      "nodes": len(p.nodes), "tiled_ops": (st.tiling or {}).get("tiled_ops", 0), "budget": st.budget_bytes,
                      "peak": st.peak_bytes, "no_offload_peak": st.no_offload_peak_bytes})
         print(json.dumps(rows[-1]), flush=True)
-    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
-    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
-    data["llama7b_10pct"] = rows
-    with open(jpath, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
     line = "LLaMA-7B-shaped (32 layers, seq 2,048, fp16) at 10%: " + "; ".join(
         f"{'max_task_bytes ' + str(r['max_task_bytes']) if r['max_task_bytes'] else 'planner default'}: planned in "
         f"{r['plan_s']} s, {r['nodes']} nodes, {r['tiled_ops']} ops tiled, peak {r['peak']} B / budget {r['budget']} B"
         for r in rows) + "."
-    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
-    lines = [ln for ln in lines if not ln.startswith("LLaMA-7B-shaped")] + [line]
-    with open(mpath, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(line)
+    replace_result("tiles", "llama7b_10pct", rows, line, "LLaMA-7B-shaped")
     return 0
 
 

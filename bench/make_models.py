@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import os
 import sys
 
@@ -34,21 +35,33 @@ sys.path.insert(0, MODELS)
 import fixtures as FX  # noqa: E402
 import make_fixtures as MF  # noqa: E402
 
-#: Config overrides per size; keys go to the transformers config class as-is.
+
+def _gpt2(layers: int, hidden: int, heads: int, ffn: int, vocab: int, positions: int) -> dict:
+    return dict(n_layer=layers, n_embd=hidden, n_head=heads, n_inner=ffn, vocab_size=vocab, n_positions=positions)
+
+
+def _llama(layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, vocab: int, positions: int) -> dict:
+    return dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                intermediate_size=ffn, vocab_size=vocab, max_position_embeddings=positions)
+
+
+def _bert(layers: int, hidden: int, heads: int, ffn: int, vocab: int, positions: int) -> dict:
+    return dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn,
+                vocab_size=vocab, max_position_embeddings=positions)
+
+
+#: Config overrides per size, in each transformers config class's own key names
+#: (the helpers above name them once per family).
 SIZES: dict[str, dict[str, dict]] = {
     "small": {
-        "gpt2": dict(n_layer=2, n_embd=128, n_head=4, n_inner=512, vocab_size=1000, n_positions=128),
-        "llama": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=512, vocab_size=1000, max_position_embeddings=128),
-        "bert": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, intermediate_size=512,
-                     vocab_size=1000, max_position_embeddings=128),
+        "gpt2": _gpt2(layers=2, hidden=128, heads=4, ffn=512, vocab=1000, positions=128),
+        "llama": _llama(layers=2, hidden=128, heads=4, kv_heads=2, ffn=512, vocab=1000, positions=128),
+        "bert": _bert(layers=2, hidden=128, heads=4, ffn=512, vocab=1000, positions=128),
     },
     "real": {
-        "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_inner=3072, vocab_size=50257, n_positions=1024),
-        "llama": dict(num_hidden_layers=16, hidden_size=1024, num_attention_heads=16, num_key_value_heads=4,
-                      intermediate_size=2816, vocab_size=32000, max_position_embeddings=4096),
-        "bert": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                     vocab_size=30522, max_position_embeddings=512),
+        "gpt2": _gpt2(layers=12, hidden=768, heads=12, ffn=3072, vocab=50257, positions=1024),
+        "llama": _llama(layers=16, hidden=1024, heads=16, kv_heads=4, ffn=2816, vocab=32000, positions=4096),
+        "bert": _bert(layers=12, hidden=768, heads=12, ffn=3072, vocab=30522, positions=512),
     },
 }
 
@@ -75,6 +88,19 @@ def fixture_for(size: str, model: str, variant: str, out: str) -> FX.Fixture:
     )
 
 
+def export(size: str, model: str, fx: FX.Fixture) -> dict:
+    """The fixtures' export (``make_fixtures.make_hf``) with this size's config in place of the fixture's."""
+    saved = copy.deepcopy(FX.HF_CONFIGS[model])
+    cfg = FX.HF_CONFIGS[model]
+    cfg["config"].update(SIZES[size][model])
+    cfg["vocab_size"] = cfg["config"]["vocab_size"]
+    cfg["max_seq"] = _max_seq(cfg["config"])
+    try:
+        return MF.make_hf(fx)
+    finally:
+        FX.HF_CONFIGS[model] = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), required=True)
@@ -87,31 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     models = args.only or list(SIZES[args.size])
     variants = args.variant or list(DEFAULT_VARIANTS[args.size])
     os.makedirs(os.path.join(args.out, args.size), exist_ok=True)
-    failed = []
+    jobs = []
     for model in models:
-        saved = copy.deepcopy(FX.HF_CONFIGS[model])
-        cfg = FX.HF_CONFIGS[model]
-        cfg["config"].update(SIZES[args.size][model])
-        cfg["vocab_size"] = cfg["config"]["vocab_size"]
-        cfg["max_seq"] = _max_seq(cfg["config"])
-        try:
-            for variant in variants:
-                fx = fixture_for(args.size, model, variant, args.out)
-                if os.path.exists(fx.path) and not args.force:
-                    print(f"{fx.path}: present, skipped")
-                    continue
-                try:
-                    MF.make_hf(fx)
-                except Exception as e:  # report and go on with the next export
-                    failed.append(fx.path)
-                    print(f"!! {fx.path}: {e}")
-        finally:
-            FX.HF_CONFIGS[model] = saved
-    if failed:
-        print("FAILED:", failed)
-        return 1
-    return 0
-
+        for variant in variants:
+            fx = fixture_for(args.size, model, variant, args.out)
+            if os.path.exists(fx.path) and not args.force:
+                print(f"{fx.path}: present, skipped")
+                continue
+            jobs.append((fx.path, functools.partial(export, args.size, model, fx)))
+    return MF.make_each(jobs)[1]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
+from hand_plans import SLOT, make_identity_chain
 from onnx import TensorProto, helper, numpy_helper
 from turnip.backends import BackendError, get_backend
 from turnip.cache import remember_verified
@@ -26,7 +27,6 @@ from turnip.weights import InputError, ModelError, file_sha256, weight_file_reco
 
 SHAPE = (4, 8)
 NB = 4 * 8 * 4  # bytes of one float32 [4, 8] tensor
-SLOT = 256  # arena slot: offsets are multiples of 256 (the runtime checks alignment)
 
 
 # ---------------------------------------------------------------------------
@@ -123,43 +123,6 @@ def make_chain_plan(
     plan_path = str(folder / "model.plan")
     write_plan(plan, plan_path)
     return plan_path, w
-
-
-def make_identity_chain(n: int) -> Plan:
-    """n Identity nodes on a 1-element tensor, ping-ponging between two arena slots.
-
-    Node i reads slot i % 2 and writes slot (i + 1) % 2: each node depends on the
-    previous one (data, and WAR on the slot it overwrites).
-    """
-    tensors = [
-        TensorInfo(f"t{i}", "float32", (1,), 4, "input" if i == 0 else ("output" if i == n else "activation"), i) for i in range(n + 1)
-    ]
-    nodes = [
-        Node(
-            i,
-            "compute",
-            0,
-            (i - 1,) if i else (),
-            (Loc(0, SLOT * (i % 2), i),),
-            (Loc(0, SLOT * ((i + 1) % 2), i + 1),),
-            op="Identity",
-            name=f"id{i}",
-            pos=i,
-        )
-        for i in range(n)
-    ]
-    return Plan(
-        model_path="/nonexistent/model.onnx",
-        model_sha256="",
-        opset={"": 17},
-        options={},
-        tensors=tensors,
-        memories=[Memory(0, "gpu", 0, SLOT + 4, SLOT + 4)],
-        placements=[Placement(0, Loc(0, 0, 0), "input")],
-        nodes=nodes,
-        inputs=[0],
-        outputs=[Loc(0, SLOT * (n % 2), n)],
-    )
 
 
 def feeds_for(seed: int = 0) -> dict[str, np.ndarray]:

@@ -178,13 +178,5 @@ class OrtFallback:
             out[...] = ctx.xp.asarray(np.asarray(r).reshape(out.shape))
 
 
-def make_fallback_kernel(
-    op: str,
-    domain: str,
-    opset_imports: dict[str, int],
-    input_infos: list[TensorInfo | None],
-    output_infos: list[TensorInfo | None],
-    attrs: dict[str, Any] | None = None,
-) -> OrtFallback:
-    """A kernel that runs ``op`` through onnxruntime (see OrtFallback)."""
-    return OrtFallback(op, domain, opset_imports, input_infos, output_infos, attrs)
+#: A kernel that runs one op through onnxruntime (see :class:`OrtFallback`); the name the backends use.
+make_fallback_kernel = OrtFallback

@@ -539,12 +539,24 @@ def encode_plan(plan: Plan) -> bytes:
     return msgpack.packb(plan.to_obj(), use_bin_type=True)
 
 
-def decode_plan(data: bytes) -> Plan:
+def _unpack(data: bytes, prefix: str, fix: str) -> Any:
+    """msgpack bytes -> plain objects; anything msgpack refuses is a :class:`PlanFormatError` saying ``fix``."""
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several unrelated types
-        raise PlanFormatError(f"plan file is not valid msgpack ({type(e).__name__}); is it truncated? re-plan with `turnipc plan`") from e
-    return Plan.from_obj(obj)
+        raise PlanFormatError(f"{prefix} not valid msgpack ({type(e).__name__}); {fix}") from e
+
+
+def _read_bytes(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise PlanFormatError(f"cannot read {what}{os.fspath(path)!r}: {e.strerror}") from e
+
+
+def decode_plan(data: bytes) -> Plan:
+    return Plan.from_obj(_unpack(data, "plan file is", "is it truncated? re-plan with `turnipc plan`"))
 
 
 def write_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
@@ -555,11 +567,7 @@ def write_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
 
 
 def read_plan(path: str | os.PathLike[str]) -> Plan:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PlanFormatError(f"cannot read plan file {os.fspath(path)!r}: {e.strerror}") from e
+    data = _read_bytes(path, "plan file ")
     try:
         return decode_plan(data)
     except PlanFormatError:
@@ -583,15 +591,7 @@ def read_plan_lenient(path: str | os.PathLike[str]) -> Plan:
     is not a plan at all.
     """
     where = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PlanFormatError(f"cannot read {where!r}: {e.strerror}") from e
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as e:  # msgpack raises several unrelated types
-        raise PlanFormatError(f"{where}: not valid msgpack ({type(e).__name__}); is it truncated or not a plan?") from e
+    obj = _unpack(_read_bytes(path, ""), f"{where}:", "is it truncated or not a plan?")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
         raise PlanFormatError(f"{where}: not a Turnip plan (no 'format: turnip-plan' header)")
     version = obj.get("version")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import sys
 import time
@@ -303,6 +304,24 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+def make_each(jobs):
+    """Run each ``(name, make)`` in turn: a failure is reported and the next export still runs.
+
+    Returns the results of those that worked and the exit code (1 when any
+    failed). Shared with bench/make_models.py, which exports other sizes.
+    """
+    rows, failed = [], []
+    for name, make in jobs:
+        try:
+            rows.append(make())
+        except Exception as e:  # report and go on with the next export
+            failed.append(name)
+            print(f"!! {name}: {e}")
+    if failed:
+        print("FAILED:", failed)
+    return rows, 1 if failed else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", default=[],
@@ -317,23 +336,14 @@ def main(argv=None):
         if not todo:
             ap.error(f"--only {args.only}: no such fixture; known: {FX.names('hf') + FX.names('demo')}")
 
-    rows, failed = [], []
-    for fx in todo:
-        try:
-            rows.append(make_demo() if fx.kind == "demo" else make_hf(fx))
-        except Exception as e:
-            failed.append(fx.name)
-            print(f"!! {fx.name}: {e}")
+    rows, rc = make_each((fx.name, make_demo if fx.kind == "demo" else functools.partial(make_hf, fx)) for fx in todo)
     if args.table:
         print(markdown_table(rows))
     union = collections.Counter()
     for r in rows:
         union.update(r["ops"])
     print("union of op types:", sorted(union))
-    if failed:
-        print("FAILED:", failed)
-        return 1
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

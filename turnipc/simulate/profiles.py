@@ -101,25 +101,34 @@ def _peaks(fp32: float, fp16: float, bf16: float, int8: float) -> Mapping[str, f
 GPU_LAUNCH_S = 4 * US
 GPU_COPY_LATENCY_S = 10 * US
 
+#: One row per GPU, in datasheet units: FP32, FP16/BF16 tensor (dense) and
+#: INT8 (dense) in TFLOPS / TOPS; HBM, host link and peer link in GB/s, one
+#: direction. The 16-bit tensor rate serves both float16 and bfloat16 (a card
+#: without BF16, the T4, runs it at the FP16 rate), and the host link is the
+#: same both ways (PCIe is symmetric).
+_GPUS: tuple[tuple[str, float, float, float, float, float, float, str], ...] = (
+    ("h100-sxm", 67, 989.4, 1979, 3350, 64, 450, "NVIDIA H100 datasheet, SXM5 80GB"),
+    ("h100-pcie", 51, 756, 1513, 2000, 64, 300, "NVIDIA H100 datasheet, PCIe 80GB (NVLink bridge for peers)"),
+    ("a100-40gb", 19.5, 312, 624, 1555, 32, 300, "NVIDIA A100 datasheet, SXM4 40GB"),
+    ("a100-80gb", 19.5, 312, 624, 2039, 32, 300, "NVIDIA A100 datasheet, SXM4 80GB"),
+    ("l4", 30.3, 121, 242.5, 300, 32, 32, "NVIDIA L4 datasheet (no NVLink: peers over PCIe Gen4)"),
+    ("t4", 8.1, 65, 130, 320, 16, 16, "NVIDIA T4 datasheet, 16GB (PCIe Gen3; no BF16: FP16 rate)"),
+    ("a6000", 38.7, 154.8, 309.7, 768, 32, 56.25, "NVIDIA RTX A6000 datasheet, 48GB (PCIe Gen4, NVLink bridge)"),
+    ("rtx4090", 82.6, 165.2, 660.6, 1008, 32, 32, "NVIDIA Ada whitepaper, GeForce RTX 4090 24GB (PCIe Gen4; no NVLink)"),
+)
+
+
+def _gpu(name: str, fp32: float, tensor16: float, int8: float, hbm: float, host_link: float, peer: float,
+         source: str) -> DeviceProfile:
+    """A GPU profile from one row of :data:`_GPUS` (rates in TFLOPS and GB/s)."""
+    return DeviceProfile(name, _peaks(fp32 * T, tensor16 * T, tensor16 * T, int8 * T), hbm * G, host_link * G,
+                         host_link * G, peer * G, GPU_LAUNCH_S, GPU_COPY_LATENCY_S, source)
+
+
 PROFILES: dict[str, DeviceProfile] = {
     p.name: p
     for p in (
-        DeviceProfile("h100-sxm", _peaks(67 * T, 989.4 * T, 989.4 * T, 1979 * T), 3350 * G, 64 * G, 64 * G, 450 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA H100 datasheet, SXM5 80GB"),
-        DeviceProfile("h100-pcie", _peaks(51 * T, 756 * T, 756 * T, 1513 * T), 2000 * G, 64 * G, 64 * G, 300 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA H100 datasheet, PCIe 80GB (NVLink bridge for peers)"),
-        DeviceProfile("a100-40gb", _peaks(19.5 * T, 312 * T, 312 * T, 624 * T), 1555 * G, 32 * G, 32 * G, 300 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA A100 datasheet, SXM4 40GB"),
-        DeviceProfile("a100-80gb", _peaks(19.5 * T, 312 * T, 312 * T, 624 * T), 2039 * G, 32 * G, 32 * G, 300 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA A100 datasheet, SXM4 80GB"),
-        DeviceProfile("l4", _peaks(30.3 * T, 121 * T, 121 * T, 242.5 * T), 300 * G, 32 * G, 32 * G, 32 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA L4 datasheet (no NVLink: peers over PCIe Gen4)"),
-        DeviceProfile("t4", _peaks(8.1 * T, 65 * T, 65 * T, 130 * T), 320 * G, 16 * G, 16 * G, 16 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA T4 datasheet, 16GB (PCIe Gen3; no BF16: FP16 rate)"),
-        DeviceProfile("a6000", _peaks(38.7 * T, 154.8 * T, 154.8 * T, 309.7 * T), 768 * G, 32 * G, 32 * G, 56.25 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA RTX A6000 datasheet, 48GB (PCIe Gen4, NVLink bridge)"),
-        DeviceProfile("rtx4090", _peaks(82.6 * T, 165.2 * T, 165.2 * T, 660.6 * T), 1008 * G, 32 * G, 32 * G, 32 * G,
-                      GPU_LAUNCH_S, GPU_COPY_LATENCY_S, "NVIDIA Ada whitepaper, GeForce RTX 4090 24GB (PCIe Gen4; no NVLink)"),
+        *(_gpu(*row) for row in _GPUS),
         DeviceProfile("cpu", _peaks(1 * T, 1 * T, 1 * T, 2 * T), 50 * G, 10 * G, 10 * G, 10 * G,
                       5 * US, 1 * US, "generic CPU socket (order of magnitude)"),
     )
