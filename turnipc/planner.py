@@ -24,7 +24,7 @@ from .order import memory_aware_order
 from .partition import TilingReport, largest_task, largest_tasks, partition_graph
 from .placement import place_stages
 from .reserve import workspace_reserve
-from .residency import HOST, INF, Residency, simulate
+from .residency import ALIGN, HOST, INF, Residency, simulate
 from .taskgraph import TaskGraph
 from .units import Budget, format_bytes
 
@@ -463,6 +463,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         constants=constants,
         stats=stats,
         weight_files=_weight_files(graph.model_path),
+        alignment=ALIGN,
     )
 
 

@@ -19,11 +19,9 @@ import json
 from typing import Any, Callable, Literal
 
 import numpy as np
-from turnip.plan import COMPUTE, GPU, Loc, NodeKind, Plan, TensorKind
+from turnip.plan import COMPUTE, GPU, Loc, NodeKind, Plan, TensorKind, aligned_size
 
 from .units import format_bytes
-
-ALIGN = 256  # every buffer is rounded up to this (docs/plan-format.md: offsets are multiples of 256)
 
 #: Stack order (bottom to top) and colours.
 KINDS = ("weights", "reloaded", "activations")
@@ -33,10 +31,6 @@ COLORS = {"weights": "#8da0cb", "activations": "#66c2a5", "reloaded": "#fc8d62",
 KIND_LABELS = {"weights": "weights, inputs, constants", "activations": "activations", "reloaded": "reloaded (arrived by a reload)"}
 _KIND_OF_TENSOR = {TensorKind.WEIGHT: "weights", TensorKind.INPUT: "weights", TensorKind.CONSTANT: "weights",
                    TensorKind.ACTIVATION: "activations", TensorKind.OUTPUT: "activations"}
-
-
-def _aligned(n: int) -> int:
-    return 0 if n == 0 else (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 def memory_series(plan: Plan) -> dict[str, Any]:
@@ -68,7 +62,7 @@ def memory_series(plan: Plan) -> dict[str, Any]:
     def write(loc: Loc, t: int, kind: str) -> None:
         s = storage(loc)
         current[(loc.mem, loc.offset, s)] = len(occs)
-        occs.append([loc.mem, kind, _aligned(tensors[s].nbytes), t, t])
+        occs.append([loc.mem, kind, aligned_size(tensors[s].nbytes, plan.alignment), t, t])
 
     def touch(loc: Loc, t: int) -> None:
         k = (loc.mem, loc.offset, storage(loc))

@@ -27,16 +27,20 @@ import bisect
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from turnip.plan import DEFAULT_ALIGNMENT, aligned_size
+
 from .errors import BudgetError
 from .taskgraph import TaskGraph
 
-ALIGN = 256  # bytes; every buffer starts on this boundary (cudaMalloc gives 256)
+#: Alignment of every buffer the compiler lays out, in bytes; recorded in the plan (``Plan.alignment``).
+ALIGN = DEFAULT_ALIGNMENT
 HOST = -1  # device number of host memory
 INF = 1 << 62
 
 
 def aligned(n: int) -> int:
-    return 0 if n == 0 else (n + ALIGN - 1) // ALIGN * ALIGN
+    """Bytes a storage of ``n`` bytes takes in a memory: rounded up to :data:`ALIGN`."""
+    return aligned_size(n, ALIGN)
 
 
 @dataclass

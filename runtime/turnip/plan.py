@@ -30,6 +30,17 @@ import msgpack
 FORMAT_NAME = "turnip-plan"
 FORMAT_VERSION = 1
 
+#: Byte alignment of every location's offset in a plan that records none
+#: (plans written before the ``alignment`` field existed all used it): what
+#: cudaMalloc gives, and what CUDA kernels and vectorised copies assume.
+DEFAULT_ALIGNMENT = 256
+
+
+def aligned_size(nbytes: int, alignment: int = DEFAULT_ALIGNMENT) -> int:
+    """``nbytes`` rounded up to a multiple of ``alignment``: the room one buffer takes in an arena."""
+    return -(-nbytes // alignment) * alignment
+
+
 class _Vocabulary(str, Enum):
     """A closed set of names that the plan file stores as plain strings.
 
@@ -395,6 +406,8 @@ class Plan:
     stats: PlanStats = field(default_factory=PlanStats)
     version: int = FORMAT_VERSION
     weight_files: list[WeightFile] = field(default_factory=list)  # external weight files (model.weight_files)
+    #: Every location's offset is a multiple of this (bytes, a power of two); chosen by the compiler.
+    alignment: int = DEFAULT_ALIGNMENT
     #: Sections a lenient read (:func:`read_plan_lenient`) could not parse and left empty; never written.
     unread: tuple[str, ...] = field(default=(), compare=False)
 
@@ -440,6 +453,7 @@ class Plan:
         return {
             "format": FORMAT_NAME,
             "version": self.version,
+            "alignment": self.alignment,
             "model": {"path": self.model_path, "sha256": self.model_sha256, "opset": dict(sorted(self.opset.items())),
                       **({"weight_files": [w.to_obj() for w in self.weight_files]} if self.weight_files else {})},
             "options": _sorted(self.options),
@@ -479,6 +493,7 @@ class Plan:
                 stats=PlanStats.from_obj(o.get("stats", {})),
                 version=version,
                 weight_files=[WeightFile.from_obj(w) for w in o["model"].get("weight_files", [])],
+                alignment=o.get("alignment", DEFAULT_ALIGNMENT),
             )
         except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError) as e:
             raise PlanFormatError(f"plan file is malformed ({type(e).__name__}: {e}); re-plan the model with `turnipc plan`") from e
@@ -637,6 +652,7 @@ def _plan_from_obj_partial(o: dict[str, Any], version: int) -> Plan:
         constants=section("constants", lambda v: {int(k): bytes(b) for k, b in v}, {}),
         stats=section("stats", PlanStats.from_obj, PlanStats()),
         version=version,
+        alignment=section("alignment", int, DEFAULT_ALIGNMENT) if "alignment" in o else DEFAULT_ALIGNMENT,
     )
     plan.unread = tuple(unread)
     return plan

@@ -12,8 +12,9 @@ backend) rather than fail cleanly. So before the first node runs,
    (compute: its device's arena; reload: host -> its arena; offload: its
    arena -> host; move: another GPU's arena -> its arena);
 2. budget and bounds: every GPU arena is within its budget and every location
-   lies inside its memory, at an offset that is a multiple of
-   :data:`ALIGN` (256: what cudaMalloc gives; CUDA kernels assume it);
+   lies inside its memory, at an offset that is a multiple of the plan's
+   recorded ``alignment`` (a power of two, at least :data:`MIN_ALIGNMENT`:
+   256 is what cudaMalloc gives and what CUDA kernels assume);
 3. ordering: every two nodes that touch overlapping bytes of one memory, one
    of them writing, are ordered by a dependency path (so every
    dependency-respecting execution order is safe);
@@ -42,12 +43,14 @@ from dataclasses import dataclass, field
 
 from .cache import is_sha256
 from .errors import PlanCheckError
-from .plan import COMPUTE, GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Plan
+from .plan import COMPUTE, DEFAULT_ALIGNMENT, GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Plan
 
-__all__ = ["ALIGN", "PLACED", "CheckReport", "PlanCheckError", "check_plan", "topological_order"]
+__all__ = ["MIN_ALIGNMENT", "PLACED", "CheckReport", "PlanCheckError", "check_plan", "topological_order"]
 
-#: Every location's offset is a multiple of this (docs/plan-format.md).
-ALIGN = 256
+#: The smallest alignment a plan may record: every base the runtime allocates
+#: (cudaMalloc, NumPy's host buffers) is aligned to it, so an offset that is a
+#: multiple of the plan's alignment gives an address that is one too.
+MIN_ALIGNMENT = DEFAULT_ALIGNMENT
 
 PLACED = -1  # pseudo node: the runtime's writes before the first node
 
@@ -118,6 +121,10 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
                              "re-plan the model with `turnipc plan`")
     _check_devices(plan)
     _check_placements(plan)
+    align = plan.alignment
+    if align < MIN_ALIGNMENT or align & (align - 1):
+        raise PlanCheckError(f"the plan's alignment is {align} bytes; the runtime needs a power of two of at least "
+                             f"{MIN_ALIGNMENT}: re-plan the model with `turnipc plan`")
 
     # (1) budget and bounds
     for m in plan.memories:
@@ -134,10 +141,10 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
         if not 0 <= loc.tensor < len(plan.tensors):
             raise PlanCheckError(f"{_node_label(plan, nid)} names unknown tensor {loc.tensor}")
         nb = _nbytes(plan, loc)
-        if loc.offset % ALIGN:
+        if loc.offset % align:
             raise PlanCheckError(
                 f"{_node_label(plan, nid)}: tensor '{plan.tensors[loc.tensor].name}' at offset {loc.offset} of memory {loc.mem} "
-                f"is not a multiple of {ALIGN}"
+                f"is not a multiple of the plan's alignment {align}"
             )
         if loc.offset < 0 or loc.offset + nb > mems[loc.mem].size:
             raise PlanCheckError(
@@ -160,7 +167,7 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
     for loc in plan.outputs:  # graph outputs are read by the runtime when the run ends: in bounds too
         if loc.mem not in mems or not 0 <= loc.tensor < len(plan.tensors):
             raise PlanCheckError(f"graph output at {loc} names a memory or tensor the plan does not have")
-        if loc.offset % ALIGN or loc.offset + _nbytes(plan, loc) > mems[loc.mem].size:
+        if loc.offset % align or loc.offset + _nbytes(plan, loc) > mems[loc.mem].size:
             raise PlanCheckError(f"graph output '{plan.tensors[loc.tensor].name}' at offset {loc.offset} is unaligned or outside "
                                  f"memory {loc.mem} of {mems[loc.mem].size} bytes")
 

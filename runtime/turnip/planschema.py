@@ -82,6 +82,9 @@ def check_plan_form(plan: Any) -> None:
         _int(w.size, f"weight file {i} size", 0, MAX_BYTES)
         if not is_sha256(w.sha256):
             raise _bad(f"weight file {i} sha256", f"{_short(w.sha256)} is not 64 lowercase hex digits")
+    _int(plan.alignment, "alignment", 1, 1 << 30)
+    if plan.alignment & (plan.alignment - 1):
+        raise _bad("alignment", f"is {plan.alignment}, not a power of two")
     if not isinstance(plan.options, dict):
         raise _bad("options", "is not a mapping")
     stats = plan.stats.to_obj()  # PlanStats: the fields as read (unknown keys kept in extra)
