@@ -1,6 +1,7 @@
 """residency.simulate on hand-built graphs: the exact events, occupants and byte counts.
 
-In the manner of XLA's heap-simulator tests: every expectation below was
+In the manner of XLA's heap-simulator tests: every expectation below (the
+walk's typed actions, then the events and occupants built from them) was
 worked out by hand from the rules in turnipc/residency.py (Belady eviction,
 free after last use, offload only what has no host copy, reloads hoisted as
 early as the budget allows, a reload hoisted to the start of an initial
@@ -13,7 +14,7 @@ import pytest
 from tiny_graphs import U, skip_chain, two_stage, weight_reuse
 
 from turnipc.errors import BudgetError
-from turnipc.residency import HOST, simulate, task_working_sets
+from turnipc.residency import HOST, Allocate, Compute, Drop, Free, Move, Offload, Reload, simulate, task_working_sets
 
 ORDER5 = [0, 1, 2, 3, 4]
 
@@ -141,3 +142,84 @@ def test_a_schedule_from_elsewhere_evicts_where_it_says():
 def test_budget_below_one_task_is_refused():
     with pytest.raises(BudgetError, match=r"one task alone needs 768 bytes"):
         simulate(skip_chain(), ORDER5, [0] * 5, [3 * U - 1])
+
+
+# -- the walk's actions: every decision, in order -----------------------------
+# Stays are numbered in the order they begin; "step" is the task's position.
+
+
+def test_actions_of_an_offload_and_its_reload():
+    res = simulate(skip_chain(), ORDER5, [0] * 5, [3 * U])
+    assert res.actions == [
+        Reload(0, "x", 0, stay=0, preload=True),  # x's reload rises to the start of the run: a preload
+        Allocate(0, "a", 0, stay=1),
+        Compute(0, 0, 0),
+        Free(0, "x", 0, stay=0),  # x has no later use
+        Allocate(1, "b", 0, stay=2),
+        Compute(1, 1, 0),
+        Offload(2, "a", 0, stay=1),  # 2U resident + c's 2U > 3U: a (next use 4) goes, and it has no host copy
+        Allocate(2, "c", 0, stay=3),
+        Compute(2, 2, 0),
+        Free(2, "b", 0, stay=2),
+        Allocate(3, "d", 0, stay=4),
+        Compute(3, 3, 0),
+        Free(3, "c", 0, stay=3),
+        Reload(4, "a", 0, stay=5),  # not prefetched: step 3 holds c + d = 3U already
+        Allocate(4, "y", 0, stay=6),
+        Compute(4, 4, 0),
+        Free(4, "d", 0, stay=4),
+        Free(4, "a", 0, stay=5),  # y is a graph output: never freed
+    ]
+
+
+def test_actions_of_a_dropped_weight():
+    res = simulate(weight_reuse(), ORDER5, [0] * 5, [6 * U])
+    assert res.actions == [
+        Reload(0, "x", 0, stay=0, preload=True),
+        Reload(0, "W", 0, stay=1, preload=True),
+        Allocate(0, "a", 0, stay=2),
+        Compute(0, 0, 0),
+        Free(0, "x", 0, stay=0),
+        Allocate(1, "b", 0, stay=3),
+        Compute(1, 1, 0),
+        Drop(2, "W", 0, stay=1),  # W's next use (4) is after a's (3); W is clean: dropped, not offloaded
+        Allocate(2, "c", 0, stay=4),
+        Compute(2, 2, 0),
+        Free(2, "b", 0, stay=3),
+        Allocate(3, "d", 0, stay=5),
+        Compute(3, 3, 0),
+        Free(3, "c", 0, stay=4),
+        Free(3, "a", 0, stay=2),
+        Reload(4, "W", 0, stay=6),  # 3U live at step 3 + 4U > 6U: no prefetch
+        Allocate(4, "y", 0, stay=7),
+        Compute(4, 4, 0),
+        Free(4, "d", 0, stay=5),
+        Free(4, "W", 0, stay=6),
+    ]
+
+
+def test_actions_of_a_move_free_the_source_after_it():
+    res = simulate(two_stage(), [0, 1], [0, 1], [10 * U, 10 * U])
+    assert res.actions == [
+        Reload(0, "x", 0, stay=0, preload=True),
+        Allocate(0, "a", 0, stay=1),
+        Compute(0, 0, 0),
+        Free(0, "x", 0, stay=0),
+        Move(1, "a", 1, stay=2, source=0, source_stay=1),  # pushed right after it is produced
+        Free(1, "a", 0, stay=1),  # the move was a's last use on GPU 0
+        Allocate(1, "y", 1, stay=3),
+        Compute(1, 1, 1),
+        Free(1, "a", 1, stay=2),
+    ]
+
+
+def test_without_prefetch_reloads_keep_their_step():
+    res = simulate(two_stage(), [0, 1], [0, 0], [10 * U], prefetch=False)
+    assert res.actions[:3] == [Reload(0, "x", 0, stay=0), Allocate(0, "a", 0, stay=1), Compute(0, 0, 0)]
+
+
+def test_a_prefetched_reload_records_the_step_it_is_issued_at():
+    res = simulate(skip_chain(), ORDER5, [0] * 5, [100 * U], evict_after=frozenset({("a", 0, 1)}))
+    moves = [a for a in res.actions if isinstance(a, (Offload, Drop, Reload)) and a.storage == "a"]
+    # the schedule evicts a after step 1 (so before step 2's compute); its reload for step 4 rises to step 2
+    assert moves == [Offload(2, "a", 0, stay=1), Reload(4, "a", 0, stay=5, prefetch=2)]

@@ -15,17 +15,22 @@ runtime can overlap them with compute; a reload hoisted to the very start of
 an initial storage becomes a preload (the runtime writes it into its place
 before the first node runs).
 
-The result is a list of :class:`Event` in a serial order that is a valid
+The walk decides; it records each decision as a typed action
+(:class:`Allocate`, :class:`Reload`, :class:`Move`, :class:`Offload`,
+:class:`Drop`, :class:`Free`, :class:`Compute`) in the order it takes them.
+Prefetch then rewrites reloads (when each is issued, which become
+preloads), and :func:`_to_events` turns the action list, and nothing else the
+walk decided, into a list of :class:`Event` in a serial order that is a valid
 execution order, and :class:`Occupant` records (one per stay of a storage in a
 memory) whose lifetimes are measured in that event order. The arena layout
-and the MEMGRAPH are built from these.
+and the MEMGRAPH (``memgraph.py``) are built from events and occupants; the
+actions stay on :class:`Residency` for tests and tools that want to see why.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
 
 from turnip.plan import DEFAULT_ALIGNMENT, aligned_size
 
@@ -89,17 +94,94 @@ class _Stay:
     prefetch_start: int | None = None
 
 
-class _Action(NamedTuple):
-    """One step-level action, in the order the step performs them.
+# -- actions: what the walk decides, in the order it decides it -------------
+#
+# ``step`` is the position in the task order; ``stay`` numbers the walk's
+# residencies (one per arrival of a storage on a GPU, in the order they
+# begin). Reload, Move, Offload and Drop act before the step's compute;
+# Allocate gives room to the compute's outputs; Free lets a storage go after
+# its last use at that step (the compute, or the move that read it).
 
-    ``kind`` is "offload" | "drop" | "reload" (``target`` = stay), "move"
-    (``target`` = the new stay, ``source`` = the stay it is copied from) or
-    "compute" (``target`` = task id).
+
+@dataclass(frozen=True)
+class Allocate:
+    """Room on ``device`` for an output of the step's compute (no copy: the compute fills it)."""
+
+    step: int
+    storage: str
+    device: int
+    stay: int
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Copy ``storage`` back to ``device`` from its host copy.
+
+    Prefetch sets ``prefetch``, the earlier step the copy is issued at, or
+    ``preload``: the runtime writes it into place before the first node (an
+    initial storage whose reload rose to the start of the run).
     """
 
-    kind: str
-    target: int
-    source: int = -1
+    step: int
+    storage: str
+    device: int
+    stay: int
+    prefetch: int | None = None
+    preload: bool = False
+
+
+@dataclass(frozen=True)
+class Move:
+    """Push a storage produced at the previous step from GPU ``source`` to GPU ``device``."""
+
+    step: int
+    storage: str
+    device: int
+    stay: int
+    source: int
+    source_stay: int
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Evict a storage with no clean host copy: copy it to host memory first."""
+
+    step: int
+    storage: str
+    device: int
+    stay: int
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Evict a storage whose host copy is clean (a weight, input, constant, or offloaded before): no copy."""
+
+    step: int
+    storage: str
+    device: int
+    stay: int
+
+
+@dataclass(frozen=True)
+class Free:
+    """The storage's last use on ``device`` was at ``step``: its room is free after it."""
+
+    step: int
+    storage: str
+    device: int
+    stay: int
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Run task ``task`` on ``device``."""
+
+    step: int
+    task: int
+    device: int
+
+
+Action = Allocate | Reload | Move | Offload | Drop | Free | Compute
 
 
 @dataclass
@@ -111,6 +193,7 @@ class Residency:
     bytes_offloaded: int
     bytes_reloaded: int
     bytes_moved: int
+    actions: list[Action] = field(default_factory=list)  # the walk's decisions, after prefetch
 
 
 def task_working_sets(graph: TaskGraph, order: list[int], device_of: list[int], num_devices: int) -> list[int]:
@@ -186,8 +269,7 @@ def simulate(
     resident: list[dict[str, int]] = [dict() for _ in range(ndev)]  # storage -> stay index
     used = [0] * ndev
     host_valid = set(initial)
-    # per step, ordered actions: ("offload"|"drop", stay) / ("move", stay, src_stay) / ("reload", stay) / ("compute", task)
-    actions: list[list[_Action]] = [[] for _ in range(n + 1)]
+    actions: list[Action] = []  # every decision, in the order taken (steps ascending)
     storage_rank = {s: k for k, s in enumerate(graph.storages())}
 
     proactive: dict[int, list[tuple[str, int, int]]] = {}
@@ -199,11 +281,11 @@ def simulate(
         used[d] -= size[s]
         if s in host_valid:
             st.evicted = "drop"
-            actions[i].append(_Action("drop", k))
+            actions.append(Drop(i, s, d, k))
         else:
             st.evicted = "offload"
             host_valid.add(s)
-            actions[i].append(_Action("offload", k))
+            actions.append(Offload(i, s, d, k))
 
     def make_room(d: int, need: int, protect: set[str], i: int) -> None:
         if used[d] + need <= budgets[d]:
@@ -227,6 +309,13 @@ def simulate(
         used[d] += size[s]
         return k
 
+    def free(d: int, s: str, i: int) -> None:
+        """``s`` was last used on ``d`` at step ``i``: its room is free from step i + 1."""
+        k = resident[d].pop(s)
+        stays[k].end = i + 1
+        used[d] -= size[s]
+        actions.append(Free(i, s, d, k))
+
     for i in range(n + 1):
         # pushed moves of values produced at step i-1
         for s, src, dst in moves_at.get(i, []):
@@ -237,13 +326,11 @@ def simulate(
                 protect |= set(reads[order[i]]) | set(writes[order[i]])
             make_room(dst, size[s], protect, i)
             k = admit(s, dst, i, "move")
-            actions[i].append(_Action("move", k, resident[src][s]))
+            actions.append(Move(i, s, dst, k, src, resident[src][s]))
         for s, src, _dst in moves_at.get(i, []):
             read_now = i < n and device_of[order[i]] == src and s in reads[order[i]]
             if next_use(s, src, i + 1) == INF and s in resident[src] and not read_now:
-                k = resident[src].pop(s)
-                stays[k].end = i + 1
-                used[src] -= size[s]
+                free(src, s, i)
         for s, d, _k in proactive.pop(i, []):
             if s in resident[d]:
                 evict(d, s, i)
@@ -259,22 +346,30 @@ def simulate(
             if s not in host_valid:
                 raise AssertionError(f"internal: {s} needed on device {d} at step {i} but has no copy")
             k = admit(s, d, i, "reload")
-            actions[i].append(_Action("reload", k))
+            actions.append(Reload(i, s, d, k))
         for s in writes[t]:
-            admit(s, d, i, "compute")
-        actions[i].append(_Action("compute", t))
+            actions.append(Allocate(i, s, d, admit(s, d, i, "compute")))
+        actions.append(Compute(i, t, d))
         for s in dict.fromkeys(list(reads[t]) + list(writes[t])):
             if s in resident[d] and next_use(s, d, i + 1) == INF:
-                k = resident[d].pop(s)
-                stays[k].end = i + 1
-                used[d] -= size[s]
+                free(d, s, i)
             elif evict_after and (s, d, i) in evict_after and s in resident[d]:
                 proactive.setdefault(i + 1, []).append((s, d, i))
 
     if prefetch:
         _hoist_reloads(stays, size, budgets, n, initial)
+        actions = [_prefetched(a, stays[a.stay]) if isinstance(a, Reload) else a for a in actions]
 
-    return _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bound)
+    return _to_events(graph, n, stays, actions, size, lower_bound)
+
+
+def _prefetched(reload: Reload, stay: _Stay) -> Reload:
+    """The reload as prefetch left it: issued earlier, or written before the run (a preload)."""
+    if stay.via == "preload":
+        return replace(reload, preload=True)
+    if stay.prefetch_start is not None:
+        return replace(reload, prefetch=stay.prefetch_start)
+    return reload
 
 
 def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int], n: int, initial: set[str]) -> None:
@@ -312,23 +407,26 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
 
 def _to_events(
     graph: TaskGraph,
-    order: list[int],
-    device_of: list[int],
+    n: int,
     stays: list[_Stay],
-    actions: list[list[_Action]],
+    actions: list[Action],
     size: dict[str, int],
-    outputs: set[str],
     lower_bound: list[int],
 ) -> Residency:
-    n = len(order)
-    # Hoisted reloads run just before the compute of the step they were hoisted to.
-    hoisted: dict[int, list[int]] = {}
+    """Events and occupants from the walk's actions (over ``n`` steps), in the order they were taken.
+
+    A prefetched reload runs just before the compute of the step it was
+    hoisted to; a preload is an occupant no event writes. Drop and Free make
+    no event: a drop leaves the bytes to be reused, and the occupant's last
+    reader already bounds its lifetime.
+    """
     by_key: dict[tuple[str, int], list[int]] = {}
     for k, st in enumerate(stays):
         by_key.setdefault((st.storage, st.device), []).append(k)
-    for k, st in enumerate(stays):
-        if st.via == "reload" and st.prefetch_start is not None:
-            hoisted.setdefault(st.prefetch_start, []).append(k)
+    hoisted: dict[int, list[Reload]] = {}
+    for a in actions:
+        if isinstance(a, Reload) and a.prefetch is not None:
+            hoisted.setdefault(a.prefetch, []).append(a)
 
     events: list[Event] = []
     occupants: list[Occupant] = []
@@ -341,79 +439,60 @@ def _to_events(
         return len(occupants) - 1
 
     # Preloads: placed before the run.
-    for k, st in enumerate(stays):
-        if st.via == "preload":
-            o = new_occ(st.storage, st.device, None)
-            gpu_occ[k] = o
+    for a in actions:
+        if isinstance(a, Reload) and a.preload:
+            gpu_occ[a.stay] = new_occ(a.storage, a.device, None)
 
     def host_copy(storage: str) -> int:
         if storage not in host_occ:  # initial storages live in host memory from the start
             host_occ[storage] = new_occ(storage, HOST, None)
         return host_occ[storage]
 
-    def emit(ev: Event) -> int:
-        events.append(ev)
-        return len(events) - 1
+    def transfer(kind: str, queue_device: int, step: int, storage: str, src: int, dst_device: int) -> int:
+        """One copy event reading occupant ``src`` and filling a new occupant on ``dst_device``; returns it."""
+        events.append(Event(kind, queue_device, step, storage=storage))
+        e = len(events) - 1
+        dst = new_occ(storage, dst_device, e)
+        events[e].reads.append(src)
+        events[e].writes.append(dst)
+        occupants[src].readers.append(e)
+        return dst
 
-    def do_reload(k: int, step: int) -> None:
+    def do_reload(a: Reload, step: int) -> None:
         nonlocal reloaded
-        st = stays[k]
-        h = host_copy(st.storage)
-        e = emit(Event("reload", st.device, step, storage=st.storage))
-        o = new_occ(st.storage, st.device, e)
-        gpu_occ[k] = o
-        events[e].reads.append(h)
-        events[e].writes.append(o)
-        occupants[h].readers.append(e)
-        reloaded += graph.storage_bytes(st.storage)
+        h = host_copy(a.storage)
+        gpu_occ[a.stay] = transfer("reload", a.device, step, a.storage, h, a.device)
+        reloaded += graph.storage_bytes(a.storage)
 
-    for i in range(n + 1):
-        for act in actions[i]:
-            kind = act.kind
-            if kind == "drop":
-                continue
-            if kind == "offload":
-                k = act.target
-                st = stays[k]
-                src = gpu_occ[k]
-                e = emit(Event("offload", st.device, i, storage=st.storage))
-                h = new_occ(st.storage, HOST, e)
-                host_occ[st.storage] = h
-                events[e].reads.append(src)
-                events[e].writes.append(h)
-                occupants[src].readers.append(e)
-                offloaded += graph.storage_bytes(st.storage)
-            elif kind == "move":
-                k, src_k = act.target, act.source
-                st = stays[k]
-                src = gpu_occ[src_k]
-                e = emit(Event("move", st.device, i, storage=st.storage))
-                o = new_occ(st.storage, st.device, e)
-                gpu_occ[k] = o
-                events[e].reads.append(src)
+    allocated: dict[str, int] = {}  # storage -> stay, for the outputs of the next compute
+    for a in actions:
+        if isinstance(a, Offload):
+            host_occ[a.storage] = transfer("offload", a.device, a.step, a.storage, gpu_occ[a.stay], HOST)
+            offloaded += graph.storage_bytes(a.storage)
+        elif isinstance(a, Move):
+            gpu_occ[a.stay] = transfer("move", a.device, a.step, a.storage, gpu_occ[a.source_stay], a.device)
+            moved += graph.storage_bytes(a.storage)
+        elif isinstance(a, Reload):
+            if a.prefetch is None and not a.preload:
+                do_reload(a, a.step)
+        elif isinstance(a, Allocate):
+            allocated[a.storage] = a.stay
+        elif isinstance(a, Compute):
+            i, d = a.step, a.device
+            for r in hoisted.get(i, []):
+                do_reload(r, i)
+            task = graph.tasks[a.task]
+            events.append(Event("compute", d, i, task=a.task))
+            e = len(events) - 1
+            for s in task.storages_read(graph):
+                o = _current(stays, by_key, gpu_occ, s, d, i)
+                events[e].reads.append(o)
+                occupants[o].readers.append(e)
+            for s in task.storages_written(graph):
+                o = new_occ(s, d, e)
+                gpu_occ[allocated.pop(s)] = o
                 events[e].writes.append(o)
-                occupants[src].readers.append(e)
-                moved += graph.storage_bytes(st.storage)
-            elif kind == "reload":
-                k = act.target
-                if stays[k].prefetch_start is None:
-                    do_reload(k, i)
-            elif kind == "compute":
-                for k in hoisted.get(i, []):
-                    do_reload(k, i)
-                t = act.target
-                d = device_of[t]
-                task = graph.tasks[t]
-                e = emit(Event("compute", d, i, task=t))
-                for s in task.storages_read(graph):
-                    o = _current(stays, by_key, gpu_occ, s, d, i)
-                    events[e].reads.append(o)
-                    occupants[o].readers.append(e)
-                for s in task.storages_written(graph):
-                    k = _stay_of(stays, by_key, s, d, i)
-                    o = new_occ(s, d, e)
-                    gpu_occ[k] = o
-                    events[e].writes.append(o)
+        # Drop and Free: no event (see the docstring)
 
     # Graph outputs: where each one is when the run ends.
     final: dict[str, int] = {}
@@ -421,7 +500,7 @@ def _to_events(
         o = _final_occupant(stays, by_key, gpu_occ, host_occ, s, n)
         occupants[o].to_end = True
         final[s] = o
-    return Residency(events, occupants, final, lower_bound, offloaded, reloaded, moved)
+    return Residency(events, occupants, final, lower_bound, offloaded, reloaded, moved, actions)
 
 
 _StaysByKey = dict[tuple[str, int], list[int]]  # (storage, device) -> stay indices
@@ -434,13 +513,6 @@ def _current(stays: list[_Stay], by_key: _StaysByKey, gpu_occ: dict[int, int], s
         if start <= i < st.end and k in gpu_occ:
             return gpu_occ[k]
     raise AssertionError(f"internal: {s} not resident on device {d} at step {i}")
-
-
-def _stay_of(stays: list[_Stay], by_key: _StaysByKey, s: str, d: int, i: int) -> int:
-    for k in by_key.get((s, d), ()):
-        if stays[k].start == i and stays[k].via == "compute":
-            return k
-    raise AssertionError(f"internal: no compute stay of {s} at step {i}")
 
 
 def _final_occupant(
