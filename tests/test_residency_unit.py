@@ -14,7 +14,19 @@ import pytest
 from tiny_graphs import U, skip_chain, two_stage, weight_reuse
 
 from turnipc.errors import BudgetError
-from turnipc.residency import HOST, Allocate, Compute, Drop, Free, Move, Offload, Reload, simulate, task_working_sets
+from turnipc.residency import (
+    HOST,
+    Allocate,
+    Compute,
+    Drop,
+    Free,
+    Move,
+    Offload,
+    Reload,
+    build_events,
+    simulate,
+    task_working_sets,
+)
 
 ORDER5 = [0, 1, 2, 3, 4]
 
@@ -223,3 +235,31 @@ def test_a_prefetched_reload_records_the_step_it_is_issued_at():
     moves = [a for a in res.actions if isinstance(a, (Offload, Drop, Reload)) and a.storage == "a"]
     # the schedule evicts a after step 1 (so before step 2's compute); its reload for step 4 rises to step 2
     assert moves == [Offload(2, "a", 0, stay=1), Reload(4, "a", 0, stay=5, prefetch=2)]
+
+
+def test_events_are_built_from_the_actions_alone():
+    # Hand-written actions the walk would not take at 3U: a's reload issued at step 3 instead of 4.
+    actions = [
+        Reload(0, "x", 0, stay=0, preload=True), Allocate(0, "a", 0, stay=1), Compute(0, 0, 0), Free(0, "x", 0, stay=0),
+        Allocate(1, "b", 0, stay=2), Compute(1, 1, 0),
+        Offload(2, "a", 0, stay=1), Allocate(2, "c", 0, stay=3), Compute(2, 2, 0), Free(2, "b", 0, stay=2),
+        Allocate(3, "d", 0, stay=4), Compute(3, 3, 0), Free(3, "c", 0, stay=3),
+        Reload(4, "a", 0, stay=5, prefetch=3), Allocate(4, "y", 0, stay=6), Compute(4, 4, 0),
+        Free(4, "d", 0, stay=4), Free(4, "a", 0, stay=5),
+    ]
+    res = build_events(skip_chain(), 5, actions)
+    assert events(res) == [
+        ("compute", 0, 0, 0, [0], [1]),
+        ("compute", 0, 1, 1, [1], [2]),
+        ("offload", 0, 2, "a", [1], [3]),
+        ("compute", 0, 2, 2, [2], [4]),
+        ("reload", 0, 3, "a", [3], [5]),  # issued just before step 3's compute, the step it was hoisted to
+        ("compute", 0, 3, 3, [4], [6]),
+        ("compute", 0, 4, 4, [6, 5], [7]),  # reads d, then the reloaded a
+    ]
+    assert (res.bytes_offloaded, res.bytes_reloaded, res.final) == (U, U, {"y": 7})
+
+
+def test_actions_out_of_stay_order_are_refused():
+    with pytest.raises(AssertionError, match="stay 1 begins out of order"):
+        build_events(skip_chain(), 5, [Allocate(0, "a", 0, stay=1)])

@@ -19,7 +19,7 @@ The walk decides; it records each decision as a typed action
 (:class:`Allocate`, :class:`Reload`, :class:`Move`, :class:`Offload`,
 :class:`Drop`, :class:`Free`, :class:`Compute`) in the order it takes them.
 Prefetch then rewrites reloads (when each is issued, which become
-preloads), and :func:`_to_events` turns the action list, and nothing else the
+preloads), and :func:`build_events` turns the action list, and nothing else the
 walk decided, into a list of :class:`Event` in a serial order that is a valid
 execution order, and :class:`Occupant` records (one per stay of a storage in a
 memory) whose lifetimes are measured in that event order. The arena layout
@@ -360,7 +360,7 @@ def simulate(
         _hoist_reloads(stays, size, budgets, n, initial)
         actions = [_prefetched(a, stays[a.stay]) if isinstance(a, Reload) else a for a in actions]
 
-    return _to_events(graph, n, stays, actions, size, lower_bound)
+    return build_events(graph, n, actions, lower_bound)
 
 
 def _prefetched(reload: Reload, stay: _Stay) -> Reload:
@@ -405,21 +405,41 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
             st.prefetch_start = s
 
 
-def _to_events(
-    graph: TaskGraph,
-    n: int,
-    stays: list[_Stay],
-    actions: list[Action],
-    size: dict[str, int],
-    lower_bound: list[int],
-) -> Residency:
-    """Events and occupants from the walk's actions (over ``n`` steps), in the order they were taken.
+def _stays_of(actions: list[Action]) -> list[_Stay]:
+    """Each stay's storage, device and steps, read back from the actions that begin and end it.
+
+    A stay begins with its Allocate, Reload or Move (stays are numbered in
+    that order) and ends with an Offload or Drop (before that step) or a Free
+    (after that step); one that never ends holds to the end of the run.
+    """
+    stays: list[_Stay] = []
+    for a in actions:
+        if isinstance(a, (Allocate, Reload, Move)):
+            if a.stay != len(stays):
+                raise AssertionError(f"internal: stay {a.stay} begins out of order ({len(stays)} expected)")
+            via = "compute" if isinstance(a, Allocate) else "move" if isinstance(a, Move) else "reload"
+            st = _Stay(a.storage, a.device, a.step, via)
+            if isinstance(a, Reload):
+                st.via = "preload" if a.preload else "reload"
+                st.prefetch_start = 0 if a.preload else a.prefetch
+            stays.append(st)
+        elif isinstance(a, (Offload, Drop)):
+            stays[a.stay].end = a.step
+        elif isinstance(a, Free):
+            stays[a.stay].end = a.step + 1
+    return stays
+
+
+def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: list[int] | None = None) -> Residency:
+    """Events and occupants from actions over ``n`` steps (the walk's, or any), and nothing else, in their order.
 
     A prefetched reload runs just before the compute of the step it was
     hoisted to; a preload is an occupant no event writes. Drop and Free make
     no event: a drop leaves the bytes to be reused, and the occupant's last
     reader already bounds its lifetime.
     """
+    size = {s: aligned(graph.storage_bytes(s)) for s in graph.storages()}
+    stays = _stays_of(actions)
     by_key: dict[tuple[str, int], list[int]] = {}
     for k, st in enumerate(stays):
         by_key.setdefault((st.storage, st.device), []).append(k)
@@ -500,7 +520,7 @@ def _to_events(
         o = _final_occupant(stays, by_key, gpu_occ, host_occ, s, n)
         occupants[o].to_end = True
         final[s] = o
-    return Residency(events, occupants, final, lower_bound, offloaded, reloaded, moved, actions)
+    return Residency(events, occupants, final, list(lower_bound or []), offloaded, reloaded, moved, actions)
 
 
 _StaysByKey = dict[tuple[str, int], list[int]]  # (storage, device) -> stay indices
