@@ -10,6 +10,8 @@ shape and a known dtype.
 Decisions worth knowing:
 
 * Graph inputs that are also initializers (IR 3 models) are weights.
+* Weight-only Transpose / Cast chains make no task: their outputs are derived
+  weights, made once at load by the runtime (:mod:`turnipc.derive`).
 * Aliases: Reshape, Squeeze, Unsqueeze, Flatten, Identity, and Dropout with
   only its first output used (inference mode), make no task; their output
   shares the input's storage (chains resolve to the root). When such an
@@ -37,6 +39,7 @@ from turnip.onnx_lazy import load_model_lazily
 
 from . import folding
 from .cost import estimate
+from .derive import derive_weights
 from .dims import format_shape
 from .errors import ModelError, UnboundDimError
 from .taskgraph import Task, TaskGraph, Value
@@ -119,8 +122,14 @@ def import_model(
         model.ir_version = 4  # initializers need not be graph inputs from IR 4 on; same operators
 
     res = folding.fold_to_fixpoint(model, consts, opsets, output_set)
-    nodes = res.nodes
     types = res.types
+
+    # -- weights transformed once: weight-only Transpose / Cast chains become derived weights (turnipc.derive)
+    fold_uses: collections.Counter[str] = collections.Counter(i for n in res.nodes for i in n.input if i)
+    fold_uses.update(outputs)
+    nodes, derived = derive_weights(
+        res.nodes, weights, types, output_set, lambda n: _is_alias(n, fold_uses, res.constants, types)
+    )
 
     # -- kinds of roots
     folded = res.folded
@@ -128,7 +137,7 @@ def import_model(
     def root_kind(name: str) -> str:
         if name in shapes:
             return "input"
-        if name in weights:
+        if name in weights or name in derived:
             return "weight"
         if name in folded:
             return "constant"
@@ -271,6 +280,7 @@ def import_model(
         outputs=outputs,
         constants=constants,
         dims=bound,
+        derived={k: r for k, r in derived.items() if k in values},
     )
 
 
