@@ -1,6 +1,6 @@
 """Weights transformed once (issue 11): weight-only Transpose / Cast chains become derived weights.
 
-The derive step (``turnipc.derive``) on hand-built node lists, the importer's
+The derive step (``turnipc.importer.derive``) on hand-built node lists, the importer's
 TASKGRAPH, the plan field (``TensorInfo.derive``) and the runtime that makes
 the bytes at load, checked end to end against onnxruntime on hand-built
 models, untiled and tiled.
@@ -20,8 +20,8 @@ from turnip.plan import DeriveOp, DeriveStep, TensorInfo, WeightRecipe, decode_p
 from turnip.run import run_plan
 from turnip.weights import derive_weight
 
-from turnipc.derive import derive_weights
 from turnipc.importer import import_model
+from turnipc.importer.derive import derive_weights
 from turnipc.planner import PlanOptions, build_plan
 from turnipc.units import Budget
 from turnipc.verify import verify_plan

@@ -84,7 +84,7 @@ class TaskGraph:
     blocks: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
     #: Derived weights (kind "weight", no initializer of their own): value ->
     #: how the runtime makes it from an initializer once at load
-    #: (``turnipc.derive``: weight-only Transpose / Cast chains).
+    #: (``turnipc.importer.derive``: weight-only Transpose / Cast chains).
     derived: dict[str, WeightRecipe] = field(default_factory=dict)
 
     # -- derived views (cheap, computed on demand) -----------------------

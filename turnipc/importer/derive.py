@@ -32,7 +32,7 @@ import onnx
 from turnip.dtypes import dtype_name_from_onnx
 from turnip.plan import DeriveOp, DeriveStep, WeightRecipe
 
-from .folding import TypeInfo, static_shape
+from ..folding import TypeInfo, static_shape
 
 #: Ops computed once at load when their input is a weight (or derived from one).
 DERIVED_OPS = frozenset({"Transpose", "Cast"})
