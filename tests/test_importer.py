@@ -190,7 +190,15 @@ def rebuild_onnx(tg: TaskGraph, weights: dict[str, np.ndarray]) -> onnx.ModelPro
         ready.add(name)
 
     for name, v in tg.values.items():
-        if not v.is_alias and v.kind == "weight":
+        if not v.is_alias and v.kind == "weight" and name in tg.derived:  # made at load from its source (turnip.weights)
+            from turnip.plan import TensorInfo
+            from turnip.weights import derive_weight
+
+            src = np.ascontiguousarray(weights[tg.derived[name].source]).reshape(-1).view(np.uint8)
+            got = derive_weight(TensorInfo(name, v.dtype, v.shape, v.nbytes, "weight", 0, None, tg.derived[name]), src)
+            inits.append(numpy_helper.from_array(got.view(np.dtype(v.dtype)).reshape(v.shape), name))
+            ready.add(name)
+        elif not v.is_alias and v.kind == "weight":
             inits.append(numpy_helper.from_array(weights[name], name))
             ready.add(name)
         elif not v.is_alias and v.kind == "constant":

@@ -398,7 +398,8 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         return None if b is None else (tindex[b[0]], b[1], b[2], b[3])
 
     tensors = [
-        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, TensorKind(v.kind), tindex[v.storage], block_of(v.name))
+        TensorInfo(v.name, v.dtype, tuple(v.shape), v.nbytes, TensorKind(v.kind), tindex[v.storage], block_of(v.name),
+                   graph.derived.get(v.name))
         for v in graph.values.values()
     ]
     budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus

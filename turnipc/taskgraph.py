@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from turnip.plan import TensorKind
+from turnip.plan import TensorKind, WeightRecipe
 
 #: Value kinds. "weight": an initializer of the model, read by the runtime
-#: from the model file; "constant": computed at plan time (folding) and
+#: from the model file (or a derived weight, made from one at load: ``TaskGraph.derived``); "constant": computed at plan time (folding) and
 #: stored inline in the plan; "input"/"output": graph inputs and outputs.
 #: The plan's TensorKind, by value: a value's kind becomes its tensor's kind in the plan.
 VALUE_KINDS = tuple(k.value for k in TensorKind)
@@ -82,6 +82,10 @@ class TaskGraph:
     #: runtime cuts them when it loads the data, so a weight is never whole
     #: on the GPU just to be split there.
     blocks: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+    #: Derived weights (kind "weight", no initializer of their own): value ->
+    #: how the runtime makes it from an initializer once at load
+    #: (``turnipc.importer.derive``: weight-only Transpose / Cast chains).
+    derived: dict[str, WeightRecipe] = field(default_factory=dict)
 
     # -- derived views (cheap, computed on demand) -----------------------
     def storage_bytes(self, storage: str) -> int:

@@ -127,6 +127,56 @@ def _vocab(cls: type[_V], value: Any, what: str) -> _V:
         raise PlanFormatError(f"{what} is {value!r}, not one of {allowed}; re-plan the model with `turnipc plan`") from None
 
 
+class DeriveOp(_Vocabulary):
+    """One step of a :class:`WeightRecipe`: what the runtime does to a weight's bytes at load."""
+
+    TRANSPOSE = "transpose"  # ``arg``: the permutation (list of int)
+    CAST = "cast"  # ``arg``: the dtype name to convert to
+    RESHAPE = "reshape"  # ``arg``: the new static shape (list of int); the bytes do not move
+
+
+@dataclass(frozen=True)
+class DeriveStep:
+    op: DeriveOp
+    arg: tuple[int, ...] | str  # permutation, shape, or dtype name (see DeriveOp)
+
+    def __post_init__(self) -> None:
+        if type(self.op) is not DeriveOp:
+            object.__setattr__(self, "op", _vocab(DeriveOp, self.op, "derived weight step op"))
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"op": self.op, "arg": self.arg if isinstance(self.arg, str) else list(self.arg)}
+
+    @staticmethod
+    def from_obj(o: dict[str, Any]) -> "DeriveStep":
+        arg = o["arg"]
+        return DeriveStep(_vocab(DeriveOp, o["op"], "derived weight step op"), arg if isinstance(arg, str) else tuple(arg))
+
+
+@dataclass(frozen=True)
+class WeightRecipe:
+    """How a *derived weight* is made from an initializer of the model, once, when the runtime loads it.
+
+    Why: a Transpose / Cast chain whose inputs are all weights would run in
+    every run, holding input and output on the GPU at once (GPT-2's tied LM
+    head: 2 x 147 MiB); computed once in host memory at load, its result is
+    just another weight. The compiler writes the recipe without reading the
+    weight's bytes (planning stays weight-free).
+    """
+
+    source: str  # the model's initializer, by name
+    dtype: str  # its dtype ...
+    shape: tuple[int, ...]  # ... and shape, as the plan expects them
+    steps: tuple[DeriveStep, ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"source": self.source, "dtype": self.dtype, "shape": list(self.shape), "steps": [s.to_obj() for s in self.steps]}
+
+    @staticmethod
+    def from_obj(o: dict[str, Any]) -> "WeightRecipe":
+        return WeightRecipe(o["source"], o["dtype"], tuple(o["shape"]), tuple(DeriveStep.from_obj(s) for s in o["steps"]))
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One ONNX value, as the runtime sees it.
@@ -146,6 +196,10 @@ class TensorInfo:
     #: stop)``. None for every other tensor (and then absent from the file,
     #: so plans without blocks are unchanged).
     block: tuple[int, int, int, int] | None = None
+    #: A derived weight (kind ``weight``): made at load from another
+    #: initializer by :class:`WeightRecipe`; ``name`` is then the ONNX value
+    #: it replaces, not an initializer. None otherwise (and absent from the file).
+    derive: WeightRecipe | None = None
 
     def __post_init__(self) -> None:
         if type(self.kind) is not TensorKind:  # accept the bare string (tests, older callers)
@@ -162,13 +216,17 @@ class TensorInfo:
         }
         if self.block is not None:
             o["block"] = list(self.block)
+        if self.derive is not None:
+            o["derive"] = self.derive.to_obj()
         return o
 
     @staticmethod
     def from_obj(o: dict[str, Any]) -> "TensorInfo":
         blk = o.get("block")
+        der = o.get("derive")
         return TensorInfo(o["name"], o["dtype"], tuple(o["shape"]), o["nbytes"], _vocab(TensorKind, o["kind"], f"tensor {o['name']!r} kind"),
-                          o["storage"], None if blk is None else (int(blk[0]), int(blk[1]), int(blk[2]), int(blk[3])))
+                          o["storage"], None if blk is None else (int(blk[0]), int(blk[1]), int(blk[2]), int(blk[3])),
+                          None if der is None else WeightRecipe.from_obj(der))
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ def check_plan_form(plan: Any) -> None:
             _int(stop, f"{what} block stop")
             if start > stop:
                 raise _bad(f"{what} block", f"starts at {start}, after its stop {stop}")
+        if t.derive is not None:  # a weight made at load (turnip.weights applies the recipe and checks its result)
+            _check_recipe(t, what)
         _int(t.storage, f"{what} storage", 0, n_t)
 
     mem_ids = set()
@@ -177,3 +179,33 @@ def check_plan_form(plan: Any) -> None:
         _loc(loc, f"graph output {i}", n_t)
     for k in plan.constants:
         _int(k, "constant's tensor", 0, n_t)
+
+
+def _check_recipe(t: Any, what: str) -> None:
+    """Form of a derived weight's recipe (``TensorInfo.derive``): its source and every step typed."""
+    from .dtypes import np_dtype
+    from .plan import DeriveOp
+
+    r = t.derive
+    if t.kind != "weight":
+        raise _bad(f"{what} derive", f"is on a tensor of kind {t.kind}, not weight")
+    _str(r.source, f"{what} derive source")
+    _str(r.dtype, f"{what} derive dtype")
+    try:
+        np_dtype(r.dtype)
+    except (TypeError, KeyError, ValueError):
+        raise _bad(f"{what} derive dtype", f"{r.dtype!r} is not a dtype this runtime knows") from None
+    if not isinstance(r.shape, tuple) or len(r.shape) > 64:
+        raise _bad(f"{what} derive shape", "is not a list of at most 64 dimensions")
+    for d in r.shape:
+        _int(d, f"{what} derive shape dimension")
+    if not isinstance(r.steps, tuple) or not 0 < len(r.steps) <= 64:
+        raise _bad(f"{what} derive steps", "are not a list of 1 to 64 steps")
+    for j, s in enumerate(r.steps):
+        if s.op == DeriveOp.CAST:
+            _str(s.arg, f"{what} derive step {j} dtype")
+            continue
+        if not isinstance(s.arg, tuple) or len(s.arg) > 64:
+            raise _bad(f"{what} derive step {j}", "has no list of at most 64 integers")
+        for d in s.arg:
+            _int(d, f"{what} derive step {j} value")

@@ -18,6 +18,10 @@ recorded (:class:`~turnip.plan.WeightFile`) unless the caller opts out
 (``verify_weights=False``, ``turnip-run --no-verify-weights``). Hashes are
 cached on disk per file state (:mod:`turnip.cache`), so an unchanged file,
 inline weights included, is hashed once, not on every run.
+* a derived ``weight`` (``TensorInfo.derive``): its recipe (Transpose, Cast,
+  Reshape steps) applied once, in host memory, to the initializer it names,
+  when the data is opened; the result is kept for every repeat, like a
+  weight's bytes (:func:`derive_weight`).
 * ``constant``: the bytes folded at plan time (``Plan.constants``).
 * ``input``: the user's feeds, which must match the planned dtype and shape
   exactly.
@@ -41,7 +45,7 @@ import numpy as np
 
 from .dtypes import np_dtype, onnx_elem_type
 from .errors import InputError, ModelError, PlanError, WeightsError  # noqa: F401  (InputError, ModelError: re-exported)
-from .plan import Plan, TensorKind, WeightFile, resolve_model_path
+from .plan import DeriveOp, Plan, TensorInfo, TensorKind, WeightFile, resolve_model_path
 
 _SHA_CACHE: dict[str, str] = {}  # file state key -> sha256, in this process (turnip.cache keeps it across runs)
 
@@ -251,14 +255,65 @@ def _cut_block(plan: Plan, t: Any, raw: "np.ndarray | _FileRange") -> np.ndarray
     base = plan.tensors[base_i]
     if not 0 <= axis < len(base.shape) or not 0 <= start <= stop <= base.shape[axis]:
         raise PlanError(f"block {t.name!r} lies outside {base.name!r}; re-plan the model")
-    if isinstance(raw, _FileRange):  # the whole weight once, in host memory, to cut the block from
-        whole = np.empty(raw.size, dtype=np.uint8)
-        raw.read_into(None, whole)
-        raw = whole
+    raw = _read_whole(raw)  # the whole weight once, in host memory, to cut the block from
     arr = np.ascontiguousarray(raw).view(np_dtype(base.dtype)).reshape(base.shape)
     idx = [slice(None)] * len(base.shape)
     idx[axis] = slice(start, stop)
     return _as_bytes(arr[tuple(idx)])
+
+
+def _read_whole(raw: "np.ndarray | _FileRange") -> np.ndarray:
+    """A weight's bytes in host memory (a file range is read once, whole)."""
+    if isinstance(raw, _FileRange):
+        whole = np.empty(raw.size, dtype=np.uint8)
+        raw.read_into(None, whole)
+        return whole
+    return raw
+
+
+def derive_weight(t: Any, raw: "np.ndarray | _FileRange") -> np.ndarray:
+    """Bytes of derived weight ``t`` (``TensorInfo.derive``): its recipe applied to its source's bytes, in host memory.
+
+    Why here, once: a Transpose / Cast / Reshape chain of weights gives the
+    same bytes every run, so the runtime makes them when it loads the plan
+    and the plan treats the result as a weight (never two copies on the GPU
+    at once). The steps are the NumPy kernels' own operations, so the bytes
+    are those the tasks would have written.
+    """
+    from .kernels.shape_ops import _transpose_2d_tiled
+
+    r = t.derive
+    src_dt = np_dtype(r.dtype)
+    data = _read_whole(raw)
+    if data.size != int(np.prod(r.shape, dtype=np.int64)) * src_dt.itemsize:
+        raise PlanError(f"derived weight {t.name!r}: source {r.source!r} has {data.size} bytes, not {list(r.shape)} of {r.dtype}; re-plan the model")
+    arr = np.ascontiguousarray(data).view(src_dt).reshape(r.shape)
+    for step in r.steps:
+        op, arg = step.op, step.arg
+        try:
+            if op == DeriveOp.TRANSPOSE:
+                perm = [int(p) for p in arg]
+                if sorted(perm) != list(range(arr.ndim)):
+                    raise ValueError(f"perm {perm} does not permute {arr.ndim} axes")
+                out = np.empty(tuple(arr.shape[p] for p in perm), dtype=arr.dtype)
+                if arr.ndim == 2 and perm == [1, 0]:
+                    _transpose_2d_tiled(arr, out)  # cache-sized tiles: a big strided copy thrashes the cache
+                else:
+                    np.copyto(out, np.transpose(arr, perm))
+                arr = out
+            elif op == DeriveOp.CAST:
+                arr = arr.astype(np_dtype(str(arg)))  # as the Cast kernel converts
+            elif op == DeriveOp.RESHAPE:
+                arr = arr.reshape(tuple(int(d) for d in arg))
+            else:  # pragma: no cover - the reader accepts only DeriveOp members
+                raise ValueError(f"unknown step {op!r}")
+        except (ValueError, TypeError, KeyError) as e:
+            raise PlanError(f"derived weight {t.name!r}: step {op} {arg!r} cannot apply ({e}); re-plan the model") from None
+    if arr.dtype != np_dtype(t.dtype) or tuple(arr.shape) != tuple(t.shape):
+        raise PlanError(
+            f"derived weight {t.name!r} comes out {arr.dtype.name}{list(arr.shape)}, the plan expects {t.dtype}{list(t.shape)}; re-plan the model"
+        )
+    return _as_bytes(arr)
 
 
 class InitialData:
@@ -277,6 +332,7 @@ class InitialData:
         self._recorded = {w.path: w for w in plan.weight_files}
         self._sources: list[np.ndarray | _FileRange | None] = []  # per placement: bytes, a file range, or None for inputs
         self._files: dict[str, tuple[int, int]] = {}  # external file (normalised location) -> (open fd, size)
+        self._derived: dict[int, np.ndarray] = {}  # derived weight (tensor index) -> its bytes, made once at load
         weights = [p for p in plan.placements if p.source == TensorKind.WEIGHT]
         for p in plan.placements:
             if p.source not in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT):
@@ -299,7 +355,7 @@ class InitialData:
                 self._sources.append(None)
                 continue
             if t.block is not None and p.source == TensorKind.WEIGHT:
-                self._sources.append(_cut_block(plan, t, self._weight_bytes(inits, _block_root(plan, t))))
+                self._sources.append(_cut_block(plan, t, self._weight_source(inits, plan.tensors[t.block[0]].storage)))
                 continue
             src: np.ndarray | _FileRange
             if p.source == TensorKind.CONSTANT:
@@ -310,10 +366,11 @@ class InitialData:
                     raise PlanError(f"constant {t.name!r} is placed but its bytes are not in the plan; re-plan the model")
                 src = np.frombuffer(data, dtype=np.uint8)
             else:
-                src = self._weight_bytes(inits, t)
+                src = self._weight_source(inits, p.tensor)
             if src.size != t.nbytes:
                 raise PlanError(f"{p.source} {t.name!r} has {src.size} bytes, the plan expects {t.nbytes}; re-plan the model")
             self._sources.append(src)
+        self._derived.clear()  # placed derived weights live on in _sources; one only cut into blocks is freed
 
     # -- model ------------------------------------------------------------
     def _open_model(self, path: str) -> dict[str, Any]:
@@ -339,6 +396,18 @@ class InitialData:
         self._model_dir = os.path.dirname(os.path.abspath(path))
         self._model_file = os.path.abspath(path)
         return {init.name: init for init in model.graph.initializer}
+
+    def _weight_source(self, inits: Mapping[str, Any], tensor: int) -> "np.ndarray | _FileRange":
+        """A weight tensor's bytes: its initializer's, or (a derived weight) its recipe's result, made once."""
+        t = self.plan.tensors[tensor]
+        if t.derive is None:
+            return self._weight_bytes(inits, t)
+        got = self._derived.get(tensor)
+        if got is None:
+            r = t.derive
+            src = TensorInfo(r.source, r.dtype, r.shape, 0, TensorKind.WEIGHT, tensor)  # the initializer, as the recipe expects it
+            got = self._derived[tensor] = derive_weight(t, self._weight_bytes(inits, src))
+        return got
 
     def _weight_bytes(self, inits: Mapping[str, Any], t: Any) -> "np.ndarray | _FileRange":
         import onnx
@@ -448,6 +517,7 @@ class InitialData:
             os.close(fd)
         self._files.clear()
         self._sources = []
+        self._derived.clear()
         self._model = None
 
 
