@@ -148,16 +148,68 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         evict_after = sched.evict_after
         if progress:
             progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
-    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
+    # the search engine lays out the residency without prefetch, then prefetches into its holes,
+    # unless prefetching up to the budget already gives a greedy layout that fits near max-live
+    # (asked on the first try only: a generous budget, where no layout work is needed)
+    into_holes = solver == "search" and opts.prefetch and max(budgets) < INF
+    if into_holes and eff == budgets:
+        full = simulate(graph, order, device_of, eff, prefetch=True, evict_after=evict_after)
+        lay = layout_residency(full, "greedy")
+        arenas = _gpu_arenas(lay, opts.gpus)
+        if all(a <= b and a * 100 <= lay.lower.get(d, 0) * 101 for d, (a, b) in enumerate(zip(arenas, budgets))):
+            return Planned(full, lay, budgets, eff)
+    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch and not into_holes, evict_after=evict_after)
     lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
+        if into_holes:
+            res, lay = _prefetch_into_layout(graph, order, device_of, eff, res, lay)
         return Planned(res, lay, budgets, eff)
     if progress:
         progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
     if arenas_out is not None:
         arenas_out[:] = arenas
     return None
+
+
+def _prefetch_into_layout(graph, order, device_of, eff: list[int], res: Residency, lay: Layouts) -> tuple[Residency, Layouts]:
+    """Hoist reloads into the free bytes of ``lay`` (see :mod:`turnipc.prefetch`); GPU offsets
+    are kept, so no arena grows. Falls back to ``(res, lay)`` if the carried layout does not check."""
+    from .layout.model import check_layout, max_live
+    from .prefetch import hoist_into_layout, remap_offsets
+
+    hoist = hoist_into_layout(res, lay.offsets)
+    if not hoist:
+        return res, lay
+    res2 = simulate(graph, order, device_of, eff, prefetch=True, hoist_to=hoist)
+    offsets = remap_offsets(res, res2, lay.offsets)
+    n = len(res2.events)
+    by_dev: dict[int, list[Buffer]] = {}
+    for o in res2.occupants:
+        lo, hi = o.lifetime(n)
+        by_dev.setdefault(o.device, []).append(Buffer(str(o.id), lo, hi, o.size))
+    arena: dict[int, int] = {}
+    lower: dict[int, int] = {}
+    for dev in sorted(by_dev):
+        bufs = by_dev[dev]
+        if dev == HOST:
+            host = greedy_layout(bufs, tie_break="earliest_freed")
+            offsets.update({int(k): v for k, v in host.offsets.items()})
+            arena[dev], lower[dev] = host.arena_bytes, host.max_live_bytes
+            continue
+        try:
+            check_layout(bufs, {b.id: offsets[int(b.id)] for b in bufs})
+        except ValueError:
+            return res, lay
+        arena[dev] = max((offsets[int(b.id)] + b.size for b in bufs), default=0)
+        lower[dev] = max_live(bufs)
+    return res2, Layouts(offsets, arena, lower)
+
+
+#: Besides the bytes a layout missed the budget by, the effective budget drops by 1/TIGHTEN_MARGIN
+#: of itself per try: 128 for greedy layouts (they fragment more on each try), 1024 for
+#: the search, whose layouts are close to max-live (a large step only offloads more).
+TIGHTEN_MARGIN = {"greedy": 128, "search": 1024}
 
 
 def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
@@ -192,7 +244,8 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
         if greedy is not None:
             break
         # shrink the resident-bytes limit by the fragmentation seen, plus a little
-        eff = [min(e - (a - b), e * b // a) - max(e // 128, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
+        eff = [min(e - (a - b), e * b // a) - max(e // TIGHTEN_MARGIN[loop_solver], 256) if a > b else e
+               for e, a, b in zip(eff, arenas, budgets)]
     if opts.solver == "cpsat" and budget < INF:
         lo = min(greedy.effective) if greedy else max(res_lb(graph, order, device_of, opts.gpus))
         tries = sorted({budget - (budget - lo) // 4, budget - (budget - lo) // 2, lo}, reverse=True)
