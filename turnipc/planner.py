@@ -23,6 +23,7 @@ from .offload import schedule_offloads
 from .order import memory_aware_order
 from .partition import TilingReport, largest_task, largest_tasks, partition_graph
 from .placement import place_stages
+from .prefetch import SLACK
 from .reserve import workspace_reserve
 from .residency import HOST, INF, Residency, simulate
 from .taskgraph import TaskGraph
@@ -89,7 +90,7 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
 
             # toward max-live, not just under the budget: a tighter arena is what keeps
             # peak / max-live near 1 once the effective budget has been tightened
-            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT))
+            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT), start=lay)
             if found.arena_bytes < lay.arena_bytes:
                 lay = found
         if solver == "cpsat" and dev != HOST:
@@ -163,7 +164,7 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
         if into_holes:
-            res, lay = _prefetch_into_layout(graph, order, device_of, eff, res, lay)
+            res, lay = _prefetch_into_layout(graph, order, device_of, eff, budgets, res, lay)
         return Planned(res, lay, budgets, eff)
     if progress:
         progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
@@ -172,17 +173,37 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
     return None
 
 
-def _prefetch_into_layout(graph, order, device_of, eff: list[int], res: Residency, lay: Layouts) -> tuple[Residency, Layouts]:
-    """Hoist reloads into the free bytes of ``lay`` (see :mod:`turnipc.prefetch`); GPU offsets
-    are kept, so no arena grows. Falls back to ``(res, lay)`` if the carried layout does not check."""
+def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list[int], res: Residency,
+                          lay: Layouts) -> tuple[Residency, Layouts]:
+    """Hoist reloads into the bytes ``lay`` leaves free (see :mod:`turnipc.prefetch`).
+
+    First bounded by the budget alone (the most prefetch); kept if the arena stays
+    within 1% of its max-live. Else each hoisted reload must also stay within 1% of
+    the max-live it leads to (``turnipc.prefetch.SLACK``), which keeps the ratio.
+    """
+    gpus = len(budgets)
+    for slack in (None, SLACK):
+        got = _hoisted(graph, order, device_of, eff, budgets, res, lay, slack)
+        if got is None:
+            return res, lay
+        lay2 = got[1]
+        if slack is not None or all(lay2.arena.get(d, 0) * 100 <= lay2.lower.get(d, 0) * 101 for d in range(gpus)):
+            return got
+    return res, lay
+
+
+def _hoisted(graph, order, device_of, eff: list[int], caps: list[int], res: Residency,
+             lay: Layouts, slack: tuple[int, int] | None) -> tuple[Residency, Layouts] | None:
+    """The residency with reloads hoisted into ``lay`` below ``caps``, and its layout
+    (GPU offsets carried over, the host laid out again); None if the carried layout does not check."""
     from .layout.model import check_layout, max_live
     from .prefetch import hoist_into_layout, remap_offsets
 
-    hoist = hoist_into_layout(res, lay.offsets)
+    hoist, moved = hoist_into_layout(res, lay.offsets, dict(enumerate(caps)), slack)
     if not hoist:
         return res, lay
     res2 = simulate(graph, order, device_of, eff, prefetch=True, hoist_to=hoist)
-    offsets = remap_offsets(res, res2, lay.offsets)
+    offsets = remap_offsets(res, res2, {**lay.offsets, **moved})
     n = len(res2.events)
     by_dev: dict[int, list[Buffer]] = {}
     for o in res2.occupants:
@@ -198,9 +219,9 @@ def _prefetch_into_layout(graph, order, device_of, eff: list[int], res: Residenc
             arena[dev], lower[dev] = host.arena_bytes, host.max_live_bytes
             continue
         try:
-            check_layout(bufs, {b.id: offsets[int(b.id)] for b in bufs})
+            check_layout(bufs, {b.id: offsets[int(b.id)] for b in bufs}, capacity=caps[dev])
         except ValueError:
-            return res, lay
+            return None
         arena[dev] = max((offsets[int(b.id)] + b.size for b in bufs), default=0)
         lower[dev] = max_live(bufs)
     return res2, Layouts(offsets, arena, lower)

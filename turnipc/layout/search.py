@@ -408,12 +408,15 @@ def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[in
 SQUEAKY_MIN_BUFFERS = 2000
 
 
-def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True):
+def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True,
+                  start=None):
     """Greedy start, squeaky-wheel passes, then the exact canonical search on every
     segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
     first, then bisects upward).
 
     ``effort`` is in deterministic units (WORK_PER_EFFORT search work each, about a second).
+    ``start``: a valid layout of ``buffers`` to start from instead of the greedy one
+    (the planner passes the greedy layout it already made).
     """
     from .decompose import prepare
     from .greedy import squeaky_improve
@@ -421,7 +424,7 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
 
     validate_buffers(buffers)
     ml = max_live(buffers)
-    prep = prepare(buffers)
+    prep = prepare(buffers, None if start is None else start.offsets)
     unit = prep.unit
 
     def report():
