@@ -150,12 +150,12 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         if progress:
             progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
     # the search engine lays out the residency without prefetch, then prefetches into its holes,
-    # unless the budget is so generous that nothing is offloaded or reloaded (then prefetch
+    # unless the budget is so generous that nothing is offloaded or reloaded (moves aside; then prefetch
     # only preloads, the residency is the unlimited one, and greedy lays it out near max-live)
     into_holes = solver == "search" and opts.prefetch and max(budgets) < INF
     first = into_holes and eff == budgets
     full = simulate(graph, order, device_of, eff, prefetch=True, evict_after=evict_after) if first else None
-    if full is not None and _transfer_bytes(full) == 0:
+    if full is not None and full.bytes_offloaded + full.bytes_reloaded == 0:
         lay = layout_residency(full, "greedy")
         arenas = _gpu_arenas(lay, opts.gpus)
         if all(a <= b and a * 100 <= lay.lower.get(d, 0) * 101 for d, (a, b) in enumerate(zip(arenas, budgets))):
