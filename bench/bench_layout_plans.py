@@ -3,7 +3,10 @@ default layout engine) on every fixture and light CNN at 50% and 25%.
 
     python bench/bench_layout_plans.py [--only NAME ...]
 
-Writes bench/results/layout_plans.json and .md. Each plan is verified.
+Writes bench/results/layout_plans.json and .md. Each plan is verified. The
+"search before" column is read from bench/results/layout_plans_before.json (the
+search default as it was before the layout was prefetched into and the search
+descended from its start; kept so the table shows the change side by side).
 """
 
 from __future__ import annotations
@@ -39,14 +42,23 @@ def one(graph, frac: float, solver: str) -> dict:
     st = plan.stats
     ml = max(st.max_live_bytes_per_device)
     return {"peak": st.peak_bytes, "max_live": ml, "ratio": round(st.peak_bytes / ml, 4) if ml else 1.0,
+            "budget": st.budget_bytes, "transfer": st.offload_bytes + st.reload_bytes + st.move_bytes,
             "seconds": round(s, 2)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--solvers", nargs="*", default=list(SOLVERS),
+                    help="engines to plan with; the others are copied from layout_plans_before.json "
+                         "(greedy is unchanged by the layout work and slow to refuse on light CNNs)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
+    before = {}
+    before_path = os.path.join(HERE, "results", "layout_plans_before.json")
+    if os.path.exists(before_path):
+        with open(before_path) as f:
+            before = {(r["model"], r["budget"]): r for r in json.load(f)}
     rows = []
     for fx in fixtures.available():
         if args.only and not any(s in fx.name for s in args.only):
@@ -55,20 +67,36 @@ def main() -> int:
         for label, frac in BUDGETS:
             r = {"model": fx.name, "budget": label}
             for solver in SOLVERS:
-                r[solver] = one(g, frac, solver)
+                if solver in args.solvers:
+                    r[solver] = one(g, frac, solver)
+                else:
+                    r[solver] = dict(before.get((fx.name, label), {}).get(solver, {}), copied=True)
             rows.append(r)
             print(json.dumps(r), flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "layout_plans.json"), "w") as f:
         json.dump(rows, f, indent=1)
     md = ["Plans: peak / max-live with the greedy layout (old default) and the search layout (new default).",
-          "Seconds are whole-plan wall clock on a shared machine.", "",
-          "| model | budget | greedy peak/max-live | search peak/max-live | greedy s | search s |",
-          "| --- | --- | ---: | ---: | ---: | ---: |"]
+          "Seconds are whole-plan wall clock on a shared machine. Columns marked before come from",
+          "layout_plans_before.json; greedy figures are copied from there when the run left greedy out",
+          f"({'copied' if 'greedy' not in args.solvers else 'run'} in this run).", "",
+          "| model | budget | greedy peak/max-live | search before | search peak/max-live | search peak / budget "
+          "| search transfer B | greedy s | search s before | search s |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def cell(x: dict, key: str):
+        return x.get(key, "refused" if "error" in x else "-")
+
     for r in rows:
         g, s = r["greedy"], r["search"]
-        md.append(f"| {r['model']} | {r['budget']} | {g.get('ratio', g.get('error'))} | {s.get('ratio', s.get('error'))} | "
-                  f"{g.get('seconds', '-')} | {s.get('seconds', '-')} |")
+        b = before.get((r["model"], r["budget"]), {}).get("search", {})
+        use = f"{s['peak'] / s['budget']:.3f}" if "peak" in s and s.get("budget") else "-"
+        md.append(f"| {r['model']} | {r['budget']} | {cell(g, 'ratio')} | {cell(b, 'ratio')} | {cell(s, 'ratio')} | {use} | "
+                  f"{cell(s, 'transfer')} | {cell(g, 'seconds')} | {cell(b, 'seconds')} | {cell(s, 'seconds')} |")
+    errors = sorted({x["error"] for r in rows for x in (r["greedy"], r["search"]) if "error" in x})
+    if errors:
+        md += ["", "refused: the budget is below the smallest feasible one for that model (untiled or tiled), e.g. "
+               f"`{errors[0]}`"]
     worst = max((r["search"].get("ratio", 0) for r in rows), default=0)
     md += ["", f"Worst search peak / max-live: {worst}."]
     with open(os.path.join(args.out, "layout_plans.md"), "w") as f:

@@ -161,7 +161,10 @@ def test_dynamic_priority_of_reload_is_its_reader():
 
 
 def test_dynamic_not_worse_than_fixed_on_planned_skip():
-    plan = _plan("skip", 0.5)
+    # the greedy engine's plan: its prefetch fills the budget, which leaves the dynamic order
+    # room to run ahead (the search engine prefetches only within 1% over max-live, and on
+    # this graph at 50% its plan leaves none: both orders then tie)
+    plan = build_plan(GRAPHS["skip"](), PlanOptions(Budget(fraction=0.5), solver="greedy"))
     assert simulate(plan, "h100", order="dynamic").makespan < simulate(plan, "h100", order="fixed").makespan
     res = compare_orders(plan, "h100", jitter=0.3, seeds=range(20))
     dyn, fix = np.array(res["dynamic"]), np.array(res["fixed"])

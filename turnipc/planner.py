@@ -23,6 +23,7 @@ from .offload import schedule_offloads
 from .order import memory_aware_order
 from .partition import TilingReport, largest_task, largest_tasks, partition_graph
 from .placement import place_stages
+from .prefetch import SLACK
 from .reserve import workspace_reserve
 from .residency import ALIGN, HOST, INF, Residency, simulate
 from .taskgraph import TaskGraph
@@ -89,7 +90,7 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
 
             # toward max-live, not just under the budget: a tighter arena is what keeps
             # peak / max-live near 1 once the effective budget has been tightened
-            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT))
+            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT), start=lay)
             if found.arena_bytes < lay.arena_bytes:
                 lay = found
         if solver == "cpsat" and dev != HOST:
@@ -148,16 +149,89 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         evict_after = sched.evict_after
         if progress:
             progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
-    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
+    # the search engine lays out the residency without prefetch, then prefetches into its holes,
+    # unless the budget is so generous that nothing is offloaded or reloaded (moves aside; then prefetch
+    # only preloads, the residency is the unlimited one, and greedy lays it out near max-live)
+    into_holes = solver == "search" and opts.prefetch and max(budgets) < INF
+    first = into_holes and eff == budgets
+    full = simulate(graph, order, device_of, eff, prefetch=True, evict_after=evict_after) if first else None
+    if full is not None and full.bytes_offloaded + full.bytes_reloaded == 0:
+        lay = layout_residency(full, "greedy")
+        arenas = _gpu_arenas(lay, opts.gpus)
+        if all(a <= b and a * 100 <= lay.lower.get(d, 0) * 101 for d, (a, b) in enumerate(zip(arenas, budgets))):
+            return Planned(full, lay, budgets, eff)
+    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch and not into_holes, evict_after=evict_after)
     lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
+        if into_holes:
+            res, lay = _prefetch_into_layout(graph, order, device_of, eff, budgets, res, lay)
         return Planned(res, lay, budgets, eff)
     if progress:
         progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
     if arenas_out is not None:
         arenas_out[:] = arenas
     return None
+
+
+def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list[int], res: Residency,
+                          lay: Layouts) -> tuple[Residency, Layouts]:
+    """Hoist reloads into the bytes ``lay`` leaves free (see :mod:`turnipc.prefetch`).
+
+    First bounded by the budget alone (the most prefetch); kept if the arena stays
+    within 1% of its max-live. Else each hoisted reload must also stay within 1% of
+    the max-live it leads to (``turnipc.prefetch.SLACK``), which keeps the ratio.
+    """
+    gpus = len(budgets)
+    for slack in (None, SLACK):
+        got = _hoisted(graph, order, device_of, eff, budgets, res, lay, slack)
+        if got is None:
+            return res, lay
+        lay2 = got[1]
+        if slack is not None or all(lay2.arena.get(d, 0) * 100 <= lay2.lower.get(d, 0) * 101 for d in range(gpus)):
+            return got
+    return res, lay
+
+
+def _hoisted(graph, order, device_of, eff: list[int], caps: list[int], res: Residency,
+             lay: Layouts, slack: tuple[int, int] | None) -> tuple[Residency, Layouts] | None:
+    """The residency with reloads hoisted into ``lay`` below ``caps``, and its layout
+    (GPU offsets carried over, the host laid out again); None if the carried layout does not check."""
+    from .layout.model import check_layout, max_live
+    from .prefetch import hoist_into_layout, remap_offsets
+
+    hoist, moved = hoist_into_layout(res, lay.offsets, dict(enumerate(caps)), slack)
+    if not hoist:
+        return res, lay
+    res2 = simulate(graph, order, device_of, eff, prefetch=True, hoist_to=hoist)
+    offsets = remap_offsets(res, res2, {**lay.offsets, **moved})
+    n = len(res2.events)
+    by_dev: dict[int, list[Buffer]] = {}
+    for o in res2.occupants:
+        lo, hi = o.lifetime(n)
+        by_dev.setdefault(o.device, []).append(Buffer(str(o.id), lo, hi, o.size))
+    arena: dict[int, int] = {}
+    lower: dict[int, int] = {}
+    for dev in sorted(by_dev):
+        bufs = by_dev[dev]
+        if dev == HOST:
+            host = greedy_layout(bufs, tie_break="earliest_freed")
+            offsets.update({int(k): v for k, v in host.offsets.items()})
+            arena[dev], lower[dev] = host.arena_bytes, host.max_live_bytes
+            continue
+        try:
+            check_layout(bufs, {b.id: offsets[int(b.id)] for b in bufs}, capacity=caps[dev])
+        except ValueError:
+            return None
+        arena[dev] = max((offsets[int(b.id)] + b.size for b in bufs), default=0)
+        lower[dev] = max_live(bufs)
+    return res2, Layouts(offsets, arena, lower)
+
+
+#: Besides the bytes a layout missed the budget by, the effective budget drops by 1/TIGHTEN_MARGIN
+#: of itself per try: 128 for greedy layouts (they fragment more on each try), 1024 for
+#: the search, whose layouts are close to max-live (a large step only offloads more).
+TIGHTEN_MARGIN = {"greedy": 128, "search": 1024}
 
 
 def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
@@ -192,7 +266,8 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
         if greedy is not None:
             break
         # shrink the resident-bytes limit by the fragmentation seen, plus a little
-        eff = [min(e - (a - b), e * b // a) - max(e // 128, 256) if a > b else e for e, a, b in zip(eff, arenas, budgets)]
+        eff = [min(e - (a - b), e * b // a) - max(e // TIGHTEN_MARGIN[loop_solver], 256) if a > b else e
+               for e, a, b in zip(eff, arenas, budgets)]
     if opts.solver == "cpsat" and budget < INF:
         lo = min(greedy.effective) if greedy else max(res_lb(graph, order, device_of, opts.gpus))
         tries = sorted({budget - (budget - lo) // 4, budget - (budget - lo) // 2, lo}, reverse=True)

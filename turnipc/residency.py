@@ -213,8 +213,13 @@ def simulate(
     budgets: list[int],
     prefetch: bool = True,
     evict_after: frozenset[tuple[str, int, int]] | None = None,
+    hoist_to: dict[tuple[str, int, int], int] | None = None,
 ) -> Residency:
     """Walk ``order`` under per-device ``budgets``.
+
+    ``hoist_to``: prefetch decided elsewhere (``turnipc.prefetch``, from a layout):
+    ``(storage, device, reload step) -> earliest step`` replaces the budget-filling
+    hoist; a reload not named stays where it is.
 
     ``evict_after``: a schedule decided elsewhere (``turnipc.offload``): each
     ``(storage, device, step)`` says the storage leaves that device right after
@@ -356,7 +361,9 @@ def simulate(
             elif evict_after and (s, d, i) in evict_after and s in resident[d]:
                 proactive.setdefault(i + 1, []).append((s, d, i))
 
-    if prefetch:
+    if hoist_to is not None:
+        _hoist_reloads(stays, size, budgets, n, initial, hoist_to)
+    elif prefetch:
         _hoist_reloads(stays, size, budgets, n, initial)
         actions = [_prefetched(a, stays[a.stay]) if isinstance(a, Reload) else a for a in actions]
 
@@ -372,8 +379,10 @@ def _prefetched(reload: Reload, stay: _Stay) -> Reload:
     return reload
 
 
-def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int], n: int, initial: set[str]) -> None:
-    """Move each reload as early as the budget allows, first come first served."""
+def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int], n: int, initial: set[str],
+                   hoist_to: dict[tuple[str, int, int], int] | None = None) -> None:
+    """Move each reload as early as the budget allows, first come first served
+    (or, with ``hoist_to``, to the step named there, never before the previous stay ends)."""
     ndev = len(budgets)
     live = [[0] * (n + 1) for _ in range(ndev)]
     for st in stays:
@@ -394,7 +403,9 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
         row = live[st.device]
         cap = budgets[st.device]
         s = st.start
-        while s - 1 >= lo and row[s - 1] + nbytes <= cap:
+        if hoist_to is not None:
+            s = max(lo, min(s, hoist_to.get((st.storage, st.device, st.start), s)))
+        while hoist_to is None and s - 1 >= lo and row[s - 1] + nbytes <= cap:
             s -= 1
         for k in range(s, st.start):
             row[k] += nbytes

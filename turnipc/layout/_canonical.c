@@ -264,9 +264,18 @@ static int search(Solver *S, const Part *p, int64_t min_offset, int64_t min_rank
     for (int64_t k = no / 2 - 1; k >= 0; k--) sift_down(ord, no, k);
     int64_t heap_n = no;
     S->ticks += no;
+    /* Placing any buffer at offset o leaves floor + unplaced bytes of a section at
+     * least o + total (in the buffer's own sections the floor becomes o + size and
+     * the total drops by size), so no candidate above cap - (largest section total
+     * of the window) can pass check(): candidates come in offset order, stop there. */
+    int64_t max_total = 0;
+    for (int64_t s = p->lo; s < p->hi; s++)
+        if (S->total[s] > max_total) max_total = S->total[s];
+    S->ticks += p->hi - p->lo;
     int result = ST_NOTFOUND;
     while (heap_n > 0) {
         int64_t offset = ord[0].off, b = ord[0].b;
+        if (offset + max_total > S->cap) break;
         S->ticks += (S->ov_ptr[b + 1] - S->ov_ptr[b]) + 3 * (S->sb[b] - S->sa[b]) + (p->hi - p->lo) + 16;
         ord[0] = ord[--heap_n];
         sift_down(ord, heap_n, 0);

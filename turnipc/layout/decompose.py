@@ -72,7 +72,9 @@ def split_segments(L: np.ndarray, U: np.ndarray) -> list[np.ndarray]:
     return [np.sort(g) for g in np.split(order, cuts)]
 
 
-def prepare(buffers: Sequence[Buffer]) -> Prepared:
+def prepare(buffers: Sequence[Buffer], start: dict[str, int] | None = None) -> Prepared:
+    """Scale, split into segments, and start each segment from a greedy layout
+    (or from ``start``, a valid layout of ``buffers`` already made, in bytes)."""
     live = [b for b in buffers if b.live]
     empty = [b.id for b in buffers if not b.live]
     unit = 0
@@ -89,7 +91,10 @@ def prepare(buffers: Sequence[Buffer]) -> Prepared:
     segs = []
     for g in split_segments(L, U):
         sub = [Buffer(ids[i], int(L[i]), int(U[i]), int(S[i]), int(A[i])) for i in g]
-        off_map, _, name = greedy_offsets(sub, ORDERINGS)
+        if start is not None:
+            off_map, name = {b.id: start[b.id] // unit for b in sub}, "given"
+        else:
+            off_map, _, name = greedy_offsets(sub, ORDERINGS)
         seg = Segment(
             [ids[i] for i in g], L[g], U[g], S[g], A[g],
             np.array([off_map[b.id] for b in sub], dtype=np.int64),

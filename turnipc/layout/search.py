@@ -328,20 +328,9 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
 
     def query(cap: int, share: int) -> str:
         nonlocal used
-        res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
-        work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
-        used += max(work, 1)
-        seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
-        seg.stats["search_engine"] = res.engine
-        if res.status.value == "infeasible":
-            seg.stats["infeasible_below"] = max(seg.stats.get("infeasible_below", 0), cap + 1)  # proven
-        if res.status.value == "found":
-            seg.off = res.offsets
-            seg.engine = "search"
-            seg.proven = cap <= max(target, seg.lb)
-            if report:
-                report()
-        return res.status.value
+        status, work = _query(seg, cap, share, target, report)
+        used += work
+        return status
 
     if not fit_only:
         for k in (3, 4, 5, 6, 7, 8, 10):
@@ -355,17 +344,79 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
     return used, first_status
 
 
+def _query(seg, cap: int, share: int, target: int, report=None) -> tuple[str, int]:
+    """One "fits below ``cap``?" question to the compiled search with ``share`` work;
+    keeps the offsets when found. Returns (status, work used)."""
+    res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
+    work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
+    seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
+    seg.stats["search_engine"] = res.engine
+    if res.status.value == "infeasible":
+        seg.stats["infeasible_below"] = max(seg.stats.get("infeasible_below", 0), cap + 1)  # proven
+    if res.status.value == "found":
+        seg.off = res.offsets
+        seg.engine = "search"
+        seg.proven = cap <= max(target, seg.lb)
+        if report:
+            report()
+    return res.status.value, max(work, 1)
+
+
+#: Share of a descent's effort spent first on the question "fits at max-live?".
+DESCENT_FIRST_SHARE = 0.25
+#: Bisection steps the rest of a descent's effort is split into.
+DESCENT_STEPS = 12
+
+
+def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[int, str]:
+    """Lower ``seg``'s arena toward ``target`` (scaled units) within ``node_budget`` work.
+
+    WHY this order: the question at max-live (``target``) is asked first, with
+    ``DESCENT_FIRST_SHARE`` of the work, because when it is answered the layout is
+    optimal and nothing else is needed. When it is not, a bisection between the
+    lowest cap not yet refused and the current arena follows, each step with an
+    equal small share: a cap a little below a good layout is usually found by the
+    first dive (about one node per buffer), while caps near max-live can exhaust
+    any share, so a refused step only raises the lower end and never stops the
+    descent (the old ladder stopped at its first refusal and kept the greedy
+    layout). Every decision depends on counted work only.
+
+    Returns (work used, status of the question at ``target``).
+    """
+    lo = max(target, seg.lb, int(seg.S.max()))
+    if seg.arena <= lo:
+        return 0, "skipped"
+    used = 0
+    first, work = _query(seg, lo, int(node_budget * DESCENT_FIRST_SHARE), target, report)
+    used += work
+    if first in ("found", "infeasible") and seg.arena <= lo:
+        return used, first
+    share = max((node_budget - used) // DESCENT_STEPS, 1)
+    floor = lo + 1  # lowest cap not yet refused
+    tol = max(1, lo // 1024)
+    while used + share <= node_budget and seg.arena - floor > tol:
+        cap = floor + (seg.arena - 1 - floor) // 2
+        status, work = _query(seg, cap, share, target, report)
+        used += work
+        if status != "found":
+            floor = cap + 1
+    return used, first
+
+
 #: Squeaky-wheel passes go before the exact search only on segments this large
 #: (pangu_2.6B: 18,692 buffers); on smaller ones the search is the better use of effort.
 SQUEAKY_MIN_BUFFERS = 2000
 
 
-def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True):
+def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True,
+                  start=None):
     """Greedy start, squeaky-wheel passes, then the exact canonical search on every
     segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
     first, then bisects upward).
 
     ``effort`` is in deterministic units (WORK_PER_EFFORT search work each, about a second).
+    ``start``: a valid layout of ``buffers`` to start from instead of the greedy one
+    (the planner passes the greedy layout it already made).
     """
     from .decompose import prepare
     from .greedy import squeaky_improve
@@ -373,7 +424,7 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
 
     validate_buffers(buffers)
     ml = max_live(buffers)
-    prep = prepare(buffers)
+    prep = prepare(buffers, None if start is None else start.offsets)
     unit = prep.unit
 
     def report():
@@ -397,7 +448,10 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
             spent = squeaky_improve(seg, goal, (budget - used) / WORK_PER_EFFORT * 0.25, report)
             used += int(spent * WORK_PER_EFFORT)
         if seg.arena > goal:
-            used += improve_segment(seg, goal, budget - used, report, fit_only=capacity is not None)[0]
+            if capacity is None:
+                used += descend_segment(seg, goal, budget - used, report)[0]
+            else:
+                used += improve_segment(seg, goal, budget - used, report, fit_only=True)[0]
     arena = prep.arena * unit
     infeasible = capacity is not None and any(
         s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)
