@@ -76,12 +76,16 @@ def main() -> None:
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
 @click.option("--max-task-bytes", "max_task_bytes", default=None, metavar="SIZE",
               help="Split every task needing more than SIZE (bytes, 4M, ...) into blocks; default: tile only when the budget needs it.")
+@click.option("--state", "state", multiple=True, metavar="NAME",
+              help="Mark graph input NAME as state that outlives a run (a KV cache: home in host memory, kept between runs). "
+                   "Static-cache (ScatterND) and past/present caches are marked without it (repeatable).")
+@click.option("--no-auto-state", is_flag=True, help="Mark only the --state inputs, not the KV caches found in the graph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
              solver: str, effort: float, time_budget: float | None, no_prefetch: bool, max_task_bytes: str | None, as_json: bool,
-             quiet: bool, verbose: bool = False) -> None:
+             quiet: bool, verbose: bool = False, state: tuple[str, ...] = (), no_auto_state: bool = False) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -141,7 +145,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         if say:
             say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
         opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
-        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True)
+        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True, state=state, auto_state=not no_auto_state)
         plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
     except TurnipError:
         raise  # one line and its exit code, from the group's handler
@@ -156,6 +160,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             f"wrote {output}: peak {format_bytes(s.peak_bytes or 0)} of {format_bytes(s.budget_bytes or 0)} budget, "
             f"offload {format_bytes(s.offload_bytes or 0)}, reload {format_bytes(s.reload_bytes or 0)}, "
             f"{sum((s.nodes or {}).values())} nodes"
+            + (f", state: {len(plan.state)} inputs kept between runs" if plan.state else "")
         )
         if verbose:
             per_gpu = ", ".join(f"GPU {m.device}: arena {format_bytes(m.size)} of {format_bytes(m.budget)}" for m in plan.gpu_memories())

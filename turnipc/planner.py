@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, TensorInfo, TensorKind
+from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, StateTensor, TensorInfo, TensorKind
 
 from .errors import BudgetError
 from .layout.greedy import greedy_layout
@@ -25,6 +25,7 @@ from .partition import TilingReport, largest_task, largest_tasks, partition_grap
 from .placement import place_stages
 from .reserve import workspace_reserve
 from .residency import HOST, INF, Residency, simulate
+from .state import StatePair, find_state, state_storages
 from .taskgraph import TaskGraph
 from .units import Budget, format_bytes
 
@@ -46,6 +47,10 @@ class PlanOptions:
     min_search_tiled: bool = False
     #: Split tasks into blocks when the whole graph does not plan (False: refuse instead, as before tiles).
     tiling: bool = True
+    #: Graph inputs that outlive a run (``--state NAME``; turnipc/state.py). ``build_plan`` adds the
+    #: ones it finds (static-cache ScatterND and past/present pairs) unless ``auto_state`` is off.
+    state: tuple[str, ...] = ()
+    auto_state: bool = True
 
     def to_obj(self) -> dict:
         gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
@@ -55,6 +60,8 @@ class PlanOptions:
             o["max_task_bytes"] = self.max_task_bytes
         if not self.tiling:
             o["tiling"] = False
+        if self.state:  # absent when empty: plans without state keep their bytes
+            o["state"] = list(self.state)
         return o
 
 
@@ -148,7 +155,8 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         evict_after = sched.evict_after
         if progress:
             progress(f"offload schedule ({sched.status}): {sched.transfer_cost} B weighted transfer vs greedy {sched.greedy_cost} B")
-    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after)
+    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch, evict_after=evict_after,
+                   state=state_storages(graph, opts.state))
     lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
@@ -222,12 +230,15 @@ def res_lb(graph: TaskGraph, order: list[int], device_of: list[int], gpus: int) 
 
 def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None, progress: Progress | None = None) -> Plan:
     """Plan a TaskGraph under ``opts``. ``plan_dir``: where the plan will be written (model path is made relative to it)."""
+    pairs = find_state(graph, opts.state, opts.auto_state)
+    opts = dataclasses.replace(opts, state=tuple(p.input for p in pairs))
     order = memory_aware_order(graph)
     device_of = place_stages(graph, order, opts.gpus)
     if progress:
         progress(f"order: {len(order)} tasks on {opts.gpus} device(s)")
 
-    unlimited = plan_residency(graph, order, device_of, INF, PlanOptions(Budget(bytes=INF), opts.gpus, "greedy", prefetch=True))
+    unlimited = plan_residency(graph, order, device_of, INF, PlanOptions(Budget(bytes=INF), opts.gpus, "greedy", prefetch=True,
+                                                                          state=opts.state))
     no_offload_peak = max(_gpu_arenas(unlimited.layouts, opts.gpus))
     lower_bound = max(unlimited.residency.lower_bound)
 
@@ -246,7 +257,7 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
             raise
         least = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak)
         raise BudgetError(f"{e} (it plans at {least} bytes, {least / max(no_offload_peak, 1):.1%} of the no-offload peak)") from e
-    return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report)
+    return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report, pairs)
 
 
 #: Graphs up to this many tasks get the true minimum budget named when a budget is refused
@@ -388,7 +399,7 @@ def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi:
 
 
 def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int, no_offload_peak: int,
-             plan_dir: str | None, tiling: TilingReport | None = None) -> Plan:
+             plan_dir: str | None, tiling: TilingReport | None = None, state: list[StatePair] | None = None) -> Plan:
     res, lay = planned.residency, planned.layouts
     names = list(graph.values)
     tindex = {name: i for i, name in enumerate(names)}
@@ -415,6 +426,12 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
             assert source in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT), source  # nothing else is placed
             placements.append(Placement(tindex[o.storage], Loc(memmap.mem_of(o.device), lay.offsets[o.id], tindex[o.storage]), source))
     placements.sort(key=lambda p: (p.loc.mem, p.loc.offset, p.tensor))
+
+    homes = {o.storage: Loc(memmap.mem_of(o.device), lay.offsets[o.id], tindex[o.storage])
+             for o in res.occupants if o.device == HOST and o.writer is None and o.to_end}
+    # a state input split into blocks (tiled plan) has no single home: it is fed each run instead
+    state_entries = [StateTensor(tindex[p.input], None if p.update is None else tindex[p.update], homes[p.input], p.how)
+                     for p in (state or []) if p.input in homes]
 
     outputs = []
     for name in graph.outputs:
@@ -463,6 +480,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         constants=constants,
         stats=stats,
         weight_files=_weight_files(graph.model_path),
+        state=state_entries,
     )
 
 

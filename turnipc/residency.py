@@ -126,6 +126,7 @@ def simulate(
     budgets: list[int],
     prefetch: bool = True,
     evict_after: frozenset[tuple[str, int, int]] | None = None,
+    state: frozenset[str] = frozenset(),
 ) -> Residency:
     """Walk ``order`` under per-device ``budgets``.
 
@@ -133,6 +134,13 @@ def simulate(
     ``(storage, device, step)`` says the storage leaves that device right after
     step ``step`` and comes back (reload) when next needed. Belady eviction
     still runs as the safety net if the schedule leaves a step over budget.
+
+    ``state``: initial storages that outlive the run (a KV cache,
+    :mod:`turnipc.state`). Each is used once more at the end of the run, so it
+    stays resident to the end when the budget allows (then its GPU bytes are
+    never reused and the runtime keeps them between runs) and is the first
+    to be dropped when it does not (its next use is the farthest); and its
+    host copy (its home between runs) lives the whole run.
     """
     n = len(order)
     ndev = len(budgets)
@@ -170,6 +178,9 @@ def simulate(
             if i + 1 <= n:
                 moves_at.setdefault(i + 1, []).append((s, d, e))
                 uses.setdefault((s, d), []).append(i + 1)
+    for s in sorted(state):
+        for d in sorted(consumer_devs.get(s, set())):
+            uses.setdefault((s, d), []).append(n)
     for v in uses.values():
         v.sort()
 
@@ -270,7 +281,7 @@ def simulate(
     if prefetch:
         _hoist_reloads(stays, size, budgets, n, initial)
 
-    return _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bound)
+    return _to_events(graph, order, device_of, stays, actions, size, outputs, lower_bound, state)
 
 
 def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int], n: int, initial: set[str]) -> None:
@@ -315,6 +326,7 @@ def _to_events(
     size: dict[str, int],
     outputs: set[str],
     lower_bound: list[int],
+    state: frozenset[str] = frozenset(),
 ) -> Residency:
     n = len(order)
     # Hoisted reloads run just before the compute of the step they were hoisted to.
@@ -417,6 +429,13 @@ def _to_events(
         o = _final_occupant(stays, by_key, gpu_occ, host_occ, s, n)
         occupants[o].to_end = True
         final[s] = o
+    # State: its home in host memory, and a GPU copy resident at the end, live to the end (never reused).
+    for s in sorted(state):
+        occupants[host_copy(s)].to_end = True
+        for (s2, _d), ks in by_key.items():
+            for k in ks:
+                if s2 == s and stays[k].end >= n and k in gpu_occ:
+                    occupants[gpu_occ[k]].to_end = True
     return Residency(events, occupants, final, lower_bound, offloaded, reloaded, moved)
 
 

@@ -174,3 +174,16 @@ def check_plan_form(plan: Any) -> None:
         _loc(loc, f"graph output {i}", n_t)
     for k in plan.constants:
         _int(k, "constant's tensor", 0, n_t)
+    from .plan import STATE_HOWS
+
+    inputs = set(plan.inputs)
+    for i, st in enumerate(plan.state):
+        what = f"state {i}"
+        _int(st.input, f"{what} input", 0, n_t)
+        if st.input not in inputs:
+            raise _bad(f"{what} input", f"tensor {st.input} is not a graph input")
+        if st.update is not None:
+            _int(st.update, f"{what} update", 0, n_t)
+        _loc(st.home, f"{what} home", n_t)
+        if st.how not in STATE_HOWS:
+            raise _bad(f"{what} how", f"is {_short(st.how)}, not one of {', '.join(STATE_HOWS)}")

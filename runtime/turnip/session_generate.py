@@ -67,6 +67,9 @@ class GenerateStats:
     cache_inputs_kept: int  # cache tensors that stay in the plan's memory between runs
     cache_inputs_fed: int  # cache tensors held on the host and fed whole each run (the plan reuses their memory)
     bytes_reloaded_per_run: float  # the plan's own reload traffic (offloaded tensors, weights in host memory)
+    weight_file_bytes_read: int = 0  # read from the model's weight files, all at load (reused weights then refilled from host memory)
+    cache_is_state: bool = False  # the plan marks every cache tensor as state (home in host memory, kept between runs)
+    cache_bytes_refilled_per_token: float = 0.0  # per decode run: state arena copies the plan reused, refilled from the home (reload traffic)
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -122,8 +125,10 @@ class DecodePlanRunner:
         self.sig = sig
         self.batch = int(ids_shape[0])
         keepable = set(lp.keepable_inputs())
-        self.kept = [s for s in sig.slots if s.past in keepable]
-        self.fed = [s for s in sig.slots if s.past not in keepable]
+        # a plan with the cache marked as state (turnipc/state.py) keeps every cache tensor: home in host memory
+        self.state = all(s.past in lp.state and lp.state[s.past].update is not None for s in sig.slots)
+        self.kept = [s for s in sig.slots if self.state or s.past in keepable]
+        self.fed = [s for s in sig.slots if s not in self.kept]
         self.host_cache: dict[str, np.ndarray] = {}
         self.slot_bytes = {s.past: lp.plan.tensors[lp.plan.tensor_index()[s.past]].nbytes for s in sig.slots}
         self.position_bytes = {s.past: self.batch * s.kv_heads * s.head_dim * s.dtype.itemsize for s in sig.slots}
@@ -147,6 +152,8 @@ class DecodePlanRunner:
         """What one generate call counts (runs, cache bytes copied, bytes reloaded), from zero."""
         self.runs = 0
         self.cache_bytes_copied = 0
+        self.refilled0 = self.lp.state_bytes_refilled
+        self.decode_refilled = 0
         self.bytes_reloaded = 0
         self.calls = 0
         self.decode_runs = 0
@@ -158,13 +165,21 @@ class DecodePlanRunner:
 
     def reset(self) -> None:
         """An empty cache: zero the kept cache bytes in place, fresh host arrays for the fed ones (not per token)."""
-        views = self.lp.input_views()
         for s in self.kept:
-            views[s.past][...] = 0
+            for v in self._dests(s):
+                v[...] = 0
         cap = self.sig.capacity
         assert cap is not None
         self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in self.fed}
         self._zero_counters()
+
+    def _dests(self, s: Any) -> list[Any]:
+        """Where cache slot ``s`` lives between runs: the state's home and kept arena copy, the kept input, or the host copy."""
+        if self.state:
+            return list(self.lp.state_views(s.past))
+        if s in self.kept:
+            return [self.lp.input_views()[s.past]]
+        return [self.host_cache[s.past]]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig, lp = self.sig, self.lp
@@ -186,11 +201,16 @@ class DecodePlanRunner:
             step = {sig.input_ids: ids[:, j : j + 1], sig.cache_position: positions[j : j + 1]}
             step.update(self.host_cache)
             self.cache_bytes_copied += sum(self.slot_bytes[s.past] for s in self.fed)  # fed whole
+            refilled0 = lp.state_bytes_refilled
             out = lp.run(step, device_outputs=True, keep=kept)
             self.runs += 1
             self.bytes_reloaded += self.reload_per_run  # every node runs every time
-            views = lp.input_views() if kept else {}
-            for s in self.kept:  # the one written position, into the kept input's planned bytes
+            if not first:
+                self.decode_refilled += lp.state_bytes_refilled - refilled0
+            if self.state:  # the one written position, back into each state's home (and kept arena copy)
+                self.cache_bytes_copied += lp.write_back_state((slice(None), slice(None), p), [s.past for s in self.kept])
+            views = lp.input_views() if kept and not self.state else {}
+            for s in ([] if self.state else self.kept):  # the one written position, into the kept input's planned bytes
                 _copy_position(be, views[s.past], out[s.present], p)
                 self.cache_bytes_copied += self.position_bytes[s.past]
             for s in self.fed:  # the one written position, back to the host copy
@@ -216,11 +236,11 @@ class DecodePlanRunner:
         out = pre.run(feeds, device_outputs=True)
         self.runs += 1
         self.bytes_reloaded += _reload_bytes(pre)
-        views = self.lp.input_views() if self.kept else {}
         for s in sig.slots:
-            dst = views[s.past] if s in self.kept else self.host_cache[s.past]
-            _copy_position(pre.backend, dst, out[s.present], slice(0, n))
-            self.cache_bytes_copied += self.slot_bytes[s.past] + n * self.position_bytes[s.past]  # zeros in, n positions out
+            for dst in self._dests(s):
+                _copy_position(pre.backend, dst, out[s.present], slice(0, n))
+                self.cache_bytes_copied += n * self.position_bytes[s.past]  # n positions out
+            self.cache_bytes_copied += self.slot_bytes[s.past]  # zeros in
         return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
 
 
@@ -282,5 +302,8 @@ def session_generate(
         cache_inputs_kept=len(runner.kept),
         cache_inputs_fed=len(runner.fed),
         bytes_reloaded_per_run=runner.bytes_reloaded / runs,
+        weight_file_bytes_read=lp.weight_file_bytes_read + (prefill.weight_file_bytes_read if prefill is not None else 0),
+        cache_is_state=runner.state,
+        cache_bytes_refilled_per_token=runner.decode_refilled / runner.decode_runs if runner.decode_runs else 0.0,
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
