@@ -203,6 +203,15 @@ class Session:
         prompt length (``seq = prompt length``, same batch): the prompt then runs
         in one pass there, and its cache is copied into this session's once
         (that session loads its own weights: ``stats.weight_loads`` is 2).
+
+        A past/present decoder (optimum's convention: no ``cache_position``)
+        grows its cache every token, so each past length gets its own plan,
+        made like this session's (same budget and dims; planned through
+        :mod:`turnip.autoplan`, cached) and loaded for its one run; this
+        session's plan serves the step it was planned for. ``prefill`` is then
+        a session on the prompt graph (optimum's ``decoder_model.onnx``,
+        ``seq = prompt length``); without it the prompt runs through this
+        decoder with an empty past. See :mod:`turnip.generate_past`.
         """
         from .generate import Sampling
         from .session_generate import session_generate
