@@ -226,8 +226,8 @@ def test_cli_errors(tmp_path):
     assert "not comma-separated integers" in _one_error(runner.invoke(run_main, [_static("gpt2"), *static, "--generate", "4", "--input-ids", "1,x"]), 2)
     assert "same number of ids" in _one_error(runner.invoke(run_main, [_static("gpt2"), *static, "--generate", "4", "--input-ids", "1,2;3"]), 2)
     assert "go together" in _one_error(runner.invoke(run_main, [_static("gpt2"), *static, "--generate", "4"]), 2)
-    past = os.path.join(DEC, "gpt2_past.onnx")
-    assert "static-cache decoder" in _one_error(runner.invoke(run_main, [past, *static, "--generate", "4", "--input-ids", "1,2"]), 2)
+    prefill = os.path.join(DEC, "gpt2_prefill.onnx")  # a prompt graph has no cache: no decoder
+    assert "past_key_values" in _one_error(runner.invoke(run_main, [prefill, *static, "--generate", "4", "--input-ids", "1,2"]), 2)
     bert = os.path.join(os.path.dirname(DEC), "bert_dynamo18.onnx")
     assert "no 'logits' output" in _one_error(runner.invoke(run_main, [bert, *static, "--generate", "4", "--input-ids", "1,2"]), 2)
     mlp = os.path.join(os.path.dirname(DEC), "..", "..", "plans", "demo_mlp-100.plan")
