@@ -170,6 +170,13 @@ def test_prefill_plan(model):
         assert out.stats.cache_bytes_copied_prompt == out.stats.cache_bytes + prompt.shape[1] * pos_all
         with pytest.raises(GenerateError, match="prefill plan was made for 8"):
             s.generate(prompt[:, :5], 4, prefill=pre)
+        # the prompt plan made with weights_from= the decode session: the weight files are read once
+        with turnip.Session(pre.plan, model=_static(model), backend="numpy", weights_from=s) as shared:
+            assert shared.loaded.weight_loads == 0 and shared.loaded.weight_file_bytes_read == 0
+            assert shared.loaded.weight_bytes_shared > 0
+            out = s.generate(prompt, NEW, prefill=shared)
+            np.testing.assert_array_equal(out.new_token_ids, expected)
+            assert out.stats.weight_loads == 1
 
 
 def test_sampling_is_seeded_and_eos_stops():

@@ -10,8 +10,9 @@ past padded with zeros would change attention, so past-length buckets with
 masking are not exact; one plan per length is. Plans are made when first
 needed by a ``plan_for(batch, seq, past)`` callable (``turnip-run`` and
 ``Session.generate`` plan through :mod:`turnip.autoplan`, whose cache makes
-the second generation free) and each is loaded once, run once and closed: a
-loaded plan opens and writes its own weights (``weight_loads`` counts them),
+the second generation free) and each is loaded once, run once and closed,
+its weights copied from the first plan's (same model file), not read from
+the files again (``weight_loads`` counts file loads),
 and the presents are fed back whole as the next pasts (the convention copies
 the whole cache per token; a static-cache export keeps it as state instead,
 see :mod:`turnip.session_generate`).
@@ -93,7 +94,7 @@ class PastPlanRunner:
         if lp is None:
             plan = self.plan_for(int(ids.shape[0]), int(ids.shape[1]), past)
             lp = LoadedPlan(plan, backend=self.backend, order=self.order, seed=self.seed, model_path=self.model_path,
-                            verify_weights=self.verify_weights)
+                            verify_weights=self.verify_weights, weights_from=self.first)  # weights from the first plan, not the files
             self.plans_loaded += 1
             self.weight_loads += lp.weight_loads
             self.weight_bytes_at_load += lp.source_bytes_at_load

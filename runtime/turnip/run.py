@@ -120,7 +120,11 @@ class LoadedPlan:
         plan_path: str | os.PathLike[str] | None = None,
         model_path: str | os.PathLike[str] | None = None,
         verify_weights: bool = True,
+        weights_from: "LoadedPlan | None" = None,
     ) -> None:
+        """``weights_from``: a loaded plan of the SAME model (same sha256) whose weights are already in
+        place; weights are copied from it (its arena or host memory) instead of read from the files again,
+        so a session's prefill plan or a decoder's other past lengths read the weight files once."""
         if order not in ORDERS:
             raise TurnipError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
         if not isinstance(plan, Plan):
@@ -158,11 +162,24 @@ class LoadedPlan:
             self.source_bytes_at_load = 0
             self.source_bytes_per_run = 0
             self.weight_file_bytes_read = 0  # bytes read from the model's weight files: each weight once per loaded plan
+            self.weight_bytes_shared = 0  # bytes copied from ``weights_from`` instead of read from the files
+            shared = _shared_weights(weights_from, plan)
             for k, (p, src, again) in enumerate(self._placements):
+                t = plan.tensors[p.tensor]
+                if isinstance(src, _FileRange) and t.block is None and t.name in shared:
+                    got = shared[t.name]
+                    # written once here when this plan never overwrites it; else copied into host memory once and
+                    # rewritten from there every run (the other plan may close first)
+                    src = got if not again else np.array(self._read_any(got))
+                    self._placements[k] = (p, src, again)
+                    self.weight_bytes_shared += t.nbytes
                 if isinstance(src, _FileRange):
                     self.weight_file_bytes_read += src.size
                 if src is not None and not again:
-                    write_source(self.backend, self.backend.raw(p.loc), src)
+                    if isinstance(src, (np.ndarray, _FileRange)):
+                        write_source(self.backend, self.backend.raw(p.loc), src)
+                    else:  # an arena view of ``weights_from`` (device to device)
+                        be_write_any(self.backend, self.backend.raw(p.loc), src)
                     self.source_bytes_at_load += plan.tensors[p.tensor].nbytes
                 elif src is not None:
                     self.source_bytes_per_run += plan.tensors[p.tensor].nbytes
@@ -172,6 +189,8 @@ class LoadedPlan:
                         home = np.empty(src.size, dtype=np.uint8)
                         src.read_into(self.backend, home)
                         self._placements[k] = (p, home, again)
+            if self.weight_file_bytes_read == 0 and self.weight_bytes_shared:
+                self.weight_loads = 0  # every weight came from ``weights_from``: the files were not read again
             self.source_bytes_rewritten = 0  # grows by source_bytes_per_run each write_inputs
             self.backend.synchronize()
         except BaseException:
@@ -183,6 +202,10 @@ class LoadedPlan:
         self.state_bytes_refilled = 0  # overwritten arena copies of state, refilled from the home before runs
         self.state_bytes_written_back = 0  # parts of update outputs written back into the state (write_back_state)
         self.output_names = [plan.tensors[loc.tensor].name for loc in plan.outputs]
+
+    def _read_any(self, a: Any) -> np.ndarray:
+        """Host bytes of an array of this backend (or of NumPy)."""
+        return a if isinstance(a, np.ndarray) else np.asarray(self.backend.read(a))
 
     # -- running -------------------------------------------------------------
     def write_inputs(self, feeds: Mapping[str, Any], keep: Iterable[str] = ()) -> None:
@@ -351,6 +374,27 @@ class LoadedPlan:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _shared_weights(other: "LoadedPlan | None", plan: Plan) -> dict[str, Any]:
+    """Weight name -> its bytes in ``other`` (flat uint8: a host array, or a raw view of other's arena), for ``plan``.
+
+    Only a loaded, open plan of the same model file (sha256) shares, and only
+    weights that stay put there: a host copy, or an arena placement no node
+    overwrites (whole tensors, not blocks).
+    """
+    if other is None or other.closed or not plan.model_sha256 or other.plan.model_sha256 != plan.model_sha256:
+        return {}
+    out: dict[str, Any] = {}
+    for p, src, again in other._placements:
+        t = other.plan.tensors[p.tensor]
+        if src is None or t.kind != "weight" or t.block is not None or t.name in out:
+            continue
+        if isinstance(src, np.ndarray):
+            out[t.name] = src
+        elif not again:
+            out[t.name] = other.backend.raw(p.loc)
+    return out
 
 
 def _copy_part(be: Backend, dst: Any, src: Any, index: tuple[Any, ...]) -> int:
