@@ -19,8 +19,12 @@ printed for information only: the plan-per-shape runner re-reads weights and
 copies the cache every step, so its speed means little.
 
 Part 3: decode tokens/s of ``turnip.Session.generate`` (one seq-1 decode
-plan, cache kept in the plan's memory) vs the onnxruntime CPU loop on the
-same static-cache decoder, batch 1 and 8, as ratios.
+plan, the cache marked as state in the plan: home in host memory, kept
+between runs) vs the onnxruntime CPU loop on the same static-cache decoder,
+batch 1 and 8, as ratios; beside it the same plan without state
+(``auto_state=False``: what a reused cache input costs when it is fed whole),
+and the past/present decoders (one plan per past length) with their prompt
+graph, against onnxruntime's loop over the same pair.
 
 Writes bench/results/decode.md and decode.json.
 """
@@ -164,14 +168,18 @@ def speed_part(lines, data, dec):
         one_thread, threads = contextlib.nullcontext(), "onnxruntime 1 thread, NumPy BLAS default"
     lines += ["## Decode tokens/s: Session.generate vs the onnxruntime CPU loop (static cache, 32 new tokens, prompt 8)", "",
               "Turnip: one decode plan (seq = 1) per batch and budget, planned and loaded before timing; the prompt runs "
-              "through it one position at a time, the KV cache stays in the plan's memory where the plan never "
-              "overwrites it (else it is held on the host and fed whole). onnxruntime: `turnip.generate.OrtRunner` on "
+              "through it one position at a time, with state (the default) the KV cache is state: kept "
+              "between runs (home in host memory, arena copy refilled from it where the plan reuses it), one position "
+              "written back per token; without state (`auto_state=False`) a cache input the plan reuses is held on the host "
+              "and fed whole. onnxruntime: `turnip.generate.OrtRunner` on "
               "the same graph, the loop feeding the whole cache every step. Decode tok/s = batch x 31 / time of the 31 "
               f"decode steps (the first new token comes from the prompt pass). NumPy backend; {threads}; same process, "
-              "one after the other; best of 3.", "",
-              "| model | batch | budget | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
-              "cache kept / fed | cache bytes copied per token (of the whole cache) | weight loads | same ids |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "one after the other; best of 3. Wall-clock rates on a shared 2-core machine: compare within a row (same moment), "
+              "not across rows or runs.", "",
+              "| model | batch | budget | state | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
+              "cache kept / fed | cache bytes copied per token (of the whole cache) | cache bytes refilled per token | "
+              "weight file bytes read (once) | weight loads | same ids |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     prefill_rows: list[str] = []
     with one_thread:
         for model in ("gpt2", "llama"):
@@ -183,18 +191,20 @@ def speed_part(lines, data, dec):
                 ref = generate(ort_runner, sig, prompt, NEW)
                 o = max(generate(ort_runner, sig, prompt, NEW).decode_tokens_per_s() for _ in range(3))
                 for budget in ("100%", "25%"):
-                    plan = turnipc.plan(path, gpu_mem=budget, dims={"batch": batch, "seq": 1})
-                    with turnip.Session(plan, model=path, backend="numpy") as s:
-                        outs = [s.generate(prompt, NEW) for _ in range(3)]
-                    st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
-                    same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
-                    t = st.decode_tokens_per_s
-                    lines.append(f"| {model} | {batch} | {budget} | {o:,.0f} | {t:,.0f} | {t / o:.3f} | "
-                                 f"{st.cache_inputs_kept} / {st.cache_inputs_fed} | {st.cache_bytes_copied_per_token:,.0f} "
-                                 f"({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | {st.weight_loads} | {same} |")
-                    data.append(dict(model=model, batch=batch, budget=budget, ort_decode_tok_s=o, turnip_decode_tok_s=t,
-                                     ratio=t / o, identical=same, **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
-                    print(lines[-1], flush=True)
+                    for state in (True, False):
+                        plan = turnipc.plan(path, gpu_mem=budget, dims={"batch": batch, "seq": 1}, auto_state=state)
+                        with turnip.Session(plan, model=path, backend="numpy") as s:
+                            outs = [s.generate(prompt, NEW) for _ in range(3)]
+                        st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
+                        same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
+                        t = st.decode_tokens_per_s
+                        lines.append(f"| {model} | {batch} | {budget} | {'yes' if st.cache_is_state else 'no'} | {o:,.0f} | {t:,.0f} | {t / o:.3f} | "
+                                     f"{st.cache_inputs_kept} / {st.cache_inputs_fed} | {st.cache_bytes_copied_per_token:,.0f} "
+                                     f"({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | "
+                                     f"{st.cache_bytes_refilled_per_token:,.0f} | {st.weight_file_bytes_read:,} | {st.weight_loads} | {same} |")
+                        data.append(dict(model=model, batch=batch, budget=budget, state=state, ort_decode_tok_s=o, turnip_decode_tok_s=t,
+                                         ratio=t / o, identical=same, **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
+                        print(lines[-1], flush=True)
                 # the prompt: one position at a time through the decode plan vs one run of a prompt-length plan
                 dplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": 1})
                 pplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": prompt.shape[1]})
@@ -209,15 +219,64 @@ def speed_part(lines, data, dec):
                                  turnip_prefill_plan_tok_s=whole))
                 print(prefill_rows[-1], flush=True)
     lines.append("")
+    past_speed_part(lines, data, dec, one_thread)
     lines += ["### Prompt (8 tokens) tokens/s, 100 %: through the decode plan one position at a time vs a `prefill=` plan", "",
               "| model | batch | onnxruntime prefill tok/s | Session, one position per run (ratio) | Session, prefill plan (ratio) | "
               "cache bytes copied for the prompt (prefill plan) |", "|---|---|---|---|---|---|", *prefill_rows, ""]
+
+
+def past_speed_part(lines, data, dec, one_thread):
+    """Past/present decoders: Session.generate (one plan per past length, prompt graph as prefill) vs onnxruntime's loop."""
+    import numpy as np
+    import turnip
+    from turnip.generate import DecoderSignature, OrtRunner, generate
+
+    import turnipc
+    from turnipc.errors import BudgetError
+
+    lines += ["### Past/present decoders (one plan per past length; prompt graph as `prefill=`)", "",
+              "Each decode step loads the plan of its past length (planned once, from the plan cache afterwards: "
+              "the first generation plans, the timed ones only load) and feeds the whole past: the convention's "
+              "cost. The prompt plan is made at the same budget, or at `min` where that budget is below its minimum. "
+              "onnxruntime: the same decoder_with_past + prompt graph pair in `OrtRunner`s. Best of 3.", "",
+              "| model | batch | budget | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
+              "plans loaded | cache bytes fed per token | same ids |", "|---|---|---|---|---|---|---|---|---|"]
+    with one_thread:
+        for model in ("gpt2", "llama"):
+            path, pre_path = os.path.join(dec, f"{model}_past.onnx"), os.path.join(dec, f"{model}_prefill.onnx")
+            sig = DecoderSignature.from_onnx(path)
+            ort, ort_pre = OrtRunner(path, threads=1), OrtRunner(pre_path, threads=1)
+            for batch in (1, 8):
+                prompt = np.random.default_rng(batch).integers(1, 256, (batch, 8))
+                ref = generate(ort, sig, prompt, NEW, prefill_runner=ort_pre)
+                o = max(generate(ort, sig, prompt, NEW, prefill_runner=ort_pre).decode_tokens_per_s() for _ in range(3))
+                for budget in ("100%", "25%"):
+                    plan = turnipc.plan(path, gpu_mem=budget, dims={"batch": batch, "seq": 1, "past": 8}, solver="greedy")
+                    try:
+                        pplan = turnipc.plan(pre_path, gpu_mem=budget, dims={"batch": batch, "seq": 8})
+                    except BudgetError:  # the prompt graph's logits [batch, 8, vocab] need more at batch 8
+                        pplan = turnipc.plan(pre_path, gpu_mem="min", dims={"batch": batch, "seq": 8})
+                    with turnip.Session(plan, model=path, backend="numpy") as s, turnip.Session(pplan, model=pre_path, backend="numpy") as pre:
+                        outs = [s.generate(prompt, NEW, prefill=pre) for _ in range(4)][1:]  # the first plans the lengths
+                    st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
+                    same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
+                    t = st.decode_tokens_per_s
+                    lines.append(f"| {model} | {batch} | {budget} | {o:,.0f} | {t:,.0f} | {t / o:.3f} | {st.plans_loaded} | "
+                                 f"{st.cache_bytes_copied_per_token:,.0f} | {same} |")
+                    data.append(dict(model=model, batch=batch, budget=budget, convention="past_present", ort_decode_tok_s=o,
+                                     turnip_decode_tok_s=t, ratio=t / o, identical=same, **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
+                    print(lines[-1], flush=True)
+    lines.append("")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-verify", action="store_true", help="only the simulator part")
     args = ap.parse_args(argv)
+    if "TURNIP_CACHE_DIR" not in os.environ:  # the past/present plans of part 3 go to a fresh cache, not the user's
+        import tempfile
+
+        os.environ["TURNIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="turnip-bench-decode-")
     lines, sim, ver = ["# Decode: tokens per second", ""], [], []
     simulate_part(lines, sim)
     ok = True

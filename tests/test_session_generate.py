@@ -69,18 +69,64 @@ def test_greedy_matches_transformers(model, gpu_mem):
         # every weight written once at load, or (memory the plan reuses) once per run: never more
         assert st.weight_bytes_at_load + st.weight_bytes_rewritten_per_run == _weight_bytes(s)
         assert s.loaded.source_bytes_rewritten == st.weight_bytes_rewritten_per_run * st.plan_runs
-        # cache: one position per kept cache tensor, the whole tensor (+ that position) per fed one
-        sig = plan_signature(s.loaded)
-        pos = {x.past: 2 * x.kv_heads * x.head_dim * x.dtype.itemsize for x in sig.slots}
-        whole = {x.past: 2 * x.kv_heads * sig.capacity * x.head_dim * x.dtype.itemsize for x in sig.slots}
-        kept = set(s.keepable_inputs)
-        assert st.cache_inputs_kept == sum(x.past in kept for x in sig.slots)
-        assert st.cache_bytes == sum(whole.values())
-        assert st.cache_bytes_copied_per_token == sum(pos[p] + (0 if p in kept else whole[p]) for p in pos)
+        _assert_cache_counts(s, st, batch=2)
         # a second call starts from an empty cache and gives the same ids, with no new weight load
         again = s.generate(prompt, NEW)
         np.testing.assert_array_equal(again.new_token_ids, expected)
         assert again.stats.weight_loads == 1
+
+
+def _assert_cache_counts(s: turnip.Session, st, batch: int) -> None:
+    """The cache is state: one position per cache tensor written back per token, into its home and its kept arena copy."""
+    lp = s.loaded
+    sig = plan_signature(lp)
+    pos = {x.past: batch * x.kv_heads * x.head_dim * x.dtype.itemsize for x in sig.slots}
+    whole = {x.past: batch * x.kv_heads * sig.capacity * x.head_dim * x.dtype.itemsize for x in sig.slots}
+    assert st.cache_is_state and st.cache_inputs_kept == len(sig.slots) and st.cache_inputs_fed == 0
+    assert set(lp.state) == set(pos) and all(lp.state[p].how == "scatter" for p in pos)
+    assert st.cache_bytes == sum(whole.values())
+    copies = {p: len(lp.state_views(p)) for p in pos}  # the home, plus the arena copy when the plan keeps it resident
+    assert all(1 <= c <= 2 for c in copies.values())
+    assert st.cache_bytes_copied_per_token == sum(pos[p] * copies[p] for p in pos)
+    assert st.cache_bytes_copied_per_token <= 2 * st.cache_bytes / sig.capacity  # never the whole cache
+    # an arena copy the plan reuses is refilled from the home before each run: the plan's reload traffic, at most the cache
+    assert st.cache_bytes_refilled_per_token <= st.cache_bytes
+    assert st.cache_bytes_refilled_per_token == sum(whole[p] for p in pos if copies[p] == 1 and _refilled(lp, p))
+    # weights: read from the files once, at load; a weight whose memory the plan reuses is rewritten from host memory
+    file_backed = sum(lp.plan.tensors[p.tensor].nbytes for p, src, again in lp._placements  # noqa: SLF001
+                      if src is not None and lp.plan.tensors[p.tensor].kind == "weight")
+    assert st.weight_file_bytes_read <= file_backed and lp.weight_file_bytes_read == st.weight_file_bytes_read
+    assert all(isinstance(src, np.ndarray) for _p, src, again in lp._placements if src is not None and again)  # noqa: SLF001
+
+
+def _refilled(lp, name: str) -> bool:
+    """Whether some arena placement of state ``name`` is overwritten during a run (so it is refilled from the home)."""
+    return any(src is None and again and lp._input_root(p.tensor) == name for p, src, again in lp._placements)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("gpu_mem", ["100%", "25%"])
+def test_batch8_cache_is_state(gpu_mem):
+    """Batch 8: the plan marks the cache as state, so no cache tensor is fed whole per token (before state, all were)."""
+    prompt, _ = _expected("llama")
+    rows = np.concatenate([prompt] * 4)
+    with turnip.Session(_plan("llama", gpu_mem, batch=8), model=_static("llama"), backend="numpy") as s, \
+            turnip.Session(_plan("llama", "100%", batch=2), model=_static("llama"), backend="numpy") as ref:
+        out = s.generate(rows, 12)
+        np.testing.assert_array_equal(out.new_token_ids, np.concatenate([ref.generate(prompt, 12).new_token_ids] * 4))
+        _assert_cache_counts(s, out.stats, batch=8)
+
+
+def test_no_state_plan_feeds_what_it_reuses():
+    """``auto_state=False``: the old path (no state in the plan): a cache input the plan reuses is fed whole each token."""
+    prompt, expected = _expected("llama")
+    plan = turnipc.plan(_static("llama"), gpu_mem="25%", dims={"batch": 8, "seq": 1}, auto_state=False)
+    assert plan.state == [] and "state" not in plan.options
+    rows = np.concatenate([prompt] * 4)
+    with turnip.Session(plan, model=_static("llama"), backend="numpy") as s:
+        out = s.generate(rows, 6)
+        np.testing.assert_array_equal(out.new_token_ids, np.concatenate([expected[:, :6]] * 4))
+        st = out.stats
+        assert not st.cache_is_state and st.cache_inputs_fed == 4 - len([x for x in s.keepable_inputs if x.startswith("past")])
 
 
 def test_cache_kept_in_place_is_not_copied_whole():
@@ -90,7 +136,9 @@ def test_cache_kept_in_place_is_not_copied_whole():
         out = s.generate(prompt, NEW)
     np.testing.assert_array_equal(out.new_token_ids, expected)
     assert out.stats.cache_inputs_fed == 0 and out.stats.cache_inputs_kept == 4
-    assert out.stats.cache_bytes_copied_per_token * 48 == out.stats.cache_bytes  # capacity 48: 1/48 of the cache per token
+    # capacity 48: 1/48 of the cache per token, into the home and into the arena copy (resident to the end at 100%)
+    assert out.stats.cache_bytes_copied_per_token * 48 == 2 * out.stats.cache_bytes
+    assert out.stats.cache_bytes_refilled_per_token == 0
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -116,9 +164,19 @@ def test_prefill_plan(model):
         # once: zeros into every prefill cache input, the prompt's positions out of every present
         sig = plan_signature(s.loaded)
         pos = sum(2 * x.kv_heads * x.head_dim * x.dtype.itemsize for x in sig.slots)
-        assert out.stats.cache_bytes_copied_prompt == out.stats.cache_bytes + prompt.shape[1] * pos
+        copies = {x.past: len(s.loaded.state_views(x.past)) for x in sig.slots}
+        pos_all = sum(2 * x.kv_heads * x.head_dim * x.dtype.itemsize * copies[x.past] for x in sig.slots)
+        assert pos <= pos_all <= 2 * pos
+        assert out.stats.cache_bytes_copied_prompt == out.stats.cache_bytes + prompt.shape[1] * pos_all
         with pytest.raises(GenerateError, match="prefill plan was made for 8"):
             s.generate(prompt[:, :5], 4, prefill=pre)
+        # the prompt plan made with weights_from= the decode session: the weight files are read once
+        with turnip.Session(pre.plan, model=_static(model), backend="numpy", weights_from=s) as shared:
+            assert shared.loaded.weight_loads == 0 and shared.loaded.weight_file_bytes_read == 0
+            assert shared.loaded.weight_bytes_shared > 0
+            out = s.generate(prompt, NEW, prefill=shared)
+            np.testing.assert_array_equal(out.new_token_ids, expected)
+            assert out.stats.weight_loads == 1
 
 
 def test_sampling_is_seeded_and_eos_stops():
@@ -175,8 +233,8 @@ def test_cli_errors(tmp_path):
     assert "not comma-separated integers" in _one_error(runner.invoke(run_main, [_static("gpt2"), *static, "--generate", "4", "--input-ids", "1,x"]), 2)
     assert "same number of ids" in _one_error(runner.invoke(run_main, [_static("gpt2"), *static, "--generate", "4", "--input-ids", "1,2;3"]), 2)
     assert "go together" in _one_error(runner.invoke(run_main, [_static("gpt2"), *static, "--generate", "4"]), 2)
-    past = os.path.join(DEC, "gpt2_past.onnx")
-    assert "static-cache decoder" in _one_error(runner.invoke(run_main, [past, *static, "--generate", "4", "--input-ids", "1,2"]), 2)
+    prefill = os.path.join(DEC, "gpt2_prefill.onnx")  # a prompt graph has no cache: no decoder
+    assert "past_key_values" in _one_error(runner.invoke(run_main, [prefill, *static, "--generate", "4", "--input-ids", "1,2"]), 2)
     bert = os.path.join(os.path.dirname(DEC), "bert_dynamo18.onnx")
     assert "no 'logits' output" in _one_error(runner.invoke(run_main, [bert, *static, "--generate", "4", "--input-ids", "1,2"]), 2)
     mlp = os.path.join(os.path.dirname(DEC), "..", "..", "plans", "demo_mlp-100.plan")

@@ -103,3 +103,26 @@ def test_module_cli(capsys):
     assert capsys.readouterr().err.startswith("error: opt-30b: no batch")
     assert main(["--model", "gpt5"]) == 2
     assert "unknown model shape 'gpt5'" in capsys.readouterr().err
+
+
+def test_turnipc_simulate_decode():
+    """``turnipc simulate --decode``: the same prediction as the module's command line, and one-line errors."""
+    import json
+
+    from click.testing import CliRunner
+
+    from turnipc.cli import main as cli
+
+    r = CliRunner().invoke(cli, ["simulate", "--decode", "llama-2-70b", "--device", "4090", "--batch", "8", "--host-mem", "256G", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    want = predict("llama-2-70b", "rtx4090", 24 * GIB, 8, 512, 32, 256 * 10**9).to_dict()
+    assert d == json.loads(json.dumps(want))
+    r = CliRunner().invoke(cli, ["simulate", "--decode", "opt-30b", "--gpu-mem", "16G", "--host-mem", "208G"])  # t4 by default
+    assert r.exit_code == 0 and "opt-30b on t4" in r.stdout and "(best)" in r.stdout
+    for args, msg in ((["--decode", "gpt5"], "unknown model shape 'gpt5'"),
+                      (["plan.msgpack", "--decode", "opt-30b"], "drop 'plan.msgpack'"),
+                      ([], "give a PLAN"),
+                      (["x.plan", "--batch", "2"], "go with --decode")):
+        r = CliRunner().invoke(cli, ["simulate", *args])
+        assert r.exit_code == 2 and msg in r.stderr, (args, r.output)

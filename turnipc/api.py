@@ -83,6 +83,8 @@ def plan(
     effort: float = 10.0,
     prefetch: bool = True,
     progress: Callable[[str], None] | None = None,
+    state: Sequence[str] = (),
+    auto_state: bool = True,
 ) -> Plan:
     """Plan the ONNX ``model`` for a GPU memory budget and return the MEMGRAPH plan.
 
@@ -94,7 +96,9 @@ def plan(
     (``{"batch": 2, "seq": 16}``), ``input_shapes`` whole input shapes.
     ``gpus``: how many GPUs to plan for. ``solver``: arena layout engine,
     ``"search"`` (default: greedy, then the exact layout search), ``"greedy"`` or ``"cpsat"`` (``effort`` in deterministic solver units).
-    ``progress(message)`` receives planning progress lines.
+    ``progress(message)`` receives planning progress lines. ``state``: graph
+    inputs that outlive a run (a KV cache; docs/generate.md), besides those
+    found when ``auto_state`` (static-cache and past/present decoders).
 
     Raises a :class:`turnipc.errors.TurnipError` subclass with a one-line
     message (unreadable model, unbound dimension, budget too small, ...).
@@ -115,4 +119,7 @@ def plan(
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = import_model(model_path, dict(dims or {}), shapes)
     opts = plan_options(graph, budgets, gpus, solver, float(effort), prefetch)
+    import dataclasses
+
+    opts = dataclasses.replace(opts, state=tuple(state), auto_state=bool(auto_state))
     return build_plan(graph, opts, plan_dir=None, progress=progress)

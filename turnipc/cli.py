@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import click
 from turnip.cli_errors import ErrorHandlingGroup, fail, mark_json, verbose_option
@@ -76,12 +77,22 @@ def main() -> None:
 @click.option("--no-prefetch", is_flag=True, help="Reload just in time instead of as early as memory allows.")
 @click.option("--max-task-bytes", "max_task_bytes", default=None, metavar="SIZE",
               help="Split every task needing more than SIZE (bytes, 4M, ...) into blocks; default: tile only when the budget needs it.")
+@click.option("--state", "state", multiple=True, metavar="NAME",
+              help="Mark graph input NAME as state that outlives a run (a KV cache: home in host memory, kept between runs). "
+                   "Static-cache (ScatterND) and past/present caches are marked without it (repeatable).")
+@click.option("--no-auto-state", is_flag=True, help="Mark only the --state inputs, not the KV caches found in the graph.")
+@click.option("--decode", "decode_prompt", type=click.IntRange(min=1), metavar="PROMPT_LEN", default=None,
+              help="MODEL is a KV-cache decoder: write its decode plan (seq 1) to -o and its prompt plan (seq PROMPT_LEN) "
+                   "beside it as NAME.prefill.plan (batch: --dim, default 1).")
+@click.option("--prefill-model", "prefill_model", type=click.Path(dir_okay=False), default=None,
+              help="With --decode and a past/present decoder: its prompt graph (optimum's decoder_model.onnx).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
              solver: str, effort: float, time_budget: float | None, no_prefetch: bool, max_task_bytes: str | None, as_json: bool,
-             quiet: bool, verbose: bool = False) -> None:
+             quiet: bool, verbose: bool = False, state: tuple[str, ...] = (), no_auto_state: bool = False,
+             decode_prompt: int | None = None, prefill_model: str | None = None) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -134,20 +145,40 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             task_limit = parse_size(max_task_bytes)
         except ValueError as e:
             fail(f"--max-task-bytes: {e}")
+    if prefill_model is not None and decode_prompt is None:
+        fail("--prefill-model goes with --decode PROMPT_LEN; add it, or drop --prefill-model")
+
+    def plan_one(path: str, dim_map: dict[str, int], shape_map: dict, out: str) -> Any:
+        t0 = time.perf_counter()
+        graph = import_model(path, dim_map, shape_map)
+        if say:
+            say(f"imported {path}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
+        opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
+        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True, state=state, auto_state=not no_auto_state)
+        return build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(out)), progress=say)
+
     try:
         dim_map, shape_map = parse_dim_options(list(dims), list(input_shapes))
-        t0 = time.perf_counter()
-        graph = import_model(model, dim_map, shape_map)
-        if say:
-            say(f"imported {model}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
-        opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
-        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True)
-        plan = build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(output)), progress=say)
+        prefill_plan = None
+        if decode_prompt is not None:
+            from .decode_plans import decode_plans
+
+            pair = decode_plans(model, decode_prompt, dim_map, output, prefill_model)
+            check_target(pair.prefill_output, "plan")
+            plan = plan_one(pair.decode[0], pair.decode[1], shape_map, output)
+            prefill_plan = plan_one(pair.prefill[0], pair.prefill[1], {}, pair.prefill_output)
+        else:
+            plan = plan_one(model, dim_map, shape_map, output)
     except TurnipError:
         raise  # one line and its exit code, from the group's handler
     except ValueError as e:
         fail(str(e))
     write_plan(plan, output)  # atomic; a disk error is one OutputError line (exit 5)
+    if prefill_plan is not None:
+        write_plan(prefill_plan, pair.prefill_output)
+        if not quiet and not as_json:
+            click.echo(f"wrote {pair.prefill_output}: the prompt plan (seq {decode_prompt}), "
+                       f"peak {format_bytes(prefill_plan.stats.peak_bytes or 0)}, {len(prefill_plan.state)} state inputs")
     if as_json:
         click.echo(json.dumps(summary_obj(plan), indent=2))
     elif not quiet:
@@ -156,6 +187,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             f"wrote {output}: peak {format_bytes(s.peak_bytes or 0)} of {format_bytes(s.budget_bytes or 0)} budget, "
             f"offload {format_bytes(s.offload_bytes or 0)}, reload {format_bytes(s.reload_bytes or 0)}, "
             f"{sum((s.nodes or {}).values())} nodes"
+            + (f", state: {len(plan.state)} inputs kept between runs" if plan.state else "")
         )
         if verbose:
             per_gpu = ", ".join(f"GPU {m.device}: arena {format_bytes(m.size)} of {format_bytes(m.budget)}" for m in plan.gpu_memories())

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, TensorInfo, TensorKind
+from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, StateTensor, TensorInfo, TensorKind
 
 from .errors import BudgetError
 from .layout.greedy import greedy_layout
@@ -26,6 +26,7 @@ from .placement import place_stages
 from .prefetch import SLACK
 from .reserve import workspace_reserve
 from .residency import ALIGN, HOST, INF, Residency, simulate
+from .state import StatePair, find_state, state_storages
 from .taskgraph import TaskGraph
 from .units import Budget, format_bytes
 
@@ -47,6 +48,10 @@ class PlanOptions:
     min_search_tiled: bool = False
     #: Split tasks into blocks when the whole graph does not plan (False: refuse instead, as before tiles).
     tiling: bool = True
+    #: Graph inputs that outlive a run (``--state NAME``; turnipc/state.py). ``build_plan`` adds the
+    #: ones it finds (static-cache ScatterND and past/present pairs) unless ``auto_state`` is off.
+    state: tuple[str, ...] = ()
+    auto_state: bool = True
 
     def to_obj(self) -> dict:
         gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
@@ -56,6 +61,8 @@ class PlanOptions:
             o["max_task_bytes"] = self.max_task_bytes
         if not self.tiling:
             o["tiling"] = False
+        if self.state:  # absent when empty: plans without state keep their bytes
+            o["state"] = list(self.state)
         return o
 
 
@@ -154,18 +161,21 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
     # only preloads, the residency is the unlimited one, and greedy lays it out near max-live)
     into_holes = solver == "search" and opts.prefetch and max(budgets) < INF
     first = into_holes and eff == budgets
-    full = simulate(graph, order, device_of, eff, prefetch=True, evict_after=evict_after) if first else None
+    full = simulate(graph, order, device_of, eff, prefetch=True, evict_after=evict_after,
+                    state=state_storages(graph, opts.state)) if first else None
     if full is not None and full.bytes_offloaded + full.bytes_reloaded == 0:
         lay = layout_residency(full, "greedy")
         arenas = _gpu_arenas(lay, opts.gpus)
         if all(a <= b and a * 100 <= lay.lower.get(d, 0) * 101 for d, (a, b) in enumerate(zip(arenas, budgets))):
             return Planned(full, lay, budgets, eff)
-    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch and not into_holes, evict_after=evict_after)
+    res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch and not into_holes, evict_after=evict_after,
+                   state=state_storages(graph, opts.state))
     lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
         if into_holes:
-            res, lay = _prefetch_into_layout(graph, order, device_of, eff, budgets, res, lay)
+            res, lay = _prefetch_into_layout(graph, order, device_of, eff, budgets, res, lay,
+                                             state_storages(graph, opts.state))
         return Planned(res, lay, budgets, eff)
     if progress:
         progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
@@ -175,7 +185,7 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
 
 
 def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list[int], res: Residency,
-                          lay: Layouts) -> tuple[Residency, Layouts]:
+                          lay: Layouts, state: frozenset[str] = frozenset()) -> tuple[Residency, Layouts]:
     """Hoist reloads into the bytes ``lay`` leaves free (see :mod:`turnipc.prefetch`).
 
     First bounded by the budget alone (the most prefetch); kept if the arena stays
@@ -184,7 +194,7 @@ def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list
     """
     gpus = len(budgets)
     for slack in (None, SLACK):
-        got = _hoisted(graph, order, device_of, eff, budgets, res, lay, slack)
+        got = _hoisted(graph, order, device_of, eff, budgets, res, lay, slack, state)
         if got is None:
             return res, lay
         lay2 = got[1]
@@ -194,7 +204,8 @@ def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list
 
 
 def _hoisted(graph, order, device_of, eff: list[int], caps: list[int], res: Residency,
-             lay: Layouts, slack: tuple[int, int] | None) -> tuple[Residency, Layouts] | None:
+             lay: Layouts, slack: tuple[int, int] | None,
+             state: frozenset[str] = frozenset()) -> tuple[Residency, Layouts] | None:
     """The residency with reloads hoisted into ``lay`` below ``caps``, and its layout
     (GPU offsets carried over, the host laid out again); None if the carried layout does not check."""
     from .layout.model import check_layout, max_live
@@ -203,7 +214,7 @@ def _hoisted(graph, order, device_of, eff: list[int], caps: list[int], res: Resi
     hoist, moved = hoist_into_layout(res, lay.offsets, dict(enumerate(caps)), slack)
     if not hoist:
         return res, lay
-    res2 = simulate(graph, order, device_of, eff, prefetch=True, hoist_to=hoist)
+    res2 = simulate(graph, order, device_of, eff, prefetch=True, hoist_to=hoist, state=state)
     offsets = remap_offsets(res, res2, {**lay.offsets, **moved})
     n = len(res2.events)
     by_dev: dict[int, list[Buffer]] = {}
@@ -297,12 +308,15 @@ def res_lb(graph: TaskGraph, order: list[int], device_of: list[int], gpus: int) 
 
 def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None, progress: Progress | None = None) -> Plan:
     """Plan a TaskGraph under ``opts``. ``plan_dir``: where the plan will be written (model path is made relative to it)."""
+    pairs = find_state(graph, opts.state, opts.auto_state)
+    opts = dataclasses.replace(opts, state=tuple(p.input for p in pairs))
     order = memory_aware_order(graph)
     device_of = place_stages(graph, order, opts.gpus)
     if progress:
         progress(f"order: {len(order)} tasks on {opts.gpus} device(s)")
 
-    unlimited = plan_residency(graph, order, device_of, INF, PlanOptions(Budget(bytes=INF), opts.gpus, "greedy", prefetch=True))
+    unlimited = plan_residency(graph, order, device_of, INF, PlanOptions(Budget(bytes=INF), opts.gpus, "greedy", prefetch=True,
+                                                                          state=opts.state))
     no_offload_peak = max(_gpu_arenas(unlimited.layouts, opts.gpus))
     lower_bound = max(unlimited.residency.lower_bound)
 
@@ -321,7 +335,7 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
             raise
         least = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak)
         raise BudgetError(f"{e} (it plans at {least} bytes, {least / max(no_offload_peak, 1):.1%} of the no-offload peak)") from e
-    return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report)
+    return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report, pairs)
 
 
 #: Graphs up to this many tasks get the true minimum budget named when a budget is refused
@@ -463,7 +477,7 @@ def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi:
 
 
 def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int, no_offload_peak: int,
-             plan_dir: str | None, tiling: TilingReport | None = None) -> Plan:
+             plan_dir: str | None, tiling: TilingReport | None = None, state: list[StatePair] | None = None) -> Plan:
     res, lay = planned.residency, planned.layouts
     names = list(graph.values)
     tindex = {name: i for i, name in enumerate(names)}
@@ -491,6 +505,12 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
             assert source in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT), source  # nothing else is placed
             placements.append(Placement(tindex[o.storage], Loc(memmap.mem_of(o.device), lay.offsets[o.id], tindex[o.storage]), source))
     placements.sort(key=lambda p: (p.loc.mem, p.loc.offset, p.tensor))
+
+    homes = {o.storage: Loc(memmap.mem_of(o.device), lay.offsets[o.id], tindex[o.storage])
+             for o in res.occupants if o.device == HOST and o.writer is None and o.to_end}
+    # a state input split into blocks (tiled plan) has no single home: it is fed each run instead
+    state_entries = [StateTensor(tindex[p.input], None if p.update is None else tindex[p.update], homes[p.input], p.how)
+                     for p in (state or []) if p.input in homes]
 
     outputs = []
     for name in graph.outputs:
@@ -540,6 +560,7 @@ def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int,
         stats=stats,
         weight_files=_weight_files(graph.model_path),
         alignment=ALIGN,
+        state=state_entries,
     )
 
 

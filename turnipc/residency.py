@@ -214,6 +214,7 @@ def simulate(
     prefetch: bool = True,
     evict_after: frozenset[tuple[str, int, int]] | None = None,
     hoist_to: dict[tuple[str, int, int], int] | None = None,
+    state: frozenset[str] = frozenset(),
 ) -> Residency:
     """Walk ``order`` under per-device ``budgets``.
 
@@ -225,6 +226,13 @@ def simulate(
     ``(storage, device, step)`` says the storage leaves that device right after
     step ``step`` and comes back (reload) when next needed. Belady eviction
     still runs as the safety net if the schedule leaves a step over budget.
+
+    ``state``: initial storages that outlive the run (a KV cache,
+    :mod:`turnipc.state`). Each is used once more at the end of the run, so it
+    stays resident to the end when the budget allows (then its GPU bytes are
+    never reused and the runtime keeps them between runs) and is the first
+    to be dropped when it does not (its next use is the farthest); and its
+    host copy (its home between runs) lives the whole run.
     """
     n = len(order)
     ndev = len(budgets)
@@ -262,6 +270,9 @@ def simulate(
             if i + 1 <= n:
                 moves_at.setdefault(i + 1, []).append((s, d, e))
                 uses.setdefault((s, d), []).append(i + 1)
+    for s in sorted(state):
+        for d in sorted(consumer_devs.get(s, set())):
+            uses.setdefault((s, d), []).append(n)
     for v in uses.values():
         v.sort()
 
@@ -367,7 +378,7 @@ def simulate(
         _hoist_reloads(stays, size, budgets, n, initial)
         actions = [_prefetched(a, stays[a.stay]) if isinstance(a, Reload) else a for a in actions]
 
-    return build_events(graph, n, actions, lower_bound)
+    return build_events(graph, n, actions, lower_bound, state)
 
 
 def _prefetched(reload: Reload, stay: _Stay) -> Reload:
@@ -441,7 +452,8 @@ def _stays_of(actions: list[Action]) -> list[_Stay]:
     return stays
 
 
-def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: list[int] | None = None) -> Residency:
+def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: list[int] | None = None,
+                 state: frozenset[str] = frozenset()) -> Residency:
     """Events and occupants from actions over ``n`` steps (the walk's, or any), and nothing else, in their order.
 
     A prefetched reload runs just before the compute of the step it was
@@ -531,6 +543,13 @@ def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: l
         o = _final_occupant(stays, by_key, gpu_occ, host_occ, s, n)
         occupants[o].to_end = True
         final[s] = o
+    # State: its home in host memory, and a GPU copy resident at the end, live to the end (never reused).
+    for s in sorted(state):
+        occupants[host_copy(s)].to_end = True
+        for (s2, _d), ks in by_key.items():
+            for k in ks:
+                if s2 == s and stays[k].end >= n and k in gpu_occ:
+                    occupants[gpu_occ[k]].to_end = True
     return Residency(events, occupants, final, list(lower_bound or []), offloaded, reloaded, moved, actions)
 
 

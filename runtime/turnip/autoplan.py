@@ -88,6 +88,7 @@ def plan_model(
     use_cache: bool = True,
     folder: str | None = None,
     say: Callable[[str], None] | None = None,
+    solver: str = "search",
 ) -> AutoPlan:
     """The plan of ``model`` for these options: from the cache, or planned now (and cached)."""
     from .weights import file_sha256
@@ -111,6 +112,8 @@ def plan_model(
         "input_shapes": {k: list(v) for k, v in sorted(shape_map.items())},
         "gpus": gpus,
     }
+    if solver != "search":  # keys of plans made with the default solver stay as they were
+        options["solver"] = solver
     from .cache import cache_dir
 
     folder = folder or cache_dir()
@@ -135,7 +138,7 @@ def plan_model(
 
     t0 = time.perf_counter()
     try:
-        plan = compile_plan(model_abs, gpu_mem=gpu_mem, dims=dim_map, gpus=gpus, input_shapes=shape_map)
+        plan = compile_plan(model_abs, gpu_mem=gpu_mem, dims=dim_map, gpus=gpus, input_shapes=shape_map, solver=solver)
     except CompilerError as e:  # the compiler's own error classes: same one line, same exit code
         err = TurnipError(str(e))
         err.exit_code = e.exit_code

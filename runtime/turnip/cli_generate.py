@@ -34,8 +34,13 @@ def parse_input_ids(text: str) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
-def decode_dims(model: str, batch: int, dims: Sequence[str]) -> list[str]:
-    """``--dim`` options for the decode plan: the user's, plus input_ids' batch = rows and sequence = 1 when not given."""
+def decode_dims(model: str, batch: int, dims: Sequence[str], prompt_len: int = 1, prefill_model: str | None = None) -> list[str]:
+    """``--dim`` options for the first plan: the user's, plus input_ids' batch = rows and sequence = 1 when not given.
+
+    A past/present decoder's first plan is the prompt's step: past = prompt
+    length and seq = 1 after a ``--prefill-model``, else seq = prompt length
+    and past = 0 (the prompt through the decoder with an empty cache).
+    """
     from .generate import CacheConvention, DecoderSignature, GenerateError
 
     try:
@@ -44,11 +49,10 @@ def decode_dims(model: str, batch: int, dims: Sequence[str]) -> list[str]:
         raise TurnipError(f"--generate needs a decoder with a KV cache: {e}") from None
     except Exception as e:  # noqa: BLE001 - an unreadable model: say so in one line
         raise TurnipError(f"cannot read {model!r} as an ONNX model ({e}); pass a decoder .onnx or a decode plan") from None
-    if sig.convention is not CacheConvention.STATIC:
-        raise TurnipError(
-            f"--generate needs a static-cache decoder (a cache_position input); {model!r} is a past/present decoder, "
-            "which turnip-run cannot generate with yet: export it with transformers' static cache (docs/generate.md)"
-        )
+    if sig.convention is not CacheConvention.STATIC and prefill_model is not None:
+        _check_prefill_model(prefill_model)
+    elif prefill_model is not None:
+        raise TurnipError(f"--prefill-model is for past/present decoders; {model!r} is a static-cache decoder, which runs the prompt itself: drop it")
     import onnx
 
     m = onnx.load(model, load_external_data=False)
@@ -58,10 +62,34 @@ def decode_dims(model: str, batch: int, dims: Sequence[str]) -> list[str]:
         if vi.name != sig.input_ids:
             continue
         shape = vi.type.tensor_type.shape.dim
-        for axis, value in ((0, batch), (1, 1)):
+        seq = 1 if sig.convention is CacheConvention.STATIC or prefill_model is not None else prompt_len
+        for axis, value in ((0, batch), (1, seq)):
             if axis < len(shape) and shape[axis].dim_param and shape[axis].dim_param not in given:
                 out.append(f"{shape[axis].dim_param}={value}")
+    if sig.convention is CacheConvention.PAST_PRESENT:
+        past = prompt_len if prefill_model is not None else 0
+        for vi in m.graph.input:
+            if vi.name == sig.slots[0].past:
+                d = vi.type.tensor_type.shape.dim
+                if len(d) > 2 and d[2].dim_param and d[2].dim_param not in given:
+                    out.append(f"{d[2].dim_param}={past}")
     return out
+
+
+def _check_prefill_model(path: str) -> None:
+    """A one-line TurnipError unless ``path`` is a prompt graph: input_ids in, logits and presents out, no past inputs."""
+    try:
+        import onnx
+
+        m = onnx.load(path, load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable model: say so in one line
+        raise TurnipError(f"--prefill-model {path!r} is not a readable ONNX model ({e}); pass the prompt graph (optimum's decoder_model.onnx)") from None
+    names = {vi.name for vi in m.graph.input}
+    outs = [o.name for o in m.graph.output]
+    if "input_ids" not in names or "logits" not in outs or not any(o.startswith("present") for o in outs):
+        raise TurnipError(f"--prefill-model {path!r} is no prompt graph (input_ids in, logits and present.* out); pass optimum's decoder_model.onnx")
+    if any(n.startswith("past") for n in names):
+        raise TurnipError(f"--prefill-model {path!r} takes past inputs; pass the prompt graph without past (optimum's decoder_model.onnx)")
 
 
 class _TokenBar:
@@ -97,36 +125,93 @@ def run_generate(
     as_json: bool,
     quiet: bool,
     say: Callable[[str], None],
+    prefill_model: str | None = None,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+    tokenizer: str | None = None,
 ) -> int:
     """Load the decode plan once, generate, print ids (and tokens/s); exit status."""
-    from .generate import GenerateError
+    from .generate import CacheConvention, GenerateError
     from .run import LoadedPlan
-    from .session_generate import session_generate
+    from .session_generate import past_present_generate, plan_signature, session_generate
 
     with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path,
                     verify_weights=verify_weights) as lp:
         say(f"loaded the decode plan in {lp.load_s:.2f} s")
         bar = _TokenBar(new_tokens) if not as_json and not quiet and sys.stderr.isatty() else None
+        pre = None
         try:
-            res = session_generate(lp, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar)
+            sig = plan_signature(lp)
+            if sig.convention is CacheConvention.PAST_PRESENT:
+                pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache) if prefill_model else None
+                res = past_present_generate(lp, sig, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar, prefill=pre,
+                                            plan_path=plan_path, plan_folder=cache_dir, use_cache=use_cache)
+            elif prefill_model is not None:
+                raise TurnipError("--prefill-model is for past/present decoders; a static-cache decoder runs the prompt itself: drop it")
+            else:
+                res = session_generate(lp, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar)
         except GenerateError as e:
             raise TurnipError(f"--generate: {e}") from None
         finally:
             if bar is not None:
                 bar.close()
+            if pre is not None:
+                pre.close()
         load_s = lp.load_s
     st = res.stats
+    texts = decode_text(tokenizer, res.new_token_ids) if tokenizer else None
     if as_json:
         obj = {"plan": plan_path, "new_token_ids": res.new_token_ids.tolist(), "load_s": load_s, **st.to_dict()}
+        if texts is not None:
+            obj["new_text"] = texts
         click.echo(json.dumps({k: (v if not isinstance(v, float) or np.isfinite(v) else str(v)) for k, v in obj.items()}))
     elif not quiet:
         for r, row in enumerate(res.new_token_ids.tolist()):
             click.echo(f"row {r}: {' '.join(map(str, row))}")
+            if texts is not None:
+                click.echo(f"text {r}: {texts[r]!r}")
         click.echo(
             f"{st.new_tokens} new tokens x {st.batch} rows: prefill {st.prefill_tokens_per_s:.1f} tokens/s, "
-            f"decode {st.decode_tokens_per_s:.1f} tokens/s ({st.plan_runs} runs of the decode plan); "
+            f"decode {st.decode_tokens_per_s:.1f} tokens/s ({st.plan_runs} runs of {st.plans_loaded} plan(s)); "
             f"weights loaded {st.weight_loads}x ({format_bytes(st.weight_bytes_at_load)} at load, "
             f"{format_bytes(st.weight_bytes_rewritten_per_run)} rewritten per run); "
             f"cache {format_bytes(st.cache_bytes)}, {format_bytes(int(st.cache_bytes_copied_per_token))} copied per token"
         )
     return 0
+
+
+def _prefill_plan(prefill_model: str, lp: Any, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool,
+                  cache_dir: str | None, use_cache: bool) -> Any:
+    """The prompt graph planned like the decode plan (same budget) for ``[rows, prompt length]``, loaded."""
+    from .autoplan import plan_model
+    from .run import LoadedPlan
+
+    _check_prefill_model(prefill_model)
+    import onnx
+
+    m = onnx.load(prefill_model, load_external_data=False)
+    used = {d.dim_param for vi in m.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    dims = {str(k): int(v) for k, v in dict(lp.plan.options.get("dims", {})).items() if k in used}  # not the decoder's past
+    for vi in m.graph.input:
+        if vi.name == "input_ids":
+            d = vi.type.tensor_type.shape.dim
+            for axis, value in ((0, ids.shape[0]), (1, ids.shape[1])):
+                if axis < len(d) and d[axis].dim_param:
+                    dims[d[axis].dim_param] = int(value)
+    auto = plan_model(prefill_model, str(lp.plan.options.get("gpu_mem", "100%")), [f"{k}={v}" for k, v in sorted(dims.items())],
+                      (), max(lp.plan.num_devices, 1), use_cache=use_cache, folder=cache_dir)
+    return LoadedPlan(auto.plan, backend=backend, order=order, seed=seed, plan_path=auto.plan_path, model_path=auto.model_path,
+                      verify_weights=verify_weights)
+
+
+def decode_text(tokenizer_path: str, ids: np.ndarray) -> list[str]:
+    """Each row's new ids as text, with a Hugging Face ``tokenizer.json`` (the optional ``tokenizers`` package)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise TurnipError("--tokenizer needs the tokenizers package: pip install 'turnip[text]' (or pip install tokenizers)") from None
+    try:
+        tok = Tokenizer.from_file(tokenizer_path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file: one line
+        raise TurnipError(f"--tokenizer {tokenizer_path!r} is not a tokenizer.json the tokenizers package reads ({e}); pass a Hugging Face tokenizer.json") from None
+    return [tok.decode([int(x) for x in row]) for row in ids.tolist()]

@@ -370,6 +370,48 @@ class Node:
         )
 
 
+@dataclass(frozen=True)
+class StateTensor:
+    """A graph input whose bytes outlive a run (a KV cache): the plan's ``state``.
+
+    WHY a home in host memory: between runs the state must be somewhere no
+    node of the next run writes before reading it. Its home is a host-region
+    placement that lives the whole run (never reused), so it holds the state
+    between runs at any budget; within a run residency treats the input like
+    any other (preloaded, dropped, reloaded from the home per layer when the
+    budget is small). A GPU placement of the input that no node overwrites
+    (at large budgets the compiler keeps the state resident to the end of the
+    run) is a second, kept copy; one that is overwritten is refilled from the
+    home before each run.
+
+    ``update``: the graph output holding the state's next value (a static
+    cache's ``present``, or a past/present pair's ``present``), or None. Only
+    the part of it the run wrote is copied back into the home (and the kept
+    copy), by :meth:`turnip.run.LoadedPlan.write_back_state`: never the whole
+    state per run. ``home``: its bytes in host memory (``Loc.tensor`` is the
+    input). ``how``: how ``update`` relates to the input: ``"scatter"`` (same
+    shape, written at some positions: a static cache) or ``"append"``
+    (``update`` is the input plus new positions along axis 2: past/present)
+    or ``"named"`` (marked by the user, relation unknown).
+    """
+
+    input: int
+    update: int | None
+    home: Loc
+    how: str = "named"
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"input": self.input, "update": self.update, "home": self.home.to_obj(), "how": self.how}
+
+    @staticmethod
+    def from_obj(o: dict[str, Any]) -> "StateTensor":
+        return StateTensor(int(o["input"]), None if o["update"] is None else int(o["update"]), Loc.from_obj(o["home"]), str(o.get("how", "named")))
+
+
+#: Relations a :class:`StateTensor`'s update output may have to its input.
+STATE_HOWS = ("scatter", "append", "named")
+
+
 #: The summary numbers the compiler records, in the order docs/plan-format.md lists them.
 _STAT_FIELDS = (
     "budget_bytes", "peak_bytes", "peak_bytes_per_device", "max_live_bytes_per_device", "no_offload_peak_bytes",
@@ -466,6 +508,8 @@ class Plan:
     weight_files: list[WeightFile] = field(default_factory=list)  # external weight files (model.weight_files)
     #: Every location's offset is a multiple of this (bytes, a power of two); chosen by the compiler.
     alignment: int = DEFAULT_ALIGNMENT
+    #: Persistent inputs (KV caches) and their homes in host memory; written only when non-empty.
+    state: list[StateTensor] = field(default_factory=list)
     #: Sections a lenient read (:func:`read_plan_lenient`) could not parse and left empty; never written.
     unread: tuple[str, ...] = field(default=(), compare=False)
 
@@ -506,8 +550,18 @@ class Plan:
             plan = dataclasses.replace(self, model_path=rel.replace(os.sep, "/"))
         write_plan(plan, path)
 
+    def state_by_name(self) -> dict[str, StateTensor]:
+        """Input name -> its state entry (empty for a plan without state)."""
+        return {self.tensors[s.input].name: s for s in self.state}
+
     # -- encoding --------------------------------------------------------
     def to_obj(self) -> dict[str, Any]:
+        o = self._to_obj()
+        if self.state:  # absent when empty: plans without state keep their bytes
+            o["state"] = [s.to_obj() for s in self.state]
+        return o
+
+    def _to_obj(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
             "version": self.version,
@@ -552,6 +606,7 @@ class Plan:
                 version=version,
                 weight_files=[WeightFile.from_obj(w) for w in o["model"].get("weight_files", [])],
                 alignment=o.get("alignment", DEFAULT_ALIGNMENT),
+                state=[StateTensor.from_obj(x) for x in o.get("state", [])],
             )
         except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError) as e:
             raise PlanFormatError(f"plan file is malformed ({type(e).__name__}: {e}); re-plan the model with `turnipc plan`") from e

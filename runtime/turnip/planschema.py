@@ -179,6 +179,7 @@ def check_plan_form(plan: Any) -> None:
         _loc(loc, f"graph output {i}", n_t)
     for k in plan.constants:
         _int(k, "constant's tensor", 0, n_t)
+    _check_state(plan, n_t)
 
 
 def _check_recipe(t: Any, what: str) -> None:
@@ -209,3 +210,20 @@ def _check_recipe(t: Any, what: str) -> None:
             raise _bad(f"{what} derive step {j}", "has no list of at most 64 integers")
         for d in s.arg:
             _int(d, f"{what} derive step {j} value")
+
+
+def _check_state(plan: Any, n_t: int) -> None:
+    """Form of the plan's state entries (KV caches): graph inputs with a home location."""
+    from .plan import STATE_HOWS
+
+    inputs = set(plan.inputs)
+    for i, st in enumerate(plan.state):
+        what = f"state {i}"
+        _int(st.input, f"{what} input", 0, n_t)
+        if st.input not in inputs:
+            raise _bad(f"{what} input", f"tensor {st.input} is not a graph input")
+        if st.update is not None:
+            _int(st.update, f"{what} update", 0, n_t)
+        _loc(st.home, f"{what} home", n_t)
+        if st.how not in STATE_HOWS:
+            raise _bad(f"{what} how", f"is {_short(st.how)}, not one of {', '.join(STATE_HOWS)}")

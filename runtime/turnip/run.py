@@ -120,7 +120,11 @@ class LoadedPlan:
         plan_path: str | os.PathLike[str] | None = None,
         model_path: str | os.PathLike[str] | None = None,
         verify_weights: bool = True,
+        weights_from: "LoadedPlan | None" = None,
     ) -> None:
+        """``weights_from``: a loaded plan of the SAME model (same sha256) whose weights are already in
+        place; weights are copied from it (its arena or host memory) instead of read from the files again,
+        so a session's prefill plan or a decoder's other past lengths read the weight files once."""
         if order not in ORDERS:
             raise TurnipError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
         if not isinstance(plan, Plan):
@@ -157,12 +161,36 @@ class LoadedPlan:
             # per run for those whose memory the plan reuses (counted for token generation)
             self.source_bytes_at_load = 0
             self.source_bytes_per_run = 0
-            for p, src, again in self._placements:
+            self.weight_file_bytes_read = 0  # bytes read from the model's weight files: each weight once per loaded plan
+            self.weight_bytes_shared = 0  # bytes copied from ``weights_from`` instead of read from the files
+            shared = _shared_weights(weights_from, plan)
+            for k, (p, src, again) in enumerate(self._placements):
+                t = plan.tensors[p.tensor]
+                if isinstance(src, _FileRange) and t.block is None and t.name in shared:
+                    got = shared[t.name]
+                    # written once here when this plan never overwrites it; else copied into host memory once and
+                    # rewritten from there every run (the other plan may close first)
+                    src = got if not again else np.array(self._read_any(got))
+                    self._placements[k] = (p, src, again)
+                    self.weight_bytes_shared += t.nbytes
+                if isinstance(src, _FileRange):
+                    self.weight_file_bytes_read += src.size
                 if src is not None and not again:
-                    write_source(self.backend, self.backend.raw(p.loc), src)
+                    if isinstance(src, (np.ndarray, _FileRange)):
+                        write_source(self.backend, self.backend.raw(p.loc), src)
+                    else:  # an arena view of ``weights_from`` (device to device)
+                        be_write_any(self.backend, self.backend.raw(p.loc), src)
                     self.source_bytes_at_load += plan.tensors[p.tensor].nbytes
                 elif src is not None:
                     self.source_bytes_per_run += plan.tensors[p.tensor].nbytes
+                    if isinstance(src, _FileRange):
+                        # a weight whose arena memory the plan reuses is rewritten every run: read the file
+                        # once, into host memory (its home), and rewrite it from there, not from the file
+                        home = np.empty(src.size, dtype=np.uint8)
+                        src.read_into(self.backend, home)
+                        self._placements[k] = (p, home, again)
+            if self.weight_file_bytes_read == 0 and self.weight_bytes_shared:
+                self.weight_loads = 0  # every weight came from ``weights_from``: the files were not read again
             self.source_bytes_rewritten = 0  # grows by source_bytes_per_run each write_inputs
             self.backend.synchronize()
         except BaseException:
@@ -170,7 +198,14 @@ class LoadedPlan:
             raise
         self.load_s = time.perf_counter() - t0
         self.input_names = [plan.tensors[i].name for i in plan.inputs]
+        self.state = plan.state_by_name()  # persistent inputs (KV caches): kept between runs, home in host memory
+        self.state_bytes_refilled = 0  # overwritten arena copies of state, refilled from the home before runs
+        self.state_bytes_written_back = 0  # parts of update outputs written back into the state (write_back_state)
         self.output_names = [plan.tensors[loc.tensor].name for loc in plan.outputs]
+
+    def _read_any(self, a: Any) -> np.ndarray:
+        """Host bytes of an array of this backend (or of NumPy)."""
+        return a if isinstance(a, np.ndarray) else np.asarray(self.backend.read(a))
 
     # -- running -------------------------------------------------------------
     def write_inputs(self, feeds: Mapping[str, Any], keep: Iterable[str] = ()) -> None:
@@ -183,6 +218,7 @@ class LoadedPlan:
         """
         self._check_open()
         keep = set(keep)
+        home_views = {k: self.backend.view(self.state[k].home) for k in keep if k in self.state}
         if keep:
             bad = sorted(keep - set(self.keepable_inputs()))
             if bad:
@@ -201,6 +237,9 @@ class LoadedPlan:
                 root = self._input_root(p.tensor)
                 if root not in keep:
                     be_write_any(be, be.raw(p.loc), _feed_block(checked[root], t.block))
+                elif again and root in home_views:  # kept state whose arena copy the last run reused: from its home
+                    be_write_any(be, be.raw(p.loc), _feed_block(home_views[root], t.block))
+                    self.state_bytes_refilled += t.nbytes
             elif again:
                 write_source(be, be.raw(p.loc), src)
                 self.source_bytes_rewritten += self.plan.tensors[p.tensor].nbytes
@@ -214,7 +253,41 @@ class LoadedPlan:
         """Inputs whose planned bytes no node overwrites: they may be kept from run to run (``write_inputs(keep=)``)."""
         inputs = [(self._input_root(p.tensor), again) for p, src, again in self._placements if src is None]
         reused = {name for name, again in inputs if again}  # an input placed twice is keepable only if no copy is reused
+        reused -= set(self.state)  # state: a reused copy is refilled from its home in host memory
         return list(dict.fromkeys(name for name, _ in inputs if name not in reused))
+
+    def state_views(self, name: str) -> list[Any]:
+        """Where state ``name`` is kept between runs: its home (host memory), then its arena copies no node overwrites."""
+        self._check_open()
+        st = self.state[name]
+        views = [self.backend.view(st.home)]
+        for p, src, again in self._placements:
+            if src is None and not again and p.loc != st.home and self._input_root(p.tensor) == name:
+                views.append(self.backend.view(p.loc))
+        return views
+
+    def write_back_state(self, index: tuple[Any, ...], names: Iterable[str] | None = None) -> int:
+        """After a run: copy ``update[index]`` into ``state[index]`` for each state with an update output; bytes copied.
+
+        WHY an index from the caller: a static cache's update output differs
+        from the state only where the run scattered (``cache_position``), so
+        the caller names that part (``(slice(None), slice(None), p)``) and only
+        it crosses into the home and the kept arena copy: never the whole
+        state per run. The next run keeps the state (``write_inputs(keep=)``).
+        """
+        self._check_open()
+        be = self.backend
+        out_loc = {self.plan.tensors[loc.tensor].name: loc for loc in self.plan.outputs}
+        copied = 0
+        for name in (self.state if names is None else names):
+            st = self.state[name]
+            if st.update is None:
+                continue
+            src = be.view(out_loc[self.plan.tensors[st.update].name])
+            for dst in self.state_views(name):
+                copied += _copy_part(be, dst, src, index)
+        self.state_bytes_written_back += copied
+        return copied
 
     def input_views(self) -> dict[str, Any]:
         """Each input's planned bytes as a zero-copy array (CuPy on the GPU): write state in place, then keep it."""
@@ -301,6 +374,43 @@ class LoadedPlan:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _shared_weights(other: "LoadedPlan | None", plan: Plan) -> dict[str, Any]:
+    """Weight name -> its bytes in ``other`` (flat uint8: a host array, or a raw view of other's arena), for ``plan``.
+
+    Only a loaded, open plan of the same model file (sha256) shares, and only
+    weights that stay put there: a host copy, or an arena placement no node
+    overwrites (whole tensors, not blocks).
+    """
+    if other is None or other.closed or not plan.model_sha256 or other.plan.model_sha256 != plan.model_sha256:
+        return {}
+    out: dict[str, Any] = {}
+    for p, src, again in other._placements:
+        t = other.plan.tensors[p.tensor]
+        if src is None or t.kind != "weight" or t.block is not None or t.name in out:
+            continue
+        if isinstance(src, np.ndarray):
+            out[t.name] = src
+        elif not again:
+            out[t.name] = other.backend.raw(p.loc)
+    return out
+
+
+def _copy_part(be: Backend, dst: Any, src: Any, index: tuple[Any, ...]) -> int:
+    """``dst[index] = src[index]`` where each side is host NumPy or a device (CuPy) view; bytes copied.
+
+    A strided device part is made contiguous on the device before it crosses
+    (the backend's read copies contiguous bytes).
+    """
+    dst_host, src_host = isinstance(dst, np.ndarray), isinstance(src, np.ndarray)
+    if dst_host == src_host:
+        dst[index] = src[index]
+    elif dst_host:
+        dst[index] = be.read(be.xp.ascontiguousarray(src[index]))
+    else:
+        dst[index] = be.xp.asarray(np.ascontiguousarray(src[index]))
+    return int(dst[index].nbytes)
 
 
 def _placement_sources(initial: InitialData) -> list[np.ndarray | _FileRange | None]:

@@ -59,7 +59,9 @@ class Session:
     still match the planned one. ``backend``: ``"auto"`` (CuPy on a CUDA GPU,
     else NumPy), ``"numpy"``, ``"cupy"`` or a backend instance. ``order``:
     ``"dynamic"`` (default), ``"fixed"`` or ``"random"``; ``seed`` seeds the
-    random order.
+    random order. ``weights_from``: an open session on the SAME model file
+    (e.g. the decode plan's, for a prompt-length plan): weights are copied from
+    it instead of read from the weight files again (``weight_loads`` 0).
 
     Not thread-safe: one ``run`` at a time per session.
     """
@@ -71,9 +73,11 @@ class Session:
         backend: Any = "auto",
         order: str = "dynamic",
         seed: int = 0,
+        weights_from: "Session | None" = None,
     ) -> None:
         plan_path = None if isinstance(plan, Plan) else os.fspath(plan)
-        self._loaded = LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model)
+        self._loaded = LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model,
+                                  weights_from=None if weights_from is None else weights_from.loaded)
         self.plan: Plan = self._loaded.plan
         self.plan_path = plan_path
         self._last: RunStats | None = None
@@ -202,7 +206,18 @@ class Session:
         ``prefill``: a second session on the same decoder planned for the
         prompt length (``seq = prompt length``, same batch): the prompt then runs
         in one pass there, and its cache is copied into this session's once
-        (that session loads its own weights: ``stats.weight_loads`` is 2).
+        (that session loads its own weights, ``stats.weight_loads`` 2, unless
+        it was made with ``weights_from=`` this session: then 1).
+
+        A past/present decoder (optimum's convention: no ``cache_position``)
+        grows its cache every token, so each past length gets its own plan,
+        made like this session's (same budget and dims; planned through
+        :mod:`turnip.autoplan`, cached) and loaded for its one run, its
+        weights copied from this session's (not read from the files); this
+        session's plan serves the step it was planned for. ``prefill`` is then
+        a session on the prompt graph (optimum's ``decoder_model.onnx``,
+        ``seq = prompt length``); without it the prompt runs through this
+        decoder with an empty past. See :mod:`turnip.generate_past`.
         """
         from .generate import Sampling
         from .session_generate import session_generate

@@ -67,6 +67,10 @@ class GenerateStats:
     cache_inputs_kept: int  # cache tensors that stay in the plan's memory between runs
     cache_inputs_fed: int  # cache tensors held on the host and fed whole each run (the plan reuses their memory)
     bytes_reloaded_per_run: float  # the plan's own reload traffic (offloaded tensors, weights in host memory)
+    weight_file_bytes_read: int = 0  # read from the model's weight files, all at load (reused weights then refilled from host memory)
+    cache_is_state: bool = False  # the plan marks every cache tensor as state (home in host memory, kept between runs)
+    cache_bytes_refilled_per_token: float = 0.0
+    plans_loaded: int = 1  # loaded plans used (past/present: one per past length, plus the prefill plan)  # per decode run: state arena copies the plan reused, refilled from the home (reload traffic)
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -122,8 +126,10 @@ class DecodePlanRunner:
         self.sig = sig
         self.batch = int(ids_shape[0])
         keepable = set(lp.keepable_inputs())
-        self.kept = [s for s in sig.slots if s.past in keepable]
-        self.fed = [s for s in sig.slots if s.past not in keepable]
+        # a plan with the cache marked as state (turnipc/state.py) keeps every cache tensor: home in host memory
+        self.state = all(s.past in lp.state and lp.state[s.past].update is not None for s in sig.slots)
+        self.kept = [s for s in sig.slots if self.state or s.past in keepable]
+        self.fed = [s for s in sig.slots if s not in self.kept]
         self.host_cache: dict[str, np.ndarray] = {}
         self.slot_bytes = {s.past: lp.plan.tensors[lp.plan.tensor_index()[s.past]].nbytes for s in sig.slots}
         self.position_bytes = {s.past: self.batch * s.kv_heads * s.head_dim * s.dtype.itemsize for s in sig.slots}
@@ -147,6 +153,8 @@ class DecodePlanRunner:
         """What one generate call counts (runs, cache bytes copied, bytes reloaded), from zero."""
         self.runs = 0
         self.cache_bytes_copied = 0
+        self.refilled0 = self.lp.state_bytes_refilled
+        self.decode_refilled = 0
         self.bytes_reloaded = 0
         self.calls = 0
         self.decode_runs = 0
@@ -158,13 +166,21 @@ class DecodePlanRunner:
 
     def reset(self) -> None:
         """An empty cache: zero the kept cache bytes in place, fresh host arrays for the fed ones (not per token)."""
-        views = self.lp.input_views()
         for s in self.kept:
-            views[s.past][...] = 0
+            for v in self._dests(s):
+                v[...] = 0
         cap = self.sig.capacity
         assert cap is not None
         self.host_cache = {s.past: np.zeros((self.batch, s.kv_heads, cap, s.head_dim), dtype=s.dtype) for s in self.fed}
         self._zero_counters()
+
+    def _dests(self, s: Any) -> list[Any]:
+        """Where cache slot ``s`` lives between runs: the state's home and kept arena copy, the kept input, or the host copy."""
+        if self.state:
+            return list(self.lp.state_views(s.past))
+        if s in self.kept:
+            return [self.lp.input_views()[s.past]]
+        return [self.host_cache[s.past]]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig, lp = self.sig, self.lp
@@ -186,11 +202,16 @@ class DecodePlanRunner:
             step = {sig.input_ids: ids[:, j : j + 1], sig.cache_position: positions[j : j + 1]}
             step.update(self.host_cache)
             self.cache_bytes_copied += sum(self.slot_bytes[s.past] for s in self.fed)  # fed whole
+            refilled0 = lp.state_bytes_refilled
             out = lp.run(step, device_outputs=True, keep=kept)
             self.runs += 1
             self.bytes_reloaded += self.reload_per_run  # every node runs every time
-            views = lp.input_views() if kept else {}
-            for s in self.kept:  # the one written position, into the kept input's planned bytes
+            if not first:
+                self.decode_refilled += lp.state_bytes_refilled - refilled0
+            if self.state:  # the one written position, back into each state's home (and kept arena copy)
+                self.cache_bytes_copied += lp.write_back_state((slice(None), slice(None), p), [s.past for s in self.kept])
+            views = lp.input_views() if kept and not self.state else {}
+            for s in ([] if self.state else self.kept):  # the one written position, into the kept input's planned bytes
                 _copy_position(be, views[s.past], out[s.present], p)
                 self.cache_bytes_copied += self.position_bytes[s.past]
             for s in self.fed:  # the one written position, back to the host copy
@@ -216,11 +237,11 @@ class DecodePlanRunner:
         out = pre.run(feeds, device_outputs=True)
         self.runs += 1
         self.bytes_reloaded += _reload_bytes(pre)
-        views = self.lp.input_views() if self.kept else {}
         for s in sig.slots:
-            dst = views[s.past] if s in self.kept else self.host_cache[s.past]
-            _copy_position(pre.backend, dst, out[s.present], slice(0, n))
-            self.cache_bytes_copied += self.slot_bytes[s.past] + n * self.position_bytes[s.past]  # zeros in, n positions out
+            for dst in self._dests(s):
+                _copy_position(pre.backend, dst, out[s.present], slice(0, n))
+                self.cache_bytes_copied += n * self.position_bytes[s.past]  # n positions out
+            self.cache_bytes_copied += self.slot_bytes[s.past]  # zeros in
         return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
 
 
@@ -258,6 +279,8 @@ def session_generate(
 ) -> SessionGenerateResult:
     """What :meth:`turnip.Session.generate` does (see the module docstring)."""
     sig = plan_signature(lp)
+    if sig.convention is CacheConvention.PAST_PRESENT:
+        return past_present_generate(lp, sig, input_ids, max_new_tokens, eos_token_id, sampling, on_token, prefill)
     runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
     rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
@@ -282,5 +305,81 @@ def session_generate(
         cache_inputs_kept=len(runner.kept),
         cache_inputs_fed=len(runner.fed),
         bytes_reloaded_per_run=runner.bytes_reloaded / runs,
+        weight_file_bytes_read=lp.weight_file_bytes_read + (prefill.weight_file_bytes_read if prefill is not None else 0),
+        cache_is_state=runner.state,
+        cache_bytes_refilled_per_token=runner.decode_refilled / runner.decode_runs if runner.decode_runs else 0.0,
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
+
+
+def past_present_generate(
+    lp: LoadedPlan,
+    sig: DecoderSignature,
+    input_ids: Any,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    sampling: Sampling | None = None,
+    on_token: Any = None,
+    prefill: LoadedPlan | None = None,
+    plan_path: str | None = None,
+    plan_folder: str | None = None,
+    use_cache: bool = True,
+) -> SessionGenerateResult:
+    """A past/present decoder (:mod:`turnip.generate_past`): one plan per past length, planned like ``lp`` (same budget, dims).
+
+    ``lp`` is used for the step whose shapes it was planned for; ``prefill``
+    (a loaded plan of the prompt graph, seq = prompt length) runs the prompt.
+    """
+    from .generate_past import DimNames, PastPlanRunner, model_of, past_plan_for
+
+    model = model_of(lp, plan_path)
+    gpu_mem = str(lp.plan.options.get("gpu_mem", "100%"))
+    base = {str(k): int(v) for k, v in dict(lp.plan.options.get("dims", {})).items()}
+    plan_for = past_plan_for(model, gpu_mem, base, DimNames.of(model, sig), gpus=max(lp.plan.num_devices, 1),
+                             use_cache=use_cache, folder=plan_folder)
+    # by name: each loaded plan gets its own backend (closing one must not free this session's memories)
+    runner = PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
+    pre_runner = None
+    if prefill is not None:
+        pre_runner = _LoadedRunner(prefill)
+    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling,
+                   on_token=on_token, prefill_runner=pre_runner)
+    batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
+    runs = runner.runs + (pre_runner.runs if pre_runner is not None else 0)
+    decode_runs = max(runner.runs - (0 if pre_runner is not None else 1), 1)
+    cache_bytes = sum(int(np.prod(s_shape)) * s.dtype.itemsize for s, s_shape in
+                      ((s, (batch, s.kv_heads, prompt + int(res.new_token_ids.shape[1]) - 1, s.head_dim)) for s in sig.slots))
+    stats = GenerateStats(
+        batch=batch,
+        prompt_tokens=prompt,
+        new_tokens=int(res.new_token_ids.shape[1]),
+        plan_runs=runs,
+        prefill_s=res.prefill_s,
+        decode_s=res.decode_s,
+        weight_loads=lp.weight_loads + runner.weight_loads + (prefill.weight_loads if prefill is not None else 0),
+        weight_bytes_at_load=lp.source_bytes_at_load + runner.weight_bytes_at_load + (prefill.source_bytes_at_load if prefill is not None else 0),
+        weight_bytes_rewritten_per_run=0,
+        cache_bytes=cache_bytes,
+        cache_bytes_copied_per_token=runner.cache_bytes_fed / decode_runs,  # the whole past, fed each token (this convention)
+        cache_bytes_copied_prompt=0,
+        cache_inputs_kept=0,
+        cache_inputs_fed=len(sig.slots),
+        bytes_reloaded_per_run=runner.bytes_reloaded / max(runner.runs, 1),
+        weight_file_bytes_read=lp.weight_file_bytes_read,
+        cache_is_state=False,
+        plans_loaded=1 + runner.plans_loaded + (1 if prefill is not None else 0),
+    )
+    return SessionGenerateResult(res.new_token_ids, res, stats)
+
+
+class _LoadedRunner:
+    """A loaded plan as a :class:`turnip.generate.Runner` (the prefill graph of a past/present decoder)."""
+
+    def __init__(self, lp: LoadedPlan) -> None:
+        self.lp = lp
+        self.input_names = [lp.plan.tensors[i].name for i in lp.plan.inputs]
+        self.runs = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.runs += 1
+        return dict(self.lp.run({k: v for k, v in feeds.items() if k in self.input_names}))

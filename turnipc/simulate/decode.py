@@ -288,14 +288,58 @@ def with_link_efficiency(device: DeviceProfile | str, efficiency: float) -> Devi
     return replace(p, h2d_bw=p.h2d_bw * efficiency, d2h_bw=p.d2h_bw * efficiency, name=f"{p.name}@{efficiency:g}pcie")
 
 
+class DecodeCliError(ValueError):
+    """A bad option of the decode simulator's command line (one line: the problem and the fix)."""
+
+
+def decode_report(model: str, device: str, gpu_mem: str | None, host_mem: str | None, prompt: int, new_tokens: int,
+                  batch: int | None, cache_on_gpu: bool) -> tuple["DecodePrediction", int, int | None]:
+    """The prediction the command lines print: ``(prediction, GPU bytes, host bytes)``; DecodeCliError on bad options."""
+    from ..units import parse_size
+    from .profiles import MEMORY_BYTES, UnknownDeviceError
+
+    if model not in SHAPES:
+        raise DecodeCliError(f"unknown model shape {model!r}; use one of {', '.join(SHAPES)}")
+    try:
+        prof = get_profile(device)
+    except UnknownDeviceError as e:
+        raise DecodeCliError(str(e)) from None
+    try:
+        gpu = parse_size(gpu_mem) if gpu_mem else MEMORY_BYTES.get(prof.name)
+        host = parse_size(host_mem) if host_mem else None
+    except ValueError as e:
+        raise DecodeCliError(str(e)) from None
+    if gpu is None:
+        raise DecodeCliError(f"profile {prof.name!r} has no card memory on record; pass --gpu-mem (e.g. 16G)")
+    try:
+        if batch:
+            r = predict(model, prof, gpu, batch, prompt, new_tokens, host, offload_cache=not cache_on_gpu)
+        else:
+            r = best_batch(model, prof, gpu, prompt, new_tokens, host, offload_cache=not cache_on_gpu)
+    except (InfeasibleError, ValueError) as e:
+        raise DecodeCliError(f"{e}; give more --gpu-mem / --host-mem or a smaller --batch") from None
+    return r, gpu, host
+
+
+def decode_lines(r: "DecodePrediction", gpu: int, host: int | None, searched: bool) -> list[str]:
+    """The human-readable report of one prediction."""
+    p = r.placement
+    return [
+        f"{r.shape} on {r.device}, {gpu / GIB:.1f} GiB GPU" + (f", {host / GIB:.0f} GiB host" if host else "")
+        + f", prompt {r.prompt_len}, {r.new_tokens} new tokens",
+        f"  batch {r.batch}{' (best)' if searched else ''}: weights {p.weights_on_gpu:.0%} / cache {p.cache_on_gpu:.1%} on GPU",
+        f"  prefill {r.prefill_s:.2f} s ({r.prefill_tokens_per_s:,.0f} tok/s), decode {r.decode_s:.2f} s "
+        f"({r.decode_tokens_per_s:.2f} tok/s), generation {r.generation_tokens_per_s:.2f} tok/s",
+        f"  {r.h2d_bytes_per_decode_step / 1e9:.2f} GB over PCIe per decode step; decode is {r.bound}-bound "
+        "(peak rates: an optimistic bound, see the module docstring)",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m turnipc.simulate.decode``: predicted tokens/s for a model shape, device, memory and batch."""
+    """``python -m turnipc.simulate.decode`` (also ``turnipc simulate --decode``): predicted tokens/s for a model shape, device, memory and batch."""
     import argparse
     import json
     import sys
-
-    from ..units import parse_size
-    from .profiles import MEMORY_BYTES, UnknownDeviceError
 
     ap = argparse.ArgumentParser(prog="python -m turnipc.simulate.decode", description=main.__doc__)
     ap.add_argument("--model", default="opt-30b", help=f"model shape: {', '.join(SHAPES)}")
@@ -308,42 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-on-gpu", action="store_true", help="never offload the KV cache (stream weights only)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
-
-    def fail(msg: str) -> int:
-        print(f"error: {msg}", file=sys.stderr)
+    try:
+        r, gpu, host = decode_report(a.model, a.device, a.gpu_mem, a.host_mem, a.prompt, a.new_tokens, a.batch, a.cache_on_gpu)
+    except DecodeCliError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-
-    if a.model not in SHAPES:
-        return fail(f"unknown model shape {a.model!r}; use one of {', '.join(SHAPES)}")
-    try:
-        prof = get_profile(a.device)
-    except UnknownDeviceError as e:
-        return fail(str(e))
-    try:
-        gpu = parse_size(a.gpu_mem) if a.gpu_mem else MEMORY_BYTES.get(prof.name)
-        host = parse_size(a.host_mem) if a.host_mem else None
-    except ValueError as e:
-        return fail(str(e))
-    if gpu is None:
-        return fail(f"profile {prof.name!r} has no card memory on record; pass --gpu-mem (e.g. 16G)")
-    try:
-        if a.batch:
-            r = predict(a.model, prof, gpu, a.batch, a.prompt, a.new_tokens, host, offload_cache=not a.cache_on_gpu)
-        else:
-            r = best_batch(a.model, prof, gpu, a.prompt, a.new_tokens, host, offload_cache=not a.cache_on_gpu)
-    except (InfeasibleError, ValueError) as e:
-        return fail(f"{e}; give more --gpu-mem / --host-mem or a smaller --batch")
     if a.json:
         print(json.dumps(r.to_dict()))
         return 0
-    p = r.placement
-    print(f"{r.shape} on {r.device}, {gpu / GIB:.1f} GiB GPU" + (f", {host / GIB:.0f} GiB host" if host else "")
-          + f", prompt {r.prompt_len}, {r.new_tokens} new tokens")
-    print(f"  batch {r.batch}{'' if a.batch else ' (best)'}: weights {p.weights_on_gpu:.0%} / cache {p.cache_on_gpu:.1%} on GPU")
-    print(f"  prefill {r.prefill_s:.2f} s ({r.prefill_tokens_per_s:,.0f} tok/s), decode {r.decode_s:.2f} s "
-          f"({r.decode_tokens_per_s:.2f} tok/s), generation {r.generation_tokens_per_s:.2f} tok/s")
-    print(f"  {r.h2d_bytes_per_decode_step / 1e9:.2f} GB over PCIe per decode step; decode is {r.bound}-bound "
-          "(peak rates: an optimistic bound, see the module docstring)")
+    print("\n".join(decode_lines(r, gpu, host, searched=not a.batch)))
     return 0
 
 

@@ -1,0 +1,143 @@
+"""Past/present decoders (optimum's convention) in ``Session.generate`` and ``turnip-run --generate`` (issue 13).
+
+One plan per past length (turnip/generate_past.py), planned like the
+session's plan and cached in the test session's plan cache, so later tests
+only load them. The ids must be exactly transformers' greedy ids stored by
+tests/models/make_decoders.py, at 100% and 25%, in 5 random orders, with the
+prompt graph as ``prefill`` (optimum's decoder_model.onnx) or the prompt
+through the decoder with an empty past. 32 tokens need 31 plans per budget
+and batch, so two cases run all 32 and the others a prefix (same ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import turnip
+from click.testing import CliRunner
+from turnip.cli import main as run_main
+
+import turnipc
+
+DEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "decoders")
+
+
+def _expected(model: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(os.path.join(DEC, f"{model}_expected.json")) as f:
+        e = json.load(f)
+    return np.array(e["prompt"], dtype=np.int64), np.array(e["new_token_ids"], dtype=np.int64)
+
+
+def _past(model: str) -> str:
+    return os.path.join(DEC, f"{model}_past.onnx")
+
+
+def _prefill(model: str) -> str:
+    return os.path.join(DEC, f"{model}_prefill.onnx")
+
+
+@pytest.mark.parametrize("model, gpu_mem, new, with_prefill", [
+    ("llama", "25%", 32, True),
+    ("gpt2", "100%", 32, False),
+    ("llama", "100%", 10, False),
+    ("gpt2", "25%", 10, True),
+])
+def test_past_present_matches_transformers(model, gpu_mem, new, with_prefill):
+    prompt, expected = _expected(model)
+    n = prompt.shape[1]
+    if with_prefill:  # the session's plan is the first decode step's; the prompt runs in the prompt graph
+        plan = turnipc.plan(_past(model), gpu_mem=gpu_mem, dims={"batch": 2, "seq": 1, "past": n}, solver="greedy")
+        pre = turnip.Session(turnipc.plan(_prefill(model), gpu_mem=gpu_mem, dims={"batch": 2, "seq": n}), backend="numpy")
+    else:  # the session's plan is the prompt's step: seq = prompt length, empty past
+        plan = turnipc.plan(_past(model), gpu_mem=gpu_mem, dims={"batch": 2, "seq": n, "past": 0}, solver="greedy")
+        pre = None
+    try:
+        with turnip.Session(plan, backend="numpy") as s:
+            out = s.generate(prompt, new, prefill=pre)
+            np.testing.assert_array_equal(out.new_token_ids, expected[:, :new])
+            st = out.stats
+            # one plan per step: the session's, the prefill's, and one per further past length; the weight files are
+            # read by the session's plan (and the prompt graph's, another file): the other lengths copy its weights
+            assert st.plans_loaded == new and st.plan_runs == new
+            assert st.weight_loads == (2 if with_prefill else 1)
+            assert not st.cache_is_state and st.cache_inputs_fed == 4
+            # this convention feeds the whole past each token (pasts n .. n+new-2): the cache at the mean length
+            per_position = st.cache_bytes / (n + new - 1)
+            assert st.cache_bytes_copied_per_token == pytest.approx(per_position * (n + (new - 2) / 2), rel=1e-9)
+    finally:
+        if pre is not None:
+            pre.close()
+
+
+def test_past_present_random_orders():
+    prompt, expected = _expected("llama")
+    n = prompt.shape[1]
+    plan = turnipc.plan(_past("llama"), gpu_mem="25%", dims={"batch": 2, "seq": 1, "past": n}, solver="greedy")
+    pre_plan = turnipc.plan(_prefill("llama"), gpu_mem="25%", dims={"batch": 2, "seq": n})
+    for seed in range(5):
+        with turnip.Session(plan, backend="numpy", order="random", seed=seed) as s, \
+                turnip.Session(pre_plan, backend="numpy", order="random", seed=seed) as pre:
+            np.testing.assert_array_equal(s.generate(prompt, 10, prefill=pre).new_token_ids, expected[:, :10])
+
+
+def _ids(prompt: np.ndarray) -> str:
+    return ";".join(",".join(map(str, row)) for row in prompt.tolist())
+
+
+def test_cli_past_present_with_prefill_model():
+    prompt, expected = _expected("gpt2")
+    args = [_past("gpt2"), "--gpu-mem", "25%", "--generate", "10", "--input-ids", _ids(prompt), "--backend", "numpy",
+            "--prefill-model", _prefill("gpt2")]
+    r = CliRunner().invoke(run_main, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["new_token_ids"] == expected[:, :10].tolist() and obj["plans_loaded"] == 10
+    r = CliRunner().invoke(run_main, args)  # text; without --prefill-model the prompt runs with an empty past
+    assert r.exit_code == 0, r.output
+    rows = [ln.split(": ", 1)[1].split() for ln in r.stdout.splitlines() if ln.startswith("row ")]
+    assert [[int(x) for x in row] for row in rows] == expected[:, :10].tolist()
+    r = CliRunner().invoke(run_main, [_past("gpt2"), "--gpu-mem", "25%", "--generate", "4", "--input-ids", _ids(prompt), "--backend", "numpy"])
+    assert r.exit_code == 0, r.output
+    rows = [ln.split(": ", 1)[1].split() for ln in r.stdout.splitlines() if ln.startswith("row ")]
+    assert [[int(x) for x in row] for row in rows] == expected[:, :4].tolist()
+
+
+def _one_error(r, code: int) -> str:
+    assert r.exit_code == code, (r.exit_code, r.output)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_cli_prefill_model_errors():
+    base = ["--gpu-mem", "25%", "--generate", "4", "--input-ids", "1,2"]
+    runner = CliRunner()
+    static = os.path.join(DEC, "gpt2_static.onnx")
+    assert "static-cache decoder" in _one_error(runner.invoke(run_main, [static, *base, "--prefill-model", _prefill("gpt2")]), 2)
+    assert "takes past inputs" in _one_error(runner.invoke(run_main, [_past("gpt2"), *base, "--prefill-model", _past("gpt2")]), 2)
+    assert "go together" in _one_error(runner.invoke(run_main, [_past("gpt2"), "--gpu-mem", "25%", "--prefill-model", _prefill("gpt2")]), 2)
+
+
+def test_cli_tokenizer_text(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tok = tokenizers.Tokenizer(WordLevel({f"w{i}": i for i in range(256)}, unk_token="w0"))
+    tok.pre_tokenizer = Whitespace()
+    path = str(tmp_path / "tokenizer.json")
+    tok.save(path)
+    prompt, expected = _expected("gpt2")
+    r = CliRunner().invoke(run_main, [os.path.join(DEC, "gpt2_static.onnx"), "--gpu-mem", "100%", "--generate", "4", "--input-ids",
+                                      _ids(prompt), "--backend", "numpy", "--tokenizer", path, "--json"])
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["new_text"] == [" ".join(f"w{i}" for i in row) for row in expected[:, :4].tolist()]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = CliRunner().invoke(run_main, [os.path.join(DEC, "gpt2_static.onnx"), "--gpu-mem", "100%", "--generate", "4", "--input-ids",
+                                      _ids(prompt), "--backend", "numpy", "--tokenizer", str(bad)])
+    assert "not a tokenizer.json" in _one_error(r, 2)
