@@ -20,7 +20,8 @@ Where a consumer needs another partition, the pass inserts an *assemble*
 (``Concat`` of the blocks) and, if needed, *split* tasks (``Slice``). Blocks
 of initial data (weights, graph inputs) are cut by the runtime when it loads
 them (``TaskGraph.blocks``), never on the GPU; blocks of folded constants are
-cut at plan time. Graph outputs are assembled at the end.
+cut at plan time. Graph outputs are assembled at the end: on the GPU when the
+assemble fits a task, else returned in blocks (turnipc/output_blocks.py).
 
 Every split is along an axis where the blockwise result is exactly the
 whole one (no reduction axis is split), so outputs are bit-identical.
