@@ -18,6 +18,8 @@ Writes bench/results/tiles.json and tiles.md. Usage:
     python bench/bench_tiles.py --orders # only dynamic vs fixed order, tiled vs untiled (simulated)
     python bench/bench_tiles.py --big    # only the LLaMA-7B-shaped graph at 10% (planning time, nodes)
     python bench/bench_tiles.py --long   # only the seq-32,768 LLaMA-shaped stack (fp16, weights never read)
+    python bench/bench_tiles.py --real-case MODEL SEQ BUDGET  # one real-size row (BUDGET: 25%, 10% or min)
+    python bench/bench_tiles.py --small-min  # the small exports at --gpu-mem min, verified and checked
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ def main() -> int:
         return main_orders()
     if "--big" in sys.argv:
         return main_big()
+    if "--real-case" in sys.argv:
+        i = sys.argv.index("--real-case")
+        return main_real_case(sys.argv[i + 1], int(sys.argv[i + 2]), sys.argv[i + 3])
+    if "--small-min" in sys.argv:
+        return main_small_min()
     quick = "--quick" in sys.argv
     do_min = "--no-min" not in sys.argv
     rows = []
@@ -325,6 +332,91 @@ def real_models() -> list[dict]:
                 print(json.dumps(r), flush=True)
                 out.append(r)
     return out
+
+
+def plan_and_check(path: str, seq: int, budget: str) -> dict:
+    """Plan ``path`` at ``budget`` (``25%``, ``10%`` or ``min``), verify, check against onnxruntime (random feeds)."""
+    from turnipc.units import parse_budget
+
+    g = import_model(path, {"batch": 1, "seq": seq}, None)
+    t0 = time.perf_counter()
+    try:
+        p = build_plan(g, PlanOptions(parse_budget(budget), min_search_tiled=True))
+    except BudgetError as e:
+        return {"error": str(e), "plan_s": round(time.perf_counter() - t0, 1)}
+    plan_s = round(time.perf_counter() - t0, 1)
+    st = p.stats
+    r = check_plan(p, path, None, 0)
+    r.update(plan_s=plan_s, no_offload_peak=st.no_offload_peak_bytes, ratio=st.peak_bytes / st.no_offload_peak_bytes,
+             budget_ratio=st.budget_bytes / st.no_offload_peak_bytes, verify="ok")
+    return r
+
+
+REAL_ORDER = ("gpt2_dynamo18", "llama_dynamo18", "bert_dynamo18", "bert_legacy17")
+
+
+def _real_md(rows: dict) -> list[str]:
+    head = "| real-size model (seq) | budget | budget / no-offload peak | peak / no-offload peak | verify | check | nodes | ops tiled | plan s |"
+    out = [head, "| " + " | ".join(["---"] * 9) + " |"]
+
+    def key(k: str) -> tuple:
+        m, seq, b = k.split("|")
+        return (REAL_ORDER.index(m) if m in REAL_ORDER else 99, int(seq), {"25%": 0, "10%": 1, "min": 2}.get(b, 3))
+
+    for k in sorted(rows, key=key):
+        m, seq, b = k.split("|")
+        r = rows[k]
+        if "error" in r:
+            out.append(f"| real-size {m} ({seq}) | {b} | - | refused: {r['error']} | - | - | - | - | {r['plan_s']} |")
+            continue
+        out.append(f"| real-size {m} ({seq}) | {b} | {r['budget_ratio']:.3f} | {r['ratio']:.3f} | {r['verify']} | "
+                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} |")
+    return out
+
+
+def main_real_case(model: str, seq: int, budget: str) -> int:
+    """``--real-case``: one real-size export at one budget; its row is added to the real-size table of tiles.md."""
+    r = plan_and_check(os.path.join(REAL, model + ".onnx"), seq, budget)
+    r.update(model=model, seq=seq, gpu_mem=budget)
+    print(json.dumps(r), flush=True)
+    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    rows = data.setdefault("real_table", {})
+    rows[f"{model}|{seq}|{budget}"] = r
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    table = _real_md(rows)
+    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
+    lines = [ln for ln in lines if not ln.startswith(("| real-size ", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"))]
+    with open(mpath, "w") as f:
+        f.write("\n".join([*lines, *table]) + "\n")
+    return 0
+
+
+def main_small_min() -> int:
+    """``--small-min``: the small exports of /work/models/small at ``--gpu-mem min``, verified and checked."""
+    rows = {}
+    for fn in sorted(os.listdir(SMALL)):
+        if not fn.endswith(".onnx"):
+            continue
+        r = plan_and_check(os.path.join(SMALL, fn), 16, "min")
+        r.update(model=fn[:-5])
+        print(json.dumps(r), flush=True)
+        rows[fn[:-5]] = r
+    cells = [f"{m} {r['budget_ratio']:.3f} (peak {r['ratio']:.3f}, verify {r['verify']}, check {'ok' if r['check'] else 'FAIL'}, "
+             f"{r['plan_s']} s)" if "error" not in r else f"{m} refused ({r['error']})" for m, r in rows.items()]
+    jpath = os.path.join(HERE, "results", "tiles.json")
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data["small_min"] = rows
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    line = "Small exports (seq 16) at --gpu-mem min, budget / no-offload peak: " + "; ".join(cells) + "."
+    mpath = os.path.join(HERE, "results", "tiles.md")
+    lines = [ln for ln in open(mpath).read().splitlines() if not ln.startswith("Small exports (seq 16) at --gpu-mem min")]
+    with open(mpath, "w") as f:
+        f.write("\n".join([*lines, line]) + "\n")
+    print(line)
+    return 0
 
 
 if __name__ == "__main__":

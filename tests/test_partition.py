@@ -115,8 +115,9 @@ def test_big_weight_is_split_by_columns_cut_at_load(tmp_path):
         assert t.inputs[0] == "x"
         assert tg.blocks[t.inputs[1]] == ("W", 1, 128 * i, 128 * (i + 1))
         assert tg.values[t.outputs[0]].shape == (4, 128)
-    (cat,) = [t for t in tg.tasks if t.op_type == "Concat"]
-    assert cat.attrs == {"axis": 1} and cat.outputs == ("y",)
+    # y whole plus its blocks (16 KiB) is no task at 8 KiB: the output is returned in its column blocks
+    assert [t.op_type for t in tg.tasks] == ["MatMul"] * 4 and tg.outputs == [t.outputs[0] for t in mm]
+    assert [tg.blocks[b] for b in tg.outputs] == [("y", 1, 128 * i, 128 * (i + 1)) for i in range(4)]
 
 
 def test_reduction_axis_split_accumulates_with_adds(tmp_path):

@@ -20,7 +20,8 @@ Where a consumer needs another partition, the pass inserts an *assemble*
 (``Concat`` of the blocks) and, if needed, *split* tasks (``Slice``). Blocks
 of initial data (weights, graph inputs) are cut by the runtime when it loads
 them (``TaskGraph.blocks``), never on the GPU; blocks of folded constants are
-cut at plan time. Graph outputs are assembled at the end.
+cut at plan time. Graph outputs are assembled at the end: on the GPU when the
+assemble fits a task, else returned in blocks (turnipc/output_blocks.py).
 
 Every split is along an axis where the blockwise result is exactly the
 whole one (no reduction axis is split), so outputs are bit-identical.
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cost import estimate
+from .output_blocks import finish_outputs
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
 
@@ -287,6 +289,7 @@ class _Builder:
         self.report = TilingReport(max_task_bytes)
         self._names: set[str] = set(graph.values) | {t.name for t in graph.tasks}
         self.consumers = graph.consumers()
+        self.outputs: list[str] = list(graph.outputs)  # after run(): outputs, a big tiled one replaced by its blocks
         for v in graph.values.values():
             if v.kind in INITIAL_KINDS and not v.is_alias:
                 self.whole.add(v.name)
@@ -632,8 +635,7 @@ class _Builder:
                 outs = tuple(None if blk is None else blk[i] for blk in out_blocks)
                 self.emit(Task(0, self.fresh(f"{task.name}#{i}"), task.op_type, task.domain, task.attrs, ins, outs, 0, 0))
             self.report.tiled[task.name] = len(p.bounds)
-        for o in self.g.outputs:
-            self.get_whole(o)
+        self.outputs = finish_outputs(self)  # big tiled outputs stay in blocks, assembled on the host
 
 
     def emit_reduce(self, task: Task, p: Partition, in_axes: list[int | None]) -> None:
@@ -744,7 +746,7 @@ def partition_graph(graph: TaskGraph, max_task_bytes: int) -> tuple[TaskGraph, T
         return graph, TilingReport(max_task_bytes)
     b = _Builder(graph, max_task_bytes)
     b.run()
-    used: set[str] = set(graph.inputs) | set(graph.outputs)
+    used: set[str] = set(graph.inputs) | set(graph.outputs) | set(b.outputs)
     for t in b.tasks:
         used.update(x for x in t.inputs if x is not None)
         used.update(x for x in t.outputs if x is not None)
@@ -758,5 +760,5 @@ def partition_graph(graph: TaskGraph, max_task_bytes: int) -> tuple[TaskGraph, T
     values = {k: v for k, v in b.values.items() if k in used}
     constants = {k: v for k, v in b.constants.items() if k in values}
     blocks = {k: v for k, v in b.blocks.items() if k in values}
-    new = dataclasses.replace(graph, values=values, tasks=b.tasks, constants=constants, blocks=blocks)
+    new = dataclasses.replace(graph, values=values, tasks=b.tasks, constants=constants, blocks=blocks, outputs=b.outputs)
     return new, b.report

@@ -16,6 +16,8 @@ from typing import Callable
 from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, StateTensor, TensorInfo, TensorKind
 
 from .errors import BudgetError
+from .floor import min_feasible_budget as floor_search
+from .floor import refusal, tiling_floor
 from .layout.greedy import greedy_layout
 from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
@@ -331,10 +333,14 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
     try:
         tg, planned, report = plan_tiled(graph, order, device_of, budget, opts, progress)
     except BudgetError as e:
-        if opts.budget.minimum or len(graph.tasks) > MIN_SEARCH_ON_REFUSAL_TASKS:
+        if opts.budget.minimum:
             raise
-        least = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak)
-        raise BudgetError(f"{e} (it plans at {least} bytes, {least / max(no_offload_peak, 1):.1%} of the no-offload peak)") from e
+        floor = tiling_floor(graph, opts.tiling)
+        least = None
+        if len(graph.tasks) <= MIN_SEARCH_ON_REFUSAL_TASKS:  # name the real minimum (tiled when tiling is allowed)
+            least = floor_search(graph, order, device_of, dataclasses.replace(opts, min_search_tiled=opts.tiling),
+                                 lower_bound, no_offload_peak, floor=floor)
+        raise BudgetError(refusal(budget, floor, least, no_offload_peak)) from e
     return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report, pairs)
 
 
@@ -406,74 +412,8 @@ def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget:
 
 
 def min_feasible_budget(graph, order, device_of, opts: PlanOptions, lo: int, hi: int, progress: Progress | None = None) -> int:
-    """Smallest budget that plans, tiling allowed (to about 1/64 of the budget found).
-
-    Feasibility is not monotone in the budget (the residency, the layout and
-    the tiling all change with it), so this does not bisect blindly: it first
-    bisects the untiled graph between its lower bound and the peak (cheap, the
-    old answer), then walks a geometric grid down from there with tiling,
-    stopping at the first budget that does not plan, and finally
-    bisects between the smallest budget that planned and the grid point
-    below it. Every answer is a budget that was actually planned.
-    """
-    cache: dict[int, bool] = {}
-    probe = dataclasses.replace(opts, max_tries=MIN_SEARCH_TRIES)
-
-    def ok_untiled(b: int) -> bool:
-        try:
-            plan_residency(graph, order, device_of, b, opts)
-            return True
-        except BudgetError:
-            return False
-
-    def ok(b: int) -> bool:
-        if b not in cache:
-            try:
-                plan_tiled(graph, order, device_of, b, probe, shares=MIN_SEARCH_SHARES)
-                cache[b] = True
-            except BudgetError:
-                cache[b] = False
-            if progress:
-                progress(f"min budget: {b} B {'plans' if cache[b] else 'does not plan'}")
-        return cache[b]
-
-    best = hi
-    if ok_untiled(lo):
-        best = lo
-    else:
-        a, z = lo, hi
-        tol = max(hi // 128, 4096)
-        while z - a > tol:
-            mid = (a + z) // 2
-            if ok_untiled(mid):
-                z = mid
-            else:
-                a = mid
-        best = z
-    cache[best] = True
-    if not opts.min_search_tiled:
-        return best
-    floor = max(4096, hi // 1024)
-    b, fails, below = best, 0, None
-    while fails < 1:
-        b = b * 7 // 10
-        if b < floor:
-            break
-        if ok(b):
-            best, fails, below = b, 0, None
-        else:
-            fails += 1
-            below = b if below is None else below
-    if below is not None:
-        a, z = below, best
-        while z - a > max(z // 32, 1024):
-            mid = (a + z) // 2
-            if ok(mid):
-                z = mid
-            else:
-                a = mid
-        best = z
-    return best
+    """Smallest budget that plans, tiling allowed when ``opts.min_search_tiled`` (:func:`turnipc.floor.min_feasible_budget`)."""
+    return floor_search(graph, order, device_of, opts, lo, hi, progress)
 
 
 def assemble(graph: TaskGraph, planned: Planned, opts: PlanOptions, budget: int, no_offload_peak: int,

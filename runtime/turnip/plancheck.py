@@ -171,6 +171,10 @@ def check_plan(plan: Plan, data: bool = True) -> CheckReport:
             raise PlanCheckError(f"graph output '{plan.tensors[loc.tensor].name}' at offset {loc.offset} is unaligned or outside "
                                  f"memory {loc.mem} of {mems[loc.mem].size} bytes")
 
+    from .outblocks import graph_outputs
+
+    graph_outputs(plan)  # an output returned in blocks: its blocks tile it exactly
+
     # (3) conflicting accesses are ordered
     order = topological_order(plan)
     _check_hazards(plan, order, accesses, rep)

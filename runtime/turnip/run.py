@@ -24,6 +24,7 @@ from .backends import Backend, get_backend
 from .errors import TurnipError
 from .executor import ORDERS, ExecStats, Executor
 from .graph import copy_label, describe_node
+from .outblocks import assemble_output, graph_outputs
 from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, read_plan
 from .queues import QUEUE_OF_KIND, dynamic_priorities
 from .trace import TimelineEvent
@@ -201,7 +202,8 @@ class LoadedPlan:
         self.state = plan.state_by_name()  # persistent inputs (KV caches): kept between runs, home in host memory
         self.state_bytes_refilled = 0  # overwritten arena copies of state, refilled from the home before runs
         self.state_bytes_written_back = 0  # parts of update outputs written back into the state (write_back_state)
-        self.output_names = [plan.tensors[loc.tensor].name for loc in plan.outputs]
+        self.graph_outputs = graph_outputs(plan)  # outputs a tiled plan returns in blocks are assembled on the host
+        self.output_names = [plan.tensors[o.tensor].name for o in self.graph_outputs]
 
     def _read_any(self, a: Any) -> np.ndarray:
         """Host bytes of an array of this backend (or of NumPy)."""
@@ -313,13 +315,17 @@ class LoadedPlan:
     def outputs(self, device: bool = False) -> dict[str, Any]:
         """The graph outputs: host NumPy copies, or (``device=True``) zero-copy views of the arenas.
 
-        Views stay valid until the next run writes over them; copy what you keep.
+        Views stay valid until the next run writes over them; copy what you keep. An output a
+        tiled plan returns in blocks (:mod:`turnip.outblocks`) is always a new host array.
         """
         self._check_open()
         be = self.backend
         out = {}
-        for name, loc in zip(self.output_names, self.plan.outputs):
-            v = be.view(loc)
+        for name, go in zip(self.output_names, self.graph_outputs):
+            if go.in_blocks:
+                out[name] = assemble_output(be, self.plan, go)
+                continue
+            v = be.view(go.pieces[0].loc)
             out[name] = v if device else be.read(v)
         return out
 
