@@ -211,7 +211,9 @@ def long_32k(seq: int = 32768, layers: int = 2, budget: int = 1 << 30) -> dict:
             "head_scores_bytes": seq * seq * 2, "layer_scores_bytes": heads * seq * seq * 2,
             "no_offload_peak": st.no_offload_peak_bytes, "peak": st.peak_bytes, "nodes": len(plan.nodes),
             "tiled_ops": (st.tiling or {}).get("tiled_ops", 0), "plan_s": plan_s, "verify": "ok", "verify_s": verify_s,
-            "makespan_s": sim.makespan, "bound_s": sim.bound, "over_bound": sim.makespan / sim.bound, "simulate_s": sim_s}
+            "makespan_s": sim.makespan, "bound_s": sim.bound, "over_bound": sim.makespan / sim.bound, "simulate_s": sim_s,
+            "offload_bytes": st.offload_bytes, "reload_bytes": st.reload_bytes, "compute_s": sim.compute_s,
+            "h2d_s": sim.h2d_s, "d2h_s": sim.d2h_s}
 
 
 def main_long() -> int:

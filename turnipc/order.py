@@ -4,6 +4,14 @@ Kahn's algorithm where, among ready tasks, the one that frees the most bytes
 minus what it allocates goes first (ties: position in the ONNX graph). This
 keeps the live set small before any offloading is considered, which is what
 the residency stage then has to squeeze into the budget.
+
+Tasks computed from constants alone (small initializers) that write more
+than they read (a causal mask built from positions, which the partition
+pass recomputes for every block that reads it) are never picked by the
+greedy rule: they allocate little and free nothing, so it would run all of
+them first and keep every mask block live until its reader. They run on
+demand instead, right before the first task that reads them (what they
+need first), so each query-row block's mask -> Softmax chain stays local.
 """
 
 from __future__ import annotations
@@ -29,8 +37,11 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
             if p is not None and p != t.id:
                 preds[t.id].add(p)
     deps = DependencyGraph(preds)
-    indeg = list(deps.ndeps)
-    ready = [i for i in range(n) if indeg[i] == 0]
+    on_demand = constant_only_tasks(graph, preds, outputs)
+    # a task becomes ready when its greedy-picked predecessors are done; on-demand ones are pulled in then
+    indeg = [sum(1 for p in preds[i] if not on_demand[p]) for i in range(n)]
+    ready = [i for i in range(n) if indeg[i] == 0 and not on_demand[i]]
+    done = [False] * n
     reads = [t.storages_read(graph) for t in graph.tasks]
     alloc = [sum(graph.storage_bytes(s) for s in t.storages_written(graph)) for t in graph.tasks]
 
@@ -42,16 +53,65 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
         return freed - alloc[i]
 
     order: list[int] = []
+
+    def run(i: int) -> None:
+        for p in sorted(preds[i]):  # what an on-demand task needs and has not run yet (ids are topological)
+            if not done[p]:
+                if p in ready:
+                    ready.remove(p)
+                run(p)
+        done[i] = True
+        order.append(i)
+        for s in reads[i]:
+            remaining_uses[s] -= 1
+        if on_demand[i]:
+            return
+        for j in deps.succ[i]:  # increasing, as DependencyGraph keeps them
+            indeg[j] -= 1
+            if indeg[j] == 0 and not on_demand[j]:
+                ready.append(j)
+
     while ready:
         best = max(ready, key=lambda i: (score(i), -i))
         ready.remove(best)
-        order.append(best)
-        for s in reads[best]:
-            remaining_uses[s] -= 1
-        for j in deps.succ[best]:  # increasing, as DependencyGraph keeps them
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                ready.append(j)
+        run(best)
+    for i in range(n):  # on-demand tasks nothing reads (graph outputs), in graph order
+        if on_demand[i] and not done[i]:
+            run(i)
     if len(order) != n:
         raise ValueError("task graph has a cycle")
     return order
+
+
+#: Initializers up to this size (scalars, shape and position vectors) count as constants for on-demand tasks.
+SMALL_WEIGHT = 4096
+
+
+def constant_only_tasks(graph: TaskGraph, preds: list[set[int]], outputs: set[str]) -> list[bool]:
+    """Per task: whether it runs on demand (computed from constants alone, and writes more than it reads).
+
+    Constants: constant storages, small initializers, and outputs of tasks
+    computed from them. Only a task that grows the live set (a broadcast
+    expansion: positions -> a seq x seq mask) gains from waiting; one that
+    shrinks it (a Slice of a position table) stays with the greedy rule. A
+    task writing a graph output is never on demand (nothing pulls it).
+    """
+    n = len(graph.tasks)
+    const = [False] * n
+    out = [False] * n
+    producers = graph.producers()
+    for t in sorted(graph.tasks, key=lambda t: t.id):
+        read = t.storages_read(graph)
+        ok = bool(read)
+        for s in read:
+            p = producers.get(s)
+            if p is None:
+                kind = graph.storage_kind(s)
+                ok &= kind == TensorKind.CONSTANT or (kind == TensorKind.WEIGHT and graph.storage_bytes(s) <= SMALL_WEIGHT)
+            else:
+                ok &= p < t.id and const[p]
+        const[t.id] = ok
+        written = t.storages_written(graph)
+        grows = sum(graph.storage_bytes(s) for s in written) > sum(graph.storage_bytes(s) for s in read)
+        out[t.id] = ok and grows and not any(s in outputs for s in written)
+    return out

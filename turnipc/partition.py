@@ -37,6 +37,7 @@ import numpy as np
 
 from .cost import estimate
 from .output_blocks import finish_outputs
+from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
 
@@ -97,6 +98,7 @@ class TilingReport:
     tiled: dict[str, int] = field(default_factory=dict)  # original task name -> number of blocks
     assembles: list[str] = field(default_factory=list)  # values concatenated because a consumer needed them whole
     splits: list[str] = field(default_factory=list)  # activations cut by Slice tasks (re-partitions)
+    recomputed: dict[str, int] = field(default_factory=dict)  # generated task -> consumers it was computed for
 
     def to_obj(self) -> dict:
         return {
@@ -106,6 +108,7 @@ class TilingReport:
             "assembles": len(self.assembles),
             "splits": len(self.splits),
             "tiled": dict(sorted(self.tiled.items())),
+            **({"recomputed": dict(sorted(self.recomputed.items()))} if self.recomputed else {}),
         }
 
 
@@ -290,6 +293,7 @@ class _Builder:
         self._names: set[str] = set(graph.values) | {t.name for t in graph.tasks}
         self.consumers = graph.consumers()
         self.outputs: list[str] = list(graph.outputs)  # after run(): outputs, a big tiled one replaced by its blocks
+        self.lazy: dict[str, Task] = {}  # generated storages, computed per consuming block (partition_remat)
         for v in graph.values.values():
             if v.kind in INITIAL_KINDS and not v.is_alias:
                 self.whole.add(v.name)
@@ -334,6 +338,8 @@ class _Builder:
         s = v.storage
         if s in self.whole:
             return name
+        if s in self.lazy:
+            return generator_whole(self, name)
         p = self.native[s]
         blocks = self.parts[(s, p)]
         self.emit(Task(0, self.fresh(f"assemble {s}"), "Concat", "", {"axis": p.axis}, tuple(blocks), (s,), 0, 0))
@@ -342,6 +348,10 @@ class _Builder:
         return name
 
     def get_blocks(self, name: str, p: Partition) -> list[str]:
+        if self.values[name].storage in self.lazy:  # fresh blocks for every consumer, never cached
+            fresh = generator_blocks(self, name, p)
+            if fresh is not None:
+                return fresh
         key = (name, p)
         got = self.parts.get(key)
         if got is not None:
@@ -595,6 +605,9 @@ class _Builder:
 
     def run(self) -> None:
         for task in self.g.tasks:
+            if is_generator(self, task):
+                self.lazy[_out0(task)] = task
+                continue
             choice = self.choose(task)
             if choice is None:
                 ins = tuple(None if nm is None else self.get_whole(nm) for nm in task.inputs)
