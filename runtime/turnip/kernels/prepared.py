@@ -32,16 +32,16 @@ from .shape_ops import slice_params
 
 Call = Callable[[], Any]
 
-_BINARY = {
+_BINARY: dict[str, Any] = {
     "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
     "Equal": np.equal, "Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
     "GreaterOrEqual": np.greater_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
     "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
 }
-_UNARY = {
+_UNARY: dict[str, Any] = {
     "Neg": np.negative, "Abs": np.absolute, "Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Tanh": np.tanh,
     "Cos": np.cos, "Sin": np.sin, "Floor": np.floor, "Ceil": np.ceil, "Not": np.logical_not, "IsNaN": np.isnan,
-    "Reciprocal": np.reciprocal, "Relu": None,
+    "Reciprocal": np.reciprocal, "Relu": np.maximum,
 }
 
 
@@ -50,7 +50,7 @@ def _plain(*arrays: Any) -> bool:
     return all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" and a.dtype.name != "bfloat16" for a in arrays)
 
 
-def _result_dtype(fn: np.ufunc, *dtypes: np.dtype) -> np.dtype:
+def _result_dtype(fn: Any, *dtypes: np.dtype) -> np.dtype:
     """The dtype ``fn`` gives for inputs of ``dtypes`` (probed on one-element arrays)."""
     with np.errstate(all="ignore"):
         return fn(*[np.ones(1, dtype=d) for d in dtypes]).dtype
