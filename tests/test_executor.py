@@ -477,3 +477,48 @@ def test_repeated_runs_reuse_the_worker_threads_and_bind_each_queue_once():
     assert len(set().union(*ran_on)) == 1  # every run on the same worker thread
     ex.close()
     assert not [t for t in mine if t.is_alive()]
+
+
+def _dag_nodes() -> list[Node]:
+    """Six compute nodes on one queue: 0 -> {1, 2, 3}, 2 -> 4, 1 -> 5; positions not in id order."""
+    deps = {0: (), 1: (0,), 2: (0,), 3: (0,), 4: (2,), 5: (1,)}
+    pos = {0: 0, 1: 4, 2: 1, 3: 5, 4: 2, 5: 6}
+    return [Node(i, "compute", 0, deps[i], (), (), op="Identity", name=f"n{i}", pos=pos[i]) for i in range(6)]
+
+
+@pytest.mark.parametrize("order", ["dynamic", "fixed"])
+def test_one_queue_without_thread_binding_runs_inline_in_the_worker_order(order):
+    """A one-queue plan with nothing to bind per thread runs on the calling thread, in the order the worker would."""
+    nodes = _dag_nodes()
+    seen: dict[str, list[tuple[int, int]]] = {"inline": [], "threaded": []}
+
+    def tasks(key: str) -> list:
+        return [lambda i=i: seen[key].append((i, threading.get_ident())) for i in range(len(nodes))]
+
+    inline = Executor(nodes, tasks("inline"), order=order)
+    threaded = Executor(nodes, tasks("threaded"), order=order, thread_init=lambda q: None)
+    assert inline.inline is not None and threaded.inline is None
+    st = inline.run()
+    threaded.run()
+    threaded.close()
+    assert [i for i, _ in seen["inline"]] == [i for i, _ in seen["threaded"]] == [0, 2, 4, 1, 3, 5]
+    assert {t for _, t in seen["inline"]} == {threading.get_ident()}
+    assert threading.get_ident() not in {t for _, t in seen["threaded"]}
+    assert st.nodes_run == 6 and all(st.ran) and all(0.0 <= a <= b <= st.wall_s for a, b in zip(st.start, st.end))
+
+
+def test_inline_run_names_the_failing_node_and_reports_progress():
+    nodes = _dag_nodes()
+    calls: list[tuple[int, int]] = []
+    ok = Executor(nodes, [lambda: None] * 6)
+    ok.run(progress=lambda d, n: calls.append((d, n)))
+    assert calls[-1] == (6, 6)
+
+    def boom() -> None:
+        raise ValueError("bad view")
+
+    ex = Executor(nodes, [lambda: None, lambda: None, boom, lambda: None, lambda: None, lambda: None])
+    assert ex.inline is not None
+    with pytest.raises(ExecutionError, match=r"node 2 .*failed: ValueError: bad view") as e:
+        ex.run()
+    assert e.value.node_id == 2

@@ -34,6 +34,15 @@ Orders:
 * ``random``: a uniformly random ready node of the queue (seeded), with random
   short delays and yields to shake the interleavings across queues. A correct
   plan gives bit-identical results in every order.
+
+One queue, no thread binding (the inline path): a plan whose nodes all run on
+one queue (every compute node on one device, no copies: a plan at 100% of its
+peak) with the ``dynamic`` or ``fixed`` order and no ``thread_init`` runs the
+same sequence the worker would (the order is then fully determined: one
+consumer, nodes become ready only when it retires one), precomputed once, on
+the calling thread: no lock, heap or thread hand-off per node. On a loaded
+machine each hand-off can cost a scheduler slice; for the small models the
+per-node bookkeeping was as large as the kernels themselves.
 """
 
 from __future__ import annotations
@@ -229,6 +238,26 @@ class Executor:
             self.prio = list(priorities) if priorities is not None else [nd.pos for nd in self.nodes]
             if len(self.prio) != n:
                 raise ValueError("one priority per node is required")
+        #: the sequence the single worker would run, when the run can stay on the calling thread (module docstring)
+        self.inline: list[int] | None = None
+        if len(self.queues) <= 1 and order != "random" and thread_init is None:
+            self.inline = self.serial if self.serial is not None else self._one_queue_sequence()
+
+    def _one_queue_sequence(self) -> list[int]:
+        """The order one worker pops the nodes in: lowest priority among the ready ones, as the heap does."""
+        counts = list(self.ndeps)
+        prio = self.prio
+        heap = [(prio[i], i) for i in range(len(counts)) if counts[i] == 0]
+        heapq.heapify(heap)
+        seq = []
+        while heap:
+            i = heapq.heappop(heap)[1]
+            seq.append(i)
+            for s in self.succ[i]:
+                counts[s] -= 1
+                if counts[s] == 0:
+                    heapq.heappush(heap, (prio[s], s))
+        return seq
 
     def close(self) -> None:
         """Let the worker threads exit and wait for them (idempotent; a later run starts new ones)."""
@@ -241,9 +270,42 @@ class Executor:
         if pool is not None:
             pool.close()
 
+    def _run_inline(self, seq: list[int], progress: Callable[[int, int], Any] | None, progress_interval: float) -> ExecStats:
+        """Run ``seq`` on the calling thread (one queue: see the module docstring)."""
+        n = len(self.nodes)
+        tasks = self.tasks
+        start = [0.0] * n
+        end = [0.0] * n
+        ran = [False] * n
+        pc = time.perf_counter
+        t_start = t1 = pc()
+        next_report = t_start + progress_interval if progress is not None else float("inf")
+        done = 0
+        for i in seq:
+            t0 = pc()
+            try:
+                tasks[i]()
+            except Exception as err:  # noqa: BLE001 - reported as the threaded path does
+                msg = str(err) or repr(err)
+                raise ExecutionError(f"{self.describe(i)} failed: {type(err).__name__}: {msg}", self.nodes[i].id) from err
+            t1 = pc()
+            start[i] = t0 - t_start
+            end[i] = t1 - t_start
+            ran[i] = True
+            done += 1
+            if t1 >= next_report:
+                assert progress is not None
+                progress(done, n)
+                next_report = t1 + progress_interval
+        if progress is not None:
+            progress(done, n)
+        return ExecStats(wall_s=t1 - t_start, nodes_run=done, queues=list(self.queues), queue_of=list(self.queue_of), start=start, end=end, ran=ran)
+
     # ---------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], Any] | None = None, progress_interval: float = 0.1) -> ExecStats:
         """Run every node once. Raises ExecutionError naming the failed node."""
+        if self.inline is not None:
+            return self._run_inline(self.inline, progress, progress_interval)
         n = len(self.nodes)
         nq = len(self.queues)
         tasks = self.tasks

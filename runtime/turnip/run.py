@@ -154,7 +154,8 @@ class LoadedPlan:
                 seed=seed,
                 priorities=dynamic_priorities(plan) if order == "dynamic" else None,
                 describe=lambda i: describe_node(nodes[i], plan),
-                thread_init=self.backend.thread_init,
+                # no thread binding to do (the CPU backend): a one-queue plan may then run on the calling thread
+                thread_init=None if type(self.backend).thread_init is Backend.thread_init else self.backend.thread_init,
             )
             # (placement, bytes or None for a feed, rewrite before every run?)
             self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))

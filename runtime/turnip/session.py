@@ -81,6 +81,7 @@ class Session:
         self.plan: Plan = self._loaded.plan
         self.plan_path = plan_path
         self._last: RunStats | None = None
+        self._last_exec: tuple[ExecStats, float] | None = None  # made into RunStats when asked (last_stats)
 
     # -- description ---------------------------------------------------------
     @property
@@ -112,7 +113,14 @@ class Session:
 
     @property
     def last_stats(self) -> RunStats | None:
-        """What the last :meth:`run` did (wall time, bytes moved, timeline), or None before the first."""
+        """What the last :meth:`run` did (wall time, bytes moved, timeline), or None before the first.
+
+        Built on first access, not in :meth:`run`: the timeline has one event per
+        node, as much Python work as running a small model's nodes.
+        """
+        if self._last_exec is not None:
+            self._last = self._stats(*self._last_exec)
+            self._last_exec = None
         return self._last
 
     @property
@@ -152,7 +160,7 @@ class Session:
         ex = lp.execute()
         wall = time.perf_counter() - t0
         out = lp.outputs(device=device_outputs)
-        self._last = self._stats(ex, wall)
+        self._last, self._last_exec = None, (ex, wall)
         return out
 
     def _stats(self, ex: ExecStats, wall: float) -> RunStats:

@@ -23,6 +23,7 @@ which nodes did (``fallback_nodes``) for ``turnip-run --report``.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from enum import Enum
 from types import ModuleType
@@ -244,6 +245,14 @@ class Backend(ABC):
         # onnxruntime on the device reads the planned views itself; kernels may get host parameters
         inputs = views if route == KernelRoute.DEVICE_FALLBACK else self.kernel_inputs(plan, node, views)
         ctx = self.kernel_context(plan, node)
+        if route == KernelRoute.NATIVE and self.xp is np and type(self).bind_compute is Backend.bind_compute:
+            from ..kernels import get_kernel, prepare_call
+
+            if kernel is get_kernel(node.op, node.domain):  # not a backend's own kernel
+                consts = [None if loc is None else self.host_param(plan, node, i, loc) for i, loc in enumerate(node.inputs)]
+                fast = prepare_call(ctx, node.domain, inputs, outputs, consts)
+                if fast is not None:  # the data-independent work done once (turnip.kernels.prepared)
+                    return fast
         return self.bind_compute(node, kernel, ctx, inputs, outputs, route)
 
     def bind_compute(
@@ -251,10 +260,7 @@ class Backend(ABC):
     ) -> Callable[[], None]:
         """The prepared callable of a compute node (a GPU backend adds its stream, events and checks)."""
 
-        def run() -> None:
-            kernel(ctx, inputs, outputs)
-
-        return run
+        return functools.partial(kernel, ctx, inputs, outputs)
 
     def run_compute(self, node: Node, inputs: list, outputs: list) -> None:
         """Run one compute node on the given views now (unprepared path; tests and tools)."""

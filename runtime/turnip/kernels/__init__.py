@@ -74,6 +74,35 @@ def register(*ops: str, domain: str = "", host_inputs: tuple[int, ...] = ()) -> 
     return deco
 
 
+#: (domain, op_type) -> preparer: ``fn(ctx, inputs, outputs, consts)`` -> a zero-argument callable running the
+#: node on exactly these arrays, or None (see :mod:`turnip.kernels.prepared`). ``consts[i]``: input i as a
+#: host array when it is a small plan-time constant the kernel reads as a parameter, else None.
+PREPARERS: dict[tuple[str, str], Callable[..., Callable[[], Any] | None]] = {}
+
+
+def prepares(*ops: str, domain: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as the preparer of ``ops`` (NumPy arrays only; the registered kernel stays the general path)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for op in ops:
+            PREPARERS[_key(op, domain)] = fn
+        return fn
+
+    return deco
+
+
+def prepare_call(ctx: KernelContext, domain: str, inputs: list, outputs: list, consts: list) -> Callable[[], Any] | None:
+    """A prepared zero-argument call for a node on NumPy arrays, or None: run the registered kernel."""
+    _load_all()
+    fn = PREPARERS.get(_key(ctx.op, domain))
+    if fn is None or any(o is None for o in outputs[:1]) or not outputs:
+        return None
+    try:
+        return fn(ctx, inputs, outputs, consts)
+    except (ValueError, TypeError, IndexError):  # a form the preparer does not handle: the kernel reports it at run time
+        return None
+
+
 def get_kernel(op: str, domain: str = "") -> Kernel | None:
     """The native kernel for an op, or None (the runtime then uses the onnxruntime fallback)."""
     _load_all()
