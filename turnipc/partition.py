@@ -123,6 +123,13 @@ def _bcast_axis(k: int, out_rank: int, shape: tuple[int, ...]) -> int | None:
     return j
 
 
+def _broadcasts_to(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Whether ``shape`` reaches ``out`` by NumPy's rules (trailing axes aligned, each 1 or equal)."""
+    if len(shape) > len(out):
+        return False
+    return all(d == 1 or d == o for d, o in zip(reversed(shape), reversed(out), strict=False))
+
+
 def _const_ints(graph: TaskGraph, name: str | None) -> list[int] | None:
     if name is None:
         return None
@@ -170,6 +177,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
     if op in ELEMENTWISE:
         if len(outs) != 1:
             return None
+        if not all(v is None or _broadcasts_to(v.shape, out0.shape) for v in ins):
+            return None  # not NumPy broadcasting (opset-6 PRelu's per-channel slope): whole only
         in_axes = [None if v is None else _bcast_axis(k, r, v.shape) for v in ins]
         return in_axes, [k]
     if op == "MatMul":

@@ -170,6 +170,11 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
         arenas = _gpu_arenas(lay, opts.gpus)
         if all(a <= b and a * 100 <= lay.lower.get(d, 0) * 101 for d, (a, b) in enumerate(zip(arenas, budgets))):
             return Planned(full, lay, budgets, eff)
+        # greedy misses max-live: the search lays out the same transfer-free residency; taken if it fits
+        # (a plan that moves nothing beats one that lays out tighter but reloads)
+        lay = layout_residency(full, "search", opts.effort, capacity=max(budgets))
+        if all(a <= b for a, b in zip(_gpu_arenas(lay, opts.gpus), budgets)):
+            return Planned(full, lay, budgets, eff)
     res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch and not into_holes, evict_after=evict_after,
                    state=state_storages(graph, opts.state))
     lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)

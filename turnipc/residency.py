@@ -372,10 +372,8 @@ def simulate(
             elif evict_after and (s, d, i) in evict_after and s in resident[d]:
                 proactive.setdefault(i + 1, []).append((s, d, i))
 
-    if hoist_to is not None:
+    if hoist_to is not None or prefetch:
         _hoist_reloads(stays, size, budgets, n, initial, hoist_to)
-    elif prefetch:
-        _hoist_reloads(stays, size, budgets, n, initial)
         actions = [_prefetched(a, stays[a.stay]) if isinstance(a, Reload) else a for a in actions]
 
     return build_events(graph, n, actions, lower_bound, state)

@@ -191,7 +191,7 @@ def diff_plans(old: Plan, new: Plan, device: str | None = "h100", thresholds: Se
         del model["path"]
     options: dict[str, dict[str, Any]] = {}
     if _has(old, "options") and _has(new, "options"):
-        for k in sorted(set(old.options) | set(new.options)):
+        for k in sorted(set(old.options) | set(new.options), key=str):
             va, vb = old.options.get(k), new.options.get(k)
             if va != vb:
                 options[k] = {"old": va, "new": vb}
