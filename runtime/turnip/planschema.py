@@ -63,7 +63,6 @@ def _loc(loc: Any, what: str, n_tensors: int) -> None:
 
 def check_plan_form(plan: Any) -> None:
     """Raise PlanFormatError unless every field of ``plan`` has its declared type and range."""
-    from .dtypes import np_dtype
     from .plan import GPU, HOST, NODE_KINDS, TENSOR_KINDS
 
     _str(plan.model_path, "model path")
@@ -104,15 +103,7 @@ def check_plan_form(plan: Any) -> None:
     for i, t in enumerate(plan.tensors):
         what = f"tensor {i}"
         _str(t.name, f"{what} name")
-        _str(t.dtype, f"{what} dtype")
-        try:
-            np_dtype(t.dtype)
-        except (TypeError, KeyError, ValueError):
-            raise _bad(f"{what} dtype", f"{t.dtype!r} is not a dtype this runtime knows") from None
-        if not isinstance(t.shape, tuple) or len(t.shape) > 64:
-            raise _bad(f"{what} shape", "is not a list of at most 64 dimensions")
-        for d in t.shape:
-            _int(d, f"{what} shape dimension")
+        _dtype_and_shape(t.dtype, t.shape, what)
         _int(t.nbytes, f"{what} nbytes", 0, MAX_BYTES)
         if t.kind not in TENSOR_KINDS:
             raise _bad(f"{what} kind", f"is {_short(t.kind)}, not one of {', '.join(TENSOR_KINDS)}")
@@ -184,22 +175,13 @@ def check_plan_form(plan: Any) -> None:
 
 def _check_recipe(t: Any, what: str) -> None:
     """Form of a derived weight's recipe (``TensorInfo.derive``): its source and every step typed."""
-    from .dtypes import np_dtype
     from .plan import DeriveOp
 
     r = t.derive
     if t.kind != "weight":
         raise _bad(f"{what} derive", f"is on a tensor of kind {t.kind}, not weight")
     _str(r.source, f"{what} derive source")
-    _str(r.dtype, f"{what} derive dtype")
-    try:
-        np_dtype(r.dtype)
-    except (TypeError, KeyError, ValueError):
-        raise _bad(f"{what} derive dtype", f"{r.dtype!r} is not a dtype this runtime knows") from None
-    if not isinstance(r.shape, tuple) or len(r.shape) > 64:
-        raise _bad(f"{what} derive shape", "is not a list of at most 64 dimensions")
-    for d in r.shape:
-        _int(d, f"{what} derive shape dimension")
+    _dtype_and_shape(r.dtype, r.shape, f"{what} derive")
     if not isinstance(r.steps, tuple) or not 0 < len(r.steps) <= 64:
         raise _bad(f"{what} derive steps", "are not a list of 1 to 64 steps")
     for j, s in enumerate(r.steps):
@@ -227,3 +209,18 @@ def _check_state(plan: Any, n_t: int) -> None:
         _loc(st.home, f"{what} home", n_t)
         if st.how not in STATE_HOWS:
             raise _bad(f"{what} how", f"is {_short(st.how)}, not one of {', '.join(STATE_HOWS)}")
+
+
+def _dtype_and_shape(dtype: Any, shape: Any, what: str) -> None:
+    """A dtype name this runtime knows and a shape of at most 64 non-negative integers."""
+    from .dtypes import np_dtype
+
+    _str(dtype, f"{what} dtype")
+    try:
+        np_dtype(dtype)
+    except (TypeError, KeyError, ValueError):
+        raise _bad(f"{what} dtype", f"{dtype!r} is not a dtype this runtime knows") from None
+    if not isinstance(shape, tuple) or len(shape) > 64:
+        raise _bad(f"{what} shape", "is not a list of at most 64 dimensions")
+    for d in shape:
+        _int(d, f"{what} shape dimension")

@@ -25,17 +25,6 @@ def _binary(name):
     return kernel
 
 
-for _op, _fn in {
-    "Add": "add",
-    "Sub": "subtract",
-    "Mul": "multiply",
-    "BitwiseAnd": "bitwise_and",
-    "BitwiseOr": "bitwise_or",
-    "BitwiseXor": "bitwise_xor",
-}.items():
-    register(_op)(_binary(_fn))
-
-
 def _compare(name):
     def kernel(ctx, inputs, outputs):
         getattr(ctx.xp, name)(inputs[0], inputs[1], out=outputs[0])
@@ -43,17 +32,25 @@ def _compare(name):
     return kernel
 
 
-for _op, _fn in {
-    "Equal": "equal",
-    "Less": "less",
-    "LessOrEqual": "less_equal",
-    "Greater": "greater",
-    "GreaterOrEqual": "greater_equal",
-    "And": "logical_and",
-    "Or": "logical_or",
-    "Xor": "logical_xor",
-}.items():
-    register(_op)(_compare(_fn))
+#: ONNX binary op -> (kernel factory, array-module function): arithmetic casts into the output, comparisons write bool.
+_BINARY_OPS = {
+    "Add": (_binary, "add"),
+    "Sub": (_binary, "subtract"),
+    "Mul": (_binary, "multiply"),
+    "BitwiseAnd": (_binary, "bitwise_and"),
+    "BitwiseOr": (_binary, "bitwise_or"),
+    "BitwiseXor": (_binary, "bitwise_xor"),
+    "Equal": (_compare, "equal"),
+    "Less": (_compare, "less"),
+    "LessOrEqual": (_compare, "less_equal"),
+    "Greater": (_compare, "greater"),
+    "GreaterOrEqual": (_compare, "greater_equal"),
+    "And": (_compare, "logical_and"),
+    "Or": (_compare, "logical_or"),
+    "Xor": (_compare, "logical_xor"),
+}
+for _op, (_make, _fn) in _BINARY_OPS.items():
+    register(_op)(_make(_fn))
 
 
 @register("Div")

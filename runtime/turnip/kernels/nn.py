@@ -171,13 +171,16 @@ def _lowest(dtype):
     return -np.inf
 
 
+def _pool_setup(ctx, inputs, outputs):
+    """What every pool reads first: the array module, input, output, kernel shape and window geometry."""
+    x, out = inputs[0], outputs[0]
+    k_sp = tuple(int(k) for k in ctx.attr("kernel_shape"))
+    return ctx.xp, x, out, k_sp, _geometry(ctx, x, k_sp, out)
+
+
 @register("MaxPool")
 def max_pool(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = inputs[0]
-    out = outputs[0]
-    k_sp = tuple(int(k) for k in ctx.attr("kernel_shape"))
-    in_sp, out_sp, strides, dil, begins, exts = _geometry(ctx, x, k_sp, out)
+    xp, x, out, k_sp, (in_sp, out_sp, strides, dil, begins, exts) = _pool_setup(ctx, inputs, outputs)
     xp_ = _padded(xp, x, begins, exts, _lowest(x.dtype))
     want_idx = has_output(outputs, 1)
     best = None
@@ -227,11 +230,7 @@ def _flat(ks, k_sp):
 
 @register("AveragePool")
 def average_pool(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = inputs[0]
-    out = outputs[0]
-    k_sp = tuple(int(k) for k in ctx.attr("kernel_shape"))
-    in_sp, out_sp, strides, dil, begins, exts = _geometry(ctx, x, k_sp, out)
+    xp, x, out, k_sp, (in_sp, out_sp, strides, dil, begins, exts) = _pool_setup(ctx, inputs, outputs)
     cd = compute_dtype(x.dtype)
     xp_ = _padded(xp, x, begins, exts, 0, cd)
     include_pad = int(ctx.attr("count_include_pad", 0))
@@ -271,12 +270,8 @@ def _pad_end(ctx, in_sp, k_sp, out_sp, strides, dil, begins):
 
 @register("LpPool")
 def lp_pool(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = inputs[0]
-    out = outputs[0]
     p = float(ctx.attr("p", 2))
-    k_sp = tuple(int(k) for k in ctx.attr("kernel_shape"))
-    in_sp, out_sp, strides, dil, begins, exts = _geometry(ctx, x, k_sp, out)
+    xp, x, out, k_sp, (in_sp, out_sp, strides, dil, begins, exts) = _pool_setup(ctx, inputs, outputs)
     xp_ = _padded(xp, xp.abs(up(x)), begins, exts, 0)
     total = None
     for _, sl in _windows(k_sp, out_sp, strides, dil):

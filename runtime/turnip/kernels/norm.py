@@ -61,30 +61,27 @@ def _softmax_axes(ctx, x):
     return x, norm_axis(ctx.attr("axis", -1), x.ndim)
 
 
-@register("Softmax")
-def softmax(ctx, inputs, outputs):
-    if _fast_softmax(ctx, inputs[0], outputs[0], log=False):
-        return
-    xp = ctx.xp
-    x = up(inputs[0])
-    x2, axis = _softmax_axes(ctx, x)
-    m = xp.max(x2, axis=axis, keepdims=True)
-    e = xp.exp(x2 - m)
-    y = e / xp.sum(e, axis=axis, keepdims=True)
-    write(outputs[0], y.reshape(outputs[0].shape))
+def _softmax_family(log: bool):
+    """Softmax (or LogSoftmax): the fast in-place path when it applies, else the general one (max-shifted)."""
+
+    def kernel(ctx, inputs, outputs):
+        if _fast_softmax(ctx, inputs[0], outputs[0], log=log):
+            return
+        xp = ctx.xp
+        x2, axis = _softmax_axes(ctx, up(inputs[0]))
+        s = x2 - xp.max(x2, axis=axis, keepdims=True)
+        if log:
+            y = s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+        else:
+            e = xp.exp(s)
+            y = e / xp.sum(e, axis=axis, keepdims=True)
+        write(outputs[0], y.reshape(outputs[0].shape))
+
+    return kernel
 
 
-@register("LogSoftmax")
-def log_softmax(ctx, inputs, outputs):
-    if _fast_softmax(ctx, inputs[0], outputs[0], log=True):
-        return
-    xp = ctx.xp
-    x = up(inputs[0])
-    x2, axis = _softmax_axes(ctx, x)
-    m = xp.max(x2, axis=axis, keepdims=True)
-    s = x2 - m
-    y = s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
-    write(outputs[0], y.reshape(outputs[0].shape))
+softmax = register("Softmax")(_softmax_family(log=False))
+log_softmax = register("LogSoftmax")(_softmax_family(log=True))
 
 
 @register("Hardmax")

@@ -123,22 +123,23 @@ def _norm_index(xp, idx, dim):
     return xp.where(idx < 0, idx + dim, idx)
 
 
-@register("Gather")
-def gather(ctx, inputs, outputs):
-    xp = ctx.xp
+def _gather_args(ctx, inputs):
+    """Data, axis and indices made non-negative: what Gather and GatherElements share."""
     x, idx = inputs
     axis = norm_axis(ctx.attr("axis", 0), x.ndim)
-    idx = _norm_index(xp, idx, x.shape[axis])
-    write(outputs[0], xp.take(x, idx, axis=axis).reshape(outputs[0].shape))
+    return x, axis, _norm_index(ctx.xp, idx, x.shape[axis])
+
+
+@register("Gather")
+def gather(ctx, inputs, outputs):
+    x, axis, idx = _gather_args(ctx, inputs)
+    write(outputs[0], ctx.xp.take(x, idx, axis=axis).reshape(outputs[0].shape))
 
 
 @register("GatherElements")
 def gather_elements(ctx, inputs, outputs):
-    xp = ctx.xp
-    x, idx = inputs
-    axis = norm_axis(ctx.attr("axis", 0), x.ndim)
-    idx = _norm_index(xp, idx, x.shape[axis])
-    write(outputs[0], xp.take_along_axis(x, idx, axis=axis))
+    x, axis, idx = _gather_args(ctx, inputs)
+    write(outputs[0], ctx.xp.take_along_axis(x, idx, axis=axis))
 
 
 @register("GatherND")
