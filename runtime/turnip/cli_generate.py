@@ -133,7 +133,7 @@ def run_generate(
     """Load the decode plan once, generate, print ids (and tokens/s); exit status."""
     from .generate import CacheConvention, GenerateError
     from .run import LoadedPlan
-    from .session_generate import past_present_generate, plan_signature, session_generate
+    from .session_generate import PastPlans, past_present_generate, plan_signature, session_generate
 
     with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path,
                     verify_weights=verify_weights) as lp:
@@ -145,7 +145,7 @@ def run_generate(
             if sig.convention is CacheConvention.PAST_PRESENT:
                 pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache) if prefill_model else None
                 res = past_present_generate(lp, sig, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar, prefill=pre,
-                                            plan_path=plan_path, plan_folder=cache_dir, use_cache=use_cache)
+                                            past_plans=PastPlans(plan_path, cache_dir, use_cache))
             elif prefill_model is not None:
                 raise TurnipError("--prefill-model is for past/present decoders; a static-cache decoder runs the prompt itself: drop it")
             else:

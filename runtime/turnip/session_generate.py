@@ -280,7 +280,8 @@ def session_generate(
     """What :meth:`turnip.Session.generate` does (see the module docstring)."""
     sig = plan_signature(lp)
     if sig.convention is CacheConvention.PAST_PRESENT:
-        return past_present_generate(lp, sig, input_ids, max_new_tokens, eos_token_id, sampling, on_token, prefill)
+        return past_present_generate(lp, sig, input_ids, max_new_tokens, prefill=prefill,
+                                     eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
     runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
     rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
@@ -312,24 +313,26 @@ def session_generate(
     return SessionGenerateResult(res.new_token_ids, res, stats)
 
 
-def past_present_generate(
-    lp: LoadedPlan,
-    sig: DecoderSignature,
-    input_ids: Any,
-    max_new_tokens: int,
-    eos_token_id: int | None = None,
-    sampling: Sampling | None = None,
-    on_token: Any = None,
-    prefill: LoadedPlan | None = None,
-    plan_path: str | None = None,
-    plan_folder: str | None = None,
-    use_cache: bool = True,
-) -> SessionGenerateResult:
+@dataclass(frozen=True)
+class PastPlans:
+    """Where a past/present decoder's per-length plans come from: the session's plan file, a cache folder, and whether to cache."""
+
+    plan_path: str | None = None
+    plan_folder: str | None = None
+    use_cache: bool = True
+
+
+def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any, max_new_tokens: int, *,
+                          prefill: LoadedPlan | None = None, past_plans: PastPlans = PastPlans(),
+                          **loop: Any) -> SessionGenerateResult:
     """A past/present decoder (:mod:`turnip.generate_past`): one plan per past length, planned like ``lp`` (same budget, dims).
 
     ``lp`` is used for the step whose shapes it was planned for; ``prefill``
     (a loaded plan of the prompt graph, seq = prompt length) runs the prompt.
+    ``loop`` holds the decode loop's options (``eos_token_id``, ``sampling``,
+    ``on_token``), passed on to :func:`turnip.generate.generate` as they are.
     """
+    plan_path, plan_folder, use_cache = past_plans.plan_path, past_plans.plan_folder, past_plans.use_cache
     from .generate_past import DimNames, PastPlanRunner, model_of, past_plan_for
 
     model = model_of(lp, plan_path)
@@ -342,8 +345,7 @@ def past_present_generate(
     pre_runner = None
     if prefill is not None:
         pre_runner = _LoadedRunner(prefill)
-    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling,
-                   on_token=on_token, prefill_runner=pre_runner)
+    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, prefill_runner=pre_runner, **loop)
     batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
     runs = runner.runs + (pre_runner.runs if pre_runner is not None else 0)
     decode_runs = max(runner.runs - (0 if pre_runner is not None else 1), 1)
