@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+from turnip.kernels.reduce import REDUCE_OPS
+
 from .taskgraph import Task, Value
 
 TRANSCENDENTAL_FACTOR = 4
@@ -106,18 +108,10 @@ TRANSCENDENTAL = frozenset(
         "LogSoftmax",
     }
 )
-REDUCTIONS = frozenset(
+#: Ops costing one operation per input element: the Reduce* family (named once, by the runtime's kernels) and
+#: the other ops that read every element once.
+REDUCTIONS = frozenset(REDUCE_OPS) | frozenset(
     {
-        "ReduceSum",
-        "ReduceMean",
-        "ReduceMax",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSum",
-        "ReduceLogSumExp",
-        "ReduceSumSquare",
         "ArgMax",
         "ArgMin",
         "GlobalAveragePool",

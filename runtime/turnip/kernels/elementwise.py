@@ -271,70 +271,65 @@ def thresholded_relu(ctx, inputs, outputs):
     write(outputs[0], ctx.xp.where(up(x) > alpha, x, 0))
 
 
-@register("Elu")
-def elu(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    alpha = float(ctx.attr("alpha", 1.0))
-    write(outputs[0], xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))))
+def _activation(op, **defaults):
+    """Register ``fn(xp, x, **attrs)`` as the kernel of the elementwise activation ``op``.
+
+    The one place these activations read their input (in the accumulation dtype), read their float
+    attributes (with the ONNX defaults given here) and write the result, so each op below is just its formula.
+    """
+
+    def deco(fn):
+        def kernel(ctx, inputs, outputs):
+            attrs = {name: float(ctx.attr(name, default)) for name, default in defaults.items()}
+            write(outputs[0], fn(ctx.xp, up(inputs[0]), **attrs))
+
+        register(op)(kernel)
+        return fn
+
+    return deco
 
 
-@register("Celu")
-def celu(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    alpha = float(ctx.attr("alpha", 1.0))
-    write(outputs[0], xp.maximum(x, 0) + xp.minimum(0, alpha * xp.expm1(xp.minimum(x, 0) / alpha)))
+@_activation("Elu", alpha=1.0)
+def elu(xp, x, alpha):
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
-@register("Selu")
-def selu(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    alpha = float(ctx.attr("alpha", 1.67326319217681884765625))
-    gamma = float(ctx.attr("gamma", 1.05070102214813232421875))
-    write(outputs[0], xp.where(x > 0, gamma * x, gamma * alpha * xp.expm1(xp.minimum(x, 0))))
+@_activation("Celu", alpha=1.0)
+def celu(xp, x, alpha):
+    return xp.maximum(x, 0) + xp.minimum(0, alpha * xp.expm1(xp.minimum(x, 0) / alpha))
 
 
-@register("HardSigmoid")
-def hard_sigmoid(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    alpha = float(ctx.attr("alpha", 0.2))
-    beta = float(ctx.attr("beta", 0.5))
-    write(outputs[0], xp.clip(x * alpha + beta, 0, 1))
+@_activation("Selu", alpha=1.67326319217681884765625, gamma=1.05070102214813232421875)
+def selu(xp, x, alpha, gamma):
+    return xp.where(x > 0, gamma * x, gamma * alpha * xp.expm1(xp.minimum(x, 0)))
 
 
-@register("HardSwish")
-def hard_swish(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    write(outputs[0], x * xp.clip(x * (1.0 / 6.0) + 0.5, 0, 1))
+@_activation("HardSigmoid", alpha=0.2, beta=0.5)
+def hard_sigmoid(xp, x, alpha, beta):
+    return xp.clip(x * alpha + beta, 0, 1)
 
 
-@register("Softplus")
-def softplus(ctx, inputs, outputs):
-    write(outputs[0], _softplus(ctx.xp, up(inputs[0])))
+@_activation("HardSwish")
+def hard_swish(xp, x):
+    return x * xp.clip(x * (1.0 / 6.0) + 0.5, 0, 1)
 
 
-@register("Softsign")
-def softsign(ctx, inputs, outputs):
-    x = up(inputs[0])
-    write(outputs[0], x / (1 + ctx.xp.abs(x)))
+_activation("Softplus")(_softplus)
 
 
-@register("Mish")
-def mish(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = up(inputs[0])
-    write(outputs[0], x * xp.tanh(_softplus(xp, x)))
+@_activation("Softsign")
+def softsign(xp, x):
+    return x / (1 + xp.abs(x))
 
 
-@register("Swish")
-def swish(ctx, inputs, outputs):
-    x = up(inputs[0])
-    alpha = float(ctx.attr("alpha", 1.0))
-    write(outputs[0], x * _sigmoid(ctx.xp, alpha * x))
+@_activation("Mish")
+def mish(xp, x):
+    return x * xp.tanh(_softplus(xp, x))
+
+
+@_activation("Swish", alpha=1.0)
+def swish(xp, x, alpha):
+    return x * _sigmoid(xp, alpha * x)
 
 
 @register("Shrink")

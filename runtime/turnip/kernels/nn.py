@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from . import has_output, register, to_str
+from . import has_output, opt_input, register, to_str
 from ._common import compute_dtype, up, write
 from .matmul import matmul
 
@@ -79,17 +79,25 @@ def _geometry(ctx, x, k_sp, out):
     return in_sp, out_sp, strides, dil, begins, exts
 
 
+def _conv_setup(ctx, inputs, outputs):
+    """What Conv and ConvTranspose read first: the array module, X, W, the optional bias B, Y and the group count."""
+    return ctx.xp, inputs[0], inputs[1], opt_input(inputs, 2), outputs[0], int(ctx.attr("group", 1))
+
+
+def _write_biased(out, y, b):
+    """Y = y + B per output channel (axis 1) when the optional bias B is given: the last step of every convolution."""
+    if b is not None:
+        y = y + up(b).reshape((1, out.shape[1]) + (1,) * (out.ndim - 2))
+    write(out, y)
+
+
 @register("Conv")
 def conv(ctx, inputs, outputs):
-    xp = ctx.xp
-    x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
-    out = outputs[0]
+    xp, x, w, b, out, G = _conv_setup(ctx, inputs, outputs)
     k_sp = tuple(w.shape[2:])
     in_sp, out_sp, strides, dil, begins, exts = _geometry(ctx, x, k_sp, out)
     N, C = x.shape[:2]
     M = w.shape[0]
-    G = int(ctx.attr("group", 1))
     Cg, Mg = C // G, M // G
     cd = compute_dtype(x.dtype)
     xp_ = _padded(xp, x, begins, exts, 0, cd)
@@ -110,21 +118,15 @@ def conv(ctx, inputs, outputs):
         cols = cols.reshape(N, G, Cg * P, n_out)
         wm = wc.reshape(G, Mg, Cg * P)
         y = matmul(xp, wm[None], cols).reshape((N, M) + out_sp)
-    if b is not None:
-        y = y + up(b).reshape((1, M) + (1,) * nsp)
-    write(out, y)
+    _write_biased(out, y, b)
 
 
 @register("ConvTranspose")
 def conv_transpose(ctx, inputs, outputs):
-    xp = ctx.xp
-    x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
-    out = outputs[0]
+    xp, x, w, b, out, G = _conv_setup(ctx, inputs, outputs)
     N, C = x.shape[:2]
     in_sp = tuple(x.shape[2:])
     nd = len(in_sp)
-    G = int(ctx.attr("group", 1))
     Cg = C // G
     Mg = w.shape[1]
     M = Mg * G
@@ -159,9 +161,7 @@ def conv_transpose(ctx, inputs, outputs):
         )
         buf[(slice(None), slice(None)) + sl] += contrib[(slice(None), slice(None)) + ks]
     y = buf[(slice(None), slice(None)) + tuple(slice(bb + sh, bb + sh + o) for bb, sh, o in zip(begins, shift, out_sp, strict=False))]
-    if b is not None:
-        y = y + up(b).reshape((1, M) + (1,) * nd)
-    write(out, y)
+    _write_biased(out, y, b)
 
 
 def _lowest(dtype):

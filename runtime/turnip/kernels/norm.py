@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import has_output, register
+from . import has_output, opt_input, register
 from ._common import is_float, norm_axis, up, write
 from ._fast import norm_rows_into, softmax_rows_into
 
@@ -127,45 +127,45 @@ def _norm_views(ctx, x, outputs, scale, bias, axis):
     return x.reshape(rows, cols), out.reshape(rows, cols), sc, bi, mean_out, inv_out
 
 
-@register("LayerNormalization")
-def layer_norm(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = inputs[0]
-    scale = inputs[1]
-    bias = inputs[2] if len(inputs) > 2 else None
-    axis = norm_axis(ctx.attr("axis", -1), x.ndim)
-    eps = float(ctx.attr("epsilon", 1e-5))
-    if _fast_norm(ctx, x, outputs, scale, bias, axis, eps, rms=False):
-        return
-    axes = tuple(range(axis, x.ndim))
-    xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
-    mean = xp.mean(xc, axis=axes, keepdims=True)
-    d = xc - mean
-    var = xp.mean(d * d, axis=axes, keepdims=True)
-    inv = 1.0 / xp.sqrt(var + eps)
-    y = d * inv * up(scale)
-    if bias is not None:
-        y = y + up(bias)
-    write(outputs[0], y)
-    if has_output(outputs, 1):
-        write(outputs[1], mean)
-    if has_output(outputs, 2):
-        write(outputs[2], inv)
+def _norm_family(rms: bool):
+    """LayerNormalization (or RMSNormalization: no centring, no bias) over axes [axis, ndim).
+
+    One kernel for both, as they read the same inputs and attributes and share the fast in-place path;
+    they differ only in the statistic (variance about the mean, or the mean square).
+    """
+
+    def kernel(ctx, inputs, outputs):
+        xp = ctx.xp
+        x, scale = inputs[0], inputs[1]
+        bias = None if rms else opt_input(inputs, 2)
+        axis = norm_axis(ctx.attr("axis", -1), x.ndim)
+        eps = float(ctx.attr("epsilon", 1e-5))
+        if _fast_norm(ctx, x, outputs, scale, bias, axis, eps, rms=rms):
+            return
+        axes = tuple(range(axis, x.ndim))
+        xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
+        if rms:
+            ms = xp.mean(xc * xc, axis=axes, keepdims=True)
+            write(outputs[0], xc * (1.0 / xp.sqrt(ms + eps)) * up(scale))
+            return
+        mean = xp.mean(xc, axis=axes, keepdims=True)
+        d = xc - mean
+        var = xp.mean(d * d, axis=axes, keepdims=True)
+        inv = 1.0 / xp.sqrt(var + eps)
+        y = d * inv * up(scale)
+        if bias is not None:
+            y = y + up(bias)
+        write(outputs[0], y)
+        if has_output(outputs, 1):
+            write(outputs[1], mean)
+        if has_output(outputs, 2):
+            write(outputs[2], inv)
+
+    return kernel
 
 
-@register("RMSNormalization")
-def rms_norm(ctx, inputs, outputs):
-    xp = ctx.xp
-    x, scale = inputs[0], inputs[1]
-    axis = norm_axis(ctx.attr("axis", -1), x.ndim)
-    eps = float(ctx.attr("epsilon", 1e-5))
-    if _fast_norm(ctx, x, outputs, scale, None, axis, eps, rms=True):
-        return
-    axes = tuple(range(axis, x.ndim))
-    xc = up(x) if int(ctx.attr("stash_type", 1)) == 1 else x
-    ms = xp.mean(xc * xc, axis=axes, keepdims=True)
-    y = xc * (1.0 / xp.sqrt(ms + eps)) * up(scale)
-    write(outputs[0], y)
+layer_norm = register("LayerNormalization")(_norm_family(rms=False))
+rms_norm = register("RMSNormalization")(_norm_family(rms=True))
 
 
 @register("InstanceNormalization")

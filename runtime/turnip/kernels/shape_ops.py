@@ -354,34 +354,38 @@ def one_hot(ctx, inputs, outputs):
     write(out, xp.where(pos == i, on, off))
 
 
-@register("DepthToSpace")
-def depth_to_space(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = inputs[0]
-    b = int(ctx.attr("blocksize"))
+#: (op, mode) -> the axis permutation of X's 6-D block view (see ``_block_view``) that gives Y.
+_BLOCK_PERMS = {
+    ("DepthToSpace", "DCR"): (0, 3, 4, 1, 5, 2),
+    ("DepthToSpace", "CRD"): (0, 1, 4, 2, 5, 3),
+    ("SpaceToDepth", "DCR"): (0, 3, 5, 1, 2, 4),
+    ("SpaceToDepth", "CRD"): (0, 1, 3, 5, 2, 4),
+}
+
+
+def _block_view(op, mode, x, b):
+    """X (N, C, H, W) as 6-D with the ``b`` x ``b`` blocks as axes of their own: depth blocks or spatial ones."""
     n, c, h, w = x.shape
-    mode = to_str(ctx.attr("mode", "DCR"))
+    if op == "SpaceToDepth":
+        return x.reshape(n, c, h // b, b, w // b, b)
     if mode == "DCR":
-        t = x.reshape(n, b, b, c // (b * b), h, w)
-        t = xp.transpose(t, (0, 3, 4, 1, 5, 2))
-    else:
-        t = x.reshape(n, c // (b * b), b, b, h, w)
-        t = xp.transpose(t, (0, 1, 4, 2, 5, 3))
-    write(outputs[0], t.reshape(outputs[0].shape))
+        return x.reshape(n, b, b, c // (b * b), h, w)
+    return x.reshape(n, c // (b * b), b, b, h, w)
 
 
-@register("SpaceToDepth")
-def space_to_depth(ctx, inputs, outputs):
-    xp = ctx.xp
-    x = inputs[0]
-    b = int(ctx.attr("blocksize"))
-    n, c, h, w = x.shape
-    t = x.reshape(n, c, h // b, b, w // b, b)
-    if to_str(ctx.attr("mode", "DCR")) == "CRD":
-        t = xp.transpose(t, (0, 1, 3, 5, 2, 4))
-    else:
-        t = xp.transpose(t, (0, 3, 5, 1, 2, 4))
-    write(outputs[0], t.reshape(outputs[0].shape))
+def _depth_space(op):
+    """DepthToSpace or SpaceToDepth: one rearrangement (a block view of X, permuted, in Y's shape), two directions."""
+
+    def kernel(ctx, inputs, outputs):
+        mode = "CRD" if to_str(ctx.attr("mode", "DCR")) == "CRD" else "DCR"
+        t = _block_view(op, mode, inputs[0], int(ctx.attr("blocksize")))
+        write(outputs[0], ctx.xp.transpose(t, _BLOCK_PERMS[(op, mode)]).reshape(outputs[0].shape))
+
+    return kernel
+
+
+depth_to_space = register("DepthToSpace")(_depth_space("DepthToSpace"))
+space_to_depth = register("SpaceToDepth")(_depth_space("SpaceToDepth"))
 
 
 @register("ReverseSequence")
