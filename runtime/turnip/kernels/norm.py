@@ -127,6 +127,13 @@ def _norm_views(ctx, x, outputs, scale, bias, axis):
     return x.reshape(rows, cols), out.reshape(rows, cols), sc, bi, mean_out, inv_out
 
 
+def _deviation(xp, xc, axes):
+    """(xc - mean, mean, variance) over ``axes`` (kept as size-1 axes): the statistics of every mean-variance norm."""
+    mean = xp.mean(xc, axis=axes, keepdims=True)
+    d = xc - mean
+    return d, mean, xp.mean(d * d, axis=axes, keepdims=True)
+
+
 def _norm_family(rms: bool):
     """LayerNormalization (or RMSNormalization: no centring, no bias) over axes [axis, ndim).
 
@@ -148,9 +155,7 @@ def _norm_family(rms: bool):
             ms = xp.mean(xc * xc, axis=axes, keepdims=True)
             write(outputs[0], xc * (1.0 / xp.sqrt(ms + eps)) * up(scale))
             return
-        mean = xp.mean(xc, axis=axes, keepdims=True)
-        d = xc - mean
-        var = xp.mean(d * d, axis=axes, keepdims=True)
+        d, mean, var = _deviation(xp, xc, axes)
         inv = 1.0 / xp.sqrt(var + eps)
         y = d * inv * up(scale)
         if bias is not None:
@@ -168,38 +173,29 @@ layer_norm = register("LayerNormalization")(_norm_family(rms=False))
 rms_norm = register("RMSNormalization")(_norm_family(rms=True))
 
 
+def _group_norm(xp, x, scale, bias, groups, eps):
+    """X (N, C, ...) normalized over each group of C/groups channels with its spatial axes, then scaled and shifted
+    per channel (scale of length C) or per group (length ``groups``, GroupNormalization before opset 21)."""
+    N, C = x.shape[:2]
+    d, _, var = _deviation(xp, up(x).reshape(N, groups, -1), 2)
+    y = d / xp.sqrt(var + eps)
+    rest = (1,) * (x.ndim - 2)
+    if scale.shape[0] == C:
+        return y.reshape(x.shape) * up(scale).reshape((1, C) + rest) + up(bias).reshape((1, C) + rest)
+    return (y * up(scale).reshape(1, groups, 1) + up(bias).reshape(1, groups, 1)).reshape(x.shape)
+
+
 @register("InstanceNormalization")
 def instance_norm(ctx, inputs, outputs):
-    xp = ctx.xp
+    """GroupNormalization with one channel per group, as the ONNX spec defines it."""
     x, scale, bias = inputs[:3]
-    eps = float(ctx.attr("epsilon", 1e-5))
-    xc = up(x)
-    axes = tuple(range(2, x.ndim))
-    mean = xp.mean(xc, axis=axes, keepdims=True)
-    d = xc - mean
-    var = xp.mean(d * d, axis=axes, keepdims=True)
-    shp = (1, -1) + (1,) * (x.ndim - 2)
-    write(outputs[0], d / xp.sqrt(var + eps) * up(scale).reshape(shp) + up(bias).reshape(shp))
+    write(outputs[0], _group_norm(ctx.xp, x, scale, bias, x.shape[1], float(ctx.attr("epsilon", 1e-5))))
 
 
 @register("GroupNormalization")
 def group_norm(ctx, inputs, outputs):
-    xp = ctx.xp
     x, scale, bias = inputs[:3]
-    eps = float(ctx.attr("epsilon", 1e-5))
-    G = int(ctx.attr("num_groups"))
-    N, C = x.shape[:2]
-    xc = up(x).reshape(N, G, -1)
-    mean = xp.mean(xc, axis=2, keepdims=True)
-    d = xc - mean
-    var = xp.mean(d * d, axis=2, keepdims=True)
-    y = d / xp.sqrt(var + eps)
-    rest = (1,) * (x.ndim - 2)
-    if scale.shape[0] == C:  # opset 21: per channel
-        y = y.reshape(x.shape) * up(scale).reshape((1, C) + rest) + up(bias).reshape((1, C) + rest)
-    else:  # opset 18: one scale/bias per group
-        y = (y * up(scale).reshape(1, G, 1) + up(bias).reshape(1, G, 1)).reshape(x.shape)
-    write(outputs[0], y.reshape(x.shape))
+    write(outputs[0], _group_norm(ctx.xp, x, scale, bias, int(ctx.attr("num_groups")), float(ctx.attr("epsilon", 1e-5))))
 
 
 @register("LpNormalization")
@@ -220,7 +216,5 @@ def mvn(ctx, inputs, outputs):
     xp = ctx.xp
     x = up(inputs[0])
     axes = tuple(norm_axis(a, x.ndim) for a in ctx.attr("axes", [0, 2, 3]))
-    mean = xp.mean(x, axis=axes, keepdims=True)
-    d = x - mean
-    var = xp.mean(d * d, axis=axes, keepdims=True)
+    d, _, var = _deviation(xp, x, axes)
     write(outputs[0], d / (xp.sqrt(var) + 1e-9))
