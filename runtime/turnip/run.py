@@ -352,6 +352,25 @@ class LoadedPlan:
         timeline.sort(key=lambda e: e.start)
         return timeline, moved
 
+    def run_stats(self, ex: ExecStats, wall_s: list[float]) -> RunStats:
+        """The figures of ``len(wall_s)`` runs of this plan, ``ex`` the last: the one place a RunStats is made."""
+        timeline, moved = self.timeline(ex)
+        return RunStats(
+            backend=self.backend.name,
+            order=self.order,
+            seed=self.seed,
+            repeat=len(wall_s),
+            nodes=len(self.plan.nodes),
+            nodes_run=ex.nodes_run,
+            wall_s=wall_s,
+            load_s=self.load_s,
+            bytes_reloaded=moved[RELOAD],
+            bytes_offloaded=moved[OFFLOAD],
+            bytes_moved=moved[MOVE],
+            fallback_nodes=list(self.backend.fallback_nodes),
+            timeline=timeline,
+        )
+
     # -- lifetime ------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -552,27 +571,11 @@ def run_plan(
             walls.append(time.perf_counter() - t_run)
         assert ex is not None
         outputs = lp.outputs()
-        timeline, moved = lp.timeline(ex)
-        be = lp.backend
-        stats = RunStats(
-            backend=be.name,
-            order=order,
-            seed=seed,
-            repeat=repeat,
-            nodes=n,
-            nodes_run=ex.nodes_run,
-            wall_s=walls,
-            load_s=lp.load_s,
-            bytes_reloaded=moved[RELOAD],
-            bytes_offloaded=moved[OFFLOAD],
-            bytes_moved=moved[MOVE],
-            fallback_nodes=list(be.fallback_nodes),
-            timeline=timeline,
-        )
+        stats = lp.run_stats(ex, walls)
         if trace is not None:
             from .trace import write_trace
 
-            write_trace(trace, timeline, backend=be.name)
+            write_trace(trace, stats.timeline, backend=stats.backend)
         return RunResult(outputs, stats)
 
 

@@ -164,25 +164,7 @@ class Session:
         return out
 
     def _stats(self, ex: ExecStats, wall: float) -> RunStats:
-        lp = self._loaded
-        timeline, moved = lp.timeline(ex)
-        from .plan import MOVE, OFFLOAD, RELOAD
-
-        return RunStats(
-            backend=lp.backend.name,
-            order=lp.order,
-            seed=lp.seed,
-            repeat=1,
-            nodes=len(self.plan.nodes),
-            nodes_run=ex.nodes_run,
-            wall_s=[wall],
-            load_s=lp.load_s,
-            bytes_reloaded=moved[RELOAD],
-            bytes_offloaded=moved[OFFLOAD],
-            bytes_moved=moved[MOVE],
-            fallback_nodes=list(lp.backend.fallback_nodes),
-            timeline=timeline,
-        )
+        return self._loaded.run_stats(ex, [wall])
 
     def generate(
         self,
