@@ -356,6 +356,19 @@ class _Builder:
         self.report.assembles.append(s)
         return name
 
+    def input_blocks(self, task: Task, in_axes: list[int | None], p: Partition) -> list[list[str] | None]:
+        """Per input of ``task`` split in ``p``: None where omitted, the whole value once per block where its axis
+        is None, else its blocks along its axis (the inputs of every blockwise copy of a task)."""
+        out: list[list[str] | None] = []
+        for nm, ax in zip(task.inputs, in_axes, strict=True):
+            if nm is None:
+                out.append(None)
+            elif ax is None:
+                out.append([self.get_whole(nm)] * len(p.bounds))
+            else:
+                out.append(self.get_blocks(nm, Partition(ax, p.bounds)))
+        return out
+
     def get_blocks(self, name: str, p: Partition) -> list[str]:
         if self.values[name].storage in self.lazy:  # fresh blocks for every consumer, never cached
             fresh = generator_blocks(self, name, p)
@@ -629,14 +642,7 @@ class _Builder:
             if kind == "reduce":
                 self.emit_reduce(task, p, in_axes)
                 continue
-            in_blocks: list[list[str] | None] = []
-            for nm, ax in zip(task.inputs, in_axes, strict=True):
-                if nm is None:
-                    in_blocks.append(None)
-                elif ax is None:
-                    in_blocks.append([self.get_whole(nm)] * len(p.bounds))
-                else:
-                    in_blocks.append(self.get_blocks(nm, Partition(ax, p.bounds)))
+            in_blocks = self.input_blocks(task, in_axes, p)
             out_blocks: list[list[str] | None] = []
             for nm, ax in zip(task.outputs, out_axes, strict=True):
                 if nm is None:

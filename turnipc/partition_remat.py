@@ -61,7 +61,7 @@ def is_generator(b: _Builder, task: Task) -> bool:
 
 def generator_blocks(b: _Builder, name: str, p: Partition) -> list[str] | None:
     """Fresh blocks of generated value ``name`` in partition ``p`` (None: no exact blockwise rule)."""
-    from .partition import Partition, _alias_axis, split_rule
+    from .partition import _alias_axis, split_rule
 
     v = b.values[name]
     s = v.storage
@@ -77,14 +77,7 @@ def generator_blocks(b: _Builder, name: str, p: Partition) -> list[str] | None:
     if rule is None or rule[1] != [j]:
         return None
     in_axes = rule[0]
-    in_blocks: list[list[str] | None] = []
-    for nm, ax in zip(task.inputs, in_axes, strict=True):
-        if nm is None:
-            in_blocks.append(None)
-        elif ax is None:
-            in_blocks.append([b.get_whole(nm)] * len(p.bounds))
-        else:
-            in_blocks.append(b.get_blocks(nm, Partition(ax, p.bounds)))
+    in_blocks = b.input_blocks(task, in_axes, p)
     out = []
     for i, (lo, hi) in enumerate(p.bounds):
         bn = b.fresh(f"{s}#{j}.{i}")
