@@ -79,14 +79,20 @@ class Layouts:
 SEARCH_EFFORT = 1.0
 
 
-def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None,
-                     progress: Progress | None = None) -> Layouts:
-    """Give every occupant an offset in its memory (one arena per device, one host region)."""
+def buffers_by_device(res: Residency) -> dict[int, list[Buffer]]:
+    """The layout problem of a residency: each device's occupants as buffers (id, lifetime in events, size)."""
     n = len(res.events)
     by_dev: dict[int, list[Buffer]] = {}
     for o in res.occupants:
         lo, hi = o.lifetime(n)
         by_dev.setdefault(o.device, []).append(Buffer(str(o.id), lo, hi, o.size))
+    return by_dev
+
+
+def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None,
+                     progress: Progress | None = None) -> Layouts:
+    """Give every occupant an offset in its memory (one arena per device, one host region)."""
+    by_dev = buffers_by_device(res)
     offsets: dict[int, int] = {}
     arena: dict[int, int] = {}
     lower: dict[int, int] = {}
@@ -223,11 +229,7 @@ def _hoisted(graph, order, device_of, eff: list[int], caps: list[int], res: Resi
         return res, lay
     res2 = simulate(graph, order, device_of, eff, prefetch=True, hoist_to=hoist, state=state)
     offsets = remap_offsets(res, res2, {**lay.offsets, **moved})
-    n = len(res2.events)
-    by_dev: dict[int, list[Buffer]] = {}
-    for o in res2.occupants:
-        lo, hi = o.lifetime(n)
-        by_dev.setdefault(o.device, []).append(Buffer(str(o.id), lo, hi, o.size))
+    by_dev = buffers_by_device(res2)
     arena: dict[int, int] = {}
     lower: dict[int, int] = {}
     for dev in sorted(by_dev):
