@@ -67,3 +67,25 @@ def test_queues_one_per_device_and_kind():
     queues, of = assign_queues(nodes, sort=True)
     assert queues == [(0, "compute"), (0, "d2h"), (1, "compute"), (1, "h2d"), (1, "peer")] and of == [3, 0, 4, 2, 1]
     assert nodes[2].kind is NodeKind.MOVE
+
+
+def test_the_plan_check_orders_nodes_with_the_same_graph():
+    """turnip.plancheck (what `turnipc verify` and every run check) takes its order from DependencyGraph."""
+    import dataclasses
+
+    from hand_plans import make_identity_chain
+    from turnip.errors import PlanCheckError
+    from turnip.plancheck import check_plan, topological_order
+
+    plan = make_identity_chain(4)
+    # node 3 also waits on node 0 (listed twice): still 0, 1, 2, 3
+    nodes = [dataclasses.replace(plan.nodes[3], deps=(2, 0, 0)) if nd.id == 3 else nd for nd in plan.nodes]
+    plan = dataclasses.replace(plan, nodes=nodes)
+    assert topological_order(plan) == DependencyGraph([nd.deps for nd in plan.nodes]).topological_order() == [0, 1, 2, 3]
+    check_plan(plan)
+    cyclic = dataclasses.replace(plan, nodes=[dataclasses.replace(nd, deps=(3,)) if nd.id == 1 else nd for nd in plan.nodes])
+    with pytest.raises(PlanCheckError, match=r"dependency cycle through node 1 \(Identity 'id1'\)"):
+        topological_order(cyclic)
+    missing = dataclasses.replace(plan, nodes=[dataclasses.replace(nd, deps=(9,)) if nd.id == 2 else nd for nd in plan.nodes])
+    with pytest.raises(PlanCheckError, match=r"node 2 \(Identity 'id2'\) depends on missing node 9"):
+        topological_order(missing)

@@ -1,7 +1,8 @@
 """The dependency graph of a plan's nodes, built and checked once.
 
-The executor, the simulator, the priorities and (through
-:class:`DependencyGraph`) the compiler's task order all need the same
+The executor, the simulator, the priorities and, through
+:class:`DependencyGraph`, the plan check (`turnipc verify`, and the check
+before every run) and the compiler's task order all need the same
 things from a list of nodes with dependencies: where each node id sits, who
 waits on whom, how many distinct dependencies each node has, and whether
 the whole is acyclic. Building that in one place means one set of checks

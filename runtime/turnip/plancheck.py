@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import heapq
 from dataclasses import dataclass, field
 
 from .cache import is_sha256
 from .errors import PlanCheckError
+from .graph import DependencyGraph
 from .plan import COMPUTE, DEFAULT_ALIGNMENT, GPU, HOST, MOVE, OFFLOAD, RELOAD, Loc, Plan
 
 __all__ = ["MIN_ALIGNMENT", "PLACED", "CheckReport", "PlanCheckError", "check_plan", "topological_order"]
@@ -78,29 +78,21 @@ def _nbytes(plan: Plan, loc: Loc) -> int:
 
 
 def topological_order(plan: Plan) -> list[int]:
+    """Node ids (dense: ``check_plan`` made them positions) in a dependency-respecting order, smallest ready first.
+
+    The order is the runtime's own :class:`turnip.graph.DependencyGraph` order (one graph for the executor, the
+    simulator, the priorities and this check); only the messages are the check's.
+    """
     n = len(plan.nodes)
-    indeg = [0] * n
-    succ: list[list[int]] = [[] for _ in range(n)]
     for node in plan.nodes:
         for d in node.deps:
             if not 0 <= d < n:
                 raise PlanCheckError(f"{_node_label(plan, node.id)} depends on missing node {d}")
-            indeg[node.id] += 1
-            succ[d].append(node.id)
-    heap = [i for i in range(n) if indeg[i] == 0]
-    heapq.heapify(heap)
-    order = []
-    while heap:
-        i = heapq.heappop(heap)
-        order.append(i)
-        for j in succ[i]:
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                heapq.heappush(heap, j)
-    if len(order) != n:
-        stuck = min(i for i in range(n) if indeg[i] > 0)
-        raise PlanCheckError(f"dependency cycle through {_node_label(plan, stuck)}")
-    return order
+    graph = DependencyGraph([node.deps for node in plan.nodes])
+    try:
+        return graph.topological_order()
+    except ValueError:
+        raise PlanCheckError(f"dependency cycle through {_node_label(plan, min(graph.unreachable()))}") from None
 
 
 def check_plan(plan: Plan, data: bool = True) -> CheckReport:
