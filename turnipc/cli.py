@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import click
-from turnip.cli_errors import ErrorHandlingGroup, fail, mark_json, verbose_option
+from turnip.cli_errors import ErrorHandlingGroup, fail, json_option, verbose_option
 from turnip.errors import ExitCode
 
 from . import __version__
@@ -86,7 +86,7 @@ def main() -> None:
                    "beside it as NAME.prefill.plan (batch: --dim, default 1).")
 @click.option("--prefill-model", "prefill_model", type=click.Path(dir_okay=False), default=None,
               help="With --decode and a past/present decoder: its prompt graph (optimum's decoder_model.onnx).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan summary as JSON.")
+@json_option("Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
@@ -128,7 +128,6 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     if solver == "cpsat":
         require("ortools", "compiler", "--solver cpsat")  # MissingDependencyError: one line with the pip command
     say = _progress(quiet or as_json)
-    mark_json(as_json)
     try:
         budgets = parse_budgets(gpu_mem, gpus)
     except (ValueError, OverflowError) as e:
@@ -197,7 +196,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
 
 @main.command("verify")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 def verify_cmd(plan_path: str, as_json: bool) -> None:
     """Prove PLAN safe: within budget, every conflicting pair ordered, every read sees its producer's data.
 
@@ -208,7 +207,6 @@ def verify_cmd(plan_path: str, as_json: bool) -> None:
 
     from .verify import VerifyError, verify_plan
 
-    mark_json(as_json)
     plan = read_plan(plan_path)  # unreadable: PlanFormatError, one line, exit 2
     try:
         rep = verify_plan(plan)
@@ -231,7 +229,7 @@ def verify_cmd(plan_path: str, as_json: bool) -> None:
 
 @main.command("inspect")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary (keys documented in docs/cli.md).")
+@json_option("Machine-readable summary (keys documented in docs/cli.md).")
 @click.option("--top", default=10, show_default=True, help="How many of the largest tensors to list.")
 @inspect_plot_options
 def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, plot_html: str | None) -> None:
@@ -247,7 +245,6 @@ def inspect_cmd(plan_path: str, as_json: bool, top: int, plot_png: str | None, p
 
     from .summary import summary_obj, summary_text
 
-    mark_json(as_json)
     plan = read_plan(plan_path)  # unreadable: PlanFormatError, one line, exit 2
     if plot_png:
         require("matplotlib", "plot", "--plot")  # MissingDependencyError: one line with the pip command

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import click
+from turnip.cli_errors import ErrorHandlingCommand, fail, json_option
 from turnip.plan import QueueKind
 
 QUEUE_COLORS: dict[str, str] = {QueueKind.COMPUTE: "#4C72B0", QueueKind.H2D: "#DD8452", QueueKind.D2H: "#55A868", QueueKind.PEER: "#8172B3"}
@@ -90,15 +90,10 @@ def plot_timelines(traces: list[tuple[str, dict[str, Any]]], png: str) -> None:
     plt.close(fig)
 
 
-def _fail(msg: str) -> NoReturn:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
-
-
-@click.command("timeline", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("timeline", cls=ErrorHandlingCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--png", "png", required=True, type=click.Path(dir_okay=False), help="Picture to write.")
-@click.option("--json", "as_json", is_flag=True, help="Also print per-trace makespan and queue busy times as JSON.")
+@json_option("Also print per-trace makespan and queue busy times as JSON.")
 def timeline_cmd(traces: tuple[str, ...], png: str, as_json: bool) -> None:
     """Draw Chrome TRACES (real `turnip-run --trace` and simulated `turnipc simulate --trace`) as one PNG.
 
@@ -115,7 +110,7 @@ def timeline_cmd(traces: tuple[str, ...], png: str, as_json: bool) -> None:
         try:
             loaded.append((os.path.basename(p), read_trace(p)))
         except (OSError, ValueError) as e:
-            _fail(f"cannot read trace {p}: {e}")
+            fail(f"cannot read trace {p}: {e}")
     plot_timelines(loaded, png)
     if as_json:
         click.echo(json.dumps([

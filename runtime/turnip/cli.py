@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from .backends import BACKENDS
-from .cli_errors import ErrorHandlingCommand, mark_json, verbosity_options
+from .cli_errors import ErrorHandlingCommand, json_option, verbosity_options
 from .errors import TurnipError
 from .executor import ORDERS
 from .plan import read_plan, resolve_model_path
@@ -127,7 +127,7 @@ class _Progress:
 @click.option(
     "--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome trace (chrome://tracing, Perfetto) of the last run."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (outputs, check, stats) instead of text.")
+@json_option("Print one JSON object (outputs, check, stats) instead of text.")
 @click.option("--no-verify-weights", "no_verify_weights", is_flag=True,
               help="Skip checking the model's weight files against the sizes and hashes the plan recorded (you vouch for them).")
 @click.option("--generate", "generate_n", type=click.IntRange(min=1), metavar="N",
@@ -148,7 +148,6 @@ def main(**options: Any) -> None:
     (dependencies order every hazard, locations in bounds and aligned, devices and
     budgets), and the weights against the hashes the plan recorded.
     """
-    mark_json(options["as_json"])  # errors then also print {"error": ...} on stdout
     sys.exit(_main(plan_path=options.pop("plan"), **options))
 
 

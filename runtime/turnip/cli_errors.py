@@ -23,7 +23,7 @@ import json
 import signal
 import sys
 import traceback
-from typing import Any, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 
@@ -63,6 +63,19 @@ def _set_meta(key: str, value: Any) -> None:
 def mark_json(enabled: bool = True) -> None:
     """The running command prints JSON: errors also go to stdout as ``{"error": ...}``."""
     _set_meta(_JSON, bool(enabled))
+
+
+def json_option(help: str) -> Callable[[Any], Any]:
+    """``--json`` (parameter ``as_json``) for every command that has it: one definition, and the one place that marks
+    the command as printing JSON (:func:`mark_json`), before any other option is read, so that even an error in an
+    option's value reaches stdout as ``{"error": ...}``."""
+
+    def cb(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta[_JSON] = True
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=cb, help=help)
 
 
 def verbose_option(f: Any) -> Any:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from turnip.cli_errors import json_option
 
 from .compare import EXIT_UNREADABLE, diff_plans
 from .metrics import Threshold, parse_threshold
@@ -63,7 +64,7 @@ def _device_cb(ctx: click.Context, param: click.Parameter, value: str) -> str | 
 @_threshold_option("max-makespan-increase", "a time (20ms)", "the simulated makespan")
 @click.option("--device", default="h100", show_default=True, metavar="PROFILE", callback=_device_cb,
               help="Simulator device profile for the makespan line; 'none' to skip the simulation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys below).")
+@json_option("Print one JSON object (keys below).")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print a GitHub-flavoured Markdown report (for a PR comment).")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(0), help="Tensors listed per category (text/Markdown).")
 def diff_cmd(old_path: str, new_path: str, max_peak_increase: Threshold | None, max_transfer_increase: Threshold | None,

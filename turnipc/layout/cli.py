@@ -8,6 +8,7 @@ import sys
 import time
 
 import click
+from turnip.cli_errors import ErrorHandlingCommand, fail, json_option
 
 from . import DEFAULT_EFFORT, SOLVERS, check_layout, read_csv, solve_layout, write_csv
 from .csvio import LayoutInputError
@@ -41,7 +42,7 @@ def _parse_bytes(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a byte count: give {FORMS}, e.g. 1048576 or 1MiB") from None
 
 
-@click.command("layout", epilog=EPILOG)
+@click.command("layout", cls=ErrorHandlingCommand, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--capacity", callback=_parse_bytes, metavar="BYTES",
               help="Arena capacity to fit in (integer, or with KiB/MiB/GiB suffix). Exit 1 if not met.")
@@ -58,7 +59,7 @@ def _parse_bytes(ctx, param, value):
                    "every machine. Wall time per unit varies by instance.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write offsets as CSV: the input columns plus 'offset'.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@json_option("Print one JSON object instead of a table.")
 def layout(file, capacity, solver, effort, output, as_json):
     """Give every buffer of FILE an offset in one arena.
 
@@ -70,8 +71,7 @@ def layout(file, capacity, solver, effort, output, as_json):
     try:
         buffers = read_csv(file)
     except LayoutInputError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        fail(str(e))
     start = time.perf_counter()
     progress = None
     bar = None

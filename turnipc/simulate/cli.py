@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from typing import NoReturn
 
 import click
+from turnip.cli_errors import ErrorHandlingCommand, fail, json_option
 
 from .profiles import UnknownDeviceError, get_profile
 from .sim import JITTER_DISTS, ORDERS, SimResult, SimulationError, queue_label
 from .sim import simulate as run_simulation
-
-
-def _fail(msg: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
 
 
 def _fmt_s(s: float) -> str:
@@ -47,7 +41,7 @@ def _print_human(r: SimResult, path: str) -> None:
     Console().print(t)
 
 
-@click.command("simulate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("simulate", cls=ErrorHandlingCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("plan_path", metavar="[PLAN]", type=click.Path(dir_okay=False), required=False)
 @click.option("--device", default=None,
               help="Device profile: h100-sxm, h100-pcie, a100-40gb, a100-80gb, l4, t4, a6000, rtx4090, cpu (aliases: h100, a100, ...). "
@@ -61,7 +55,7 @@ def _print_human(r: SimResult, path: str) -> None:
               help="Distribution of the jitter factor (both have mean 1).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the jitter draw.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace JSON here.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@json_option("Print one JSON object instead of the table.")
 @click.option("--decode", "decode_model", metavar="SHAPE", default=None,
               help="Instead of a plan: predict prefill / decode tokens per second of a decoder SHAPE (opt-30b, llama-2-7b, "
                    "llama-2-70b, ...) with weights and KV cache offloaded (turnipc/simulate/decode.py).")
@@ -98,37 +92,37 @@ def simulate_cmd(plan_path: str | None, device: str | None, order: str, jitter: 
 
     if decode_model is not None:
         if plan_path is not None:
-            _fail(f"--decode predicts from a model shape, not a plan: drop {plan_path!r} (or drop --decode to simulate the plan)")
+            fail(f"--decode predicts from a model shape, not a plan: drop {plan_path!r} (or drop --decode to simulate the plan)")
         _simulate_decode(decode_model, device or "t4", gpu_mem, host_mem, prompt, new_tokens, batch, cache_on_gpu, as_json)
         return
     if plan_path is None:
-        _fail("give a PLAN to simulate, or --decode SHAPE for a decoder's predicted tokens/s (e.g. --decode opt-30b)")
+        fail("give a PLAN to simulate, or --decode SHAPE for a decoder's predicted tokens/s (e.g. --decode opt-30b)")
     if gpu_mem or host_mem or batch or cache_on_gpu:
-        _fail("--gpu-mem, --host-mem, --batch and --cache-on-gpu go with --decode; a plan already has its budget")
+        fail("--gpu-mem, --host-mem, --batch and --cache-on-gpu go with --decode; a plan already has its budget")
     device = device or "h100"
     try:
         prof = get_profile(device)
     except UnknownDeviceError as e:
-        _fail(str(e))
+        fail(str(e))
     if jitter_dist == "uniform" and jitter >= 1:
-        _fail(f"--jitter {jitter:g} is too large for uniform jitter (durations would reach zero); use < 1 or --jitter-dist lognormal")
+        fail(f"--jitter {jitter:g} is too large for uniform jitter (durations would reach zero); use < 1 or --jitter-dist lognormal")
     try:
         plan = read_plan(plan_path)
     except PlanFormatError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         r = run_simulation(plan, prof, order=order, jitter=jitter, seed=seed, jitter_dist=jitter_dist)
     except SimulationError as e:
-        _fail(str(e))
+        fail(str(e))
     except (KeyError, IndexError, TypeError, AttributeError) as e:
-        _fail(f"plan file is malformed ({type(e).__name__}: {e}); re-plan the model with `turnipc plan`")
+        fail(f"plan file is malformed ({type(e).__name__}: {e}); re-plan the model with `turnipc plan`")
     if trace_path:
         from .trace import write_sim_trace
 
         try:
             write_sim_trace(trace_path, plan, r)
         except OSError as e:
-            _fail(f"cannot write trace {trace_path!r}: {e.strerror}")
+            fail(f"cannot write trace {trace_path!r}: {e.strerror}")
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
     else:
@@ -144,7 +138,7 @@ def _simulate_decode(model: str, device: str, gpu_mem: str | None, host_mem: str
     try:
         r, gpu, host = decode_report(model, device, gpu_mem, host_mem, prompt, new_tokens, batch, cache_on_gpu)
     except DecodeCliError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
     else:
