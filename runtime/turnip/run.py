@@ -25,7 +25,7 @@ from .errors import TurnipError
 from .executor import ORDERS, ExecStats, Executor
 from .graph import copy_label, describe_node
 from .outblocks import assemble_output, graph_outputs
-from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, read_plan
+from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, TensorKind, read_plan
 from .queues import QUEUE_OF_KIND, dynamic_priorities
 from .trace import TimelineEvent
 from .weights import InitialData, _FileRange, validate_feeds, write_source
@@ -414,7 +414,7 @@ def _shared_weights(other: "LoadedPlan | None", plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p, src, again in other._placements:
         t = other.plan.tensors[p.tensor]
-        if src is None or t.kind != "weight" or t.block is not None or t.name in out:
+        if src is None or t.kind != TensorKind.WEIGHT or t.block is not None or t.name in out:
             continue
         if isinstance(src, np.ndarray):
             out[t.name] = src
