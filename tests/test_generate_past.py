@@ -138,6 +138,22 @@ def test_cli_past_present_with_prefill_model():
     assert [[int(x) for x in row] for row in rows] == expected[:, :4].tolist()
 
 
+def test_cli_past_buckets():
+    prompt, expected = _expected("llama")
+    base = [_past("llama"), "--gpu-mem", "100%", "--generate", "8", "--input-ids", _ids(prompt), "--backend", "numpy", "--json"]
+    r = CliRunner().invoke(run_main, [*base, "--past-buckets", "40,12"])
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["new_token_ids"] == expected[:, :8].tolist() and obj["buckets"] == [12, 40] and obj["cache_is_state"]  # pasts 8-11, 12-14
+    r = CliRunner().invoke(run_main, [*base, "--past-buckets", "none"])
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["new_token_ids"] == expected[:, :8].tolist() and obj["buckets"] == [] and obj["plans_loaded"] == 8
+    assert "not comma-separated integers" in _one_error(CliRunner().invoke(run_main, [*base, "--past-buckets", "16,x"]), 2)
+    static = [os.path.join(DEC, "llama_static.onnx"), *base[1:]]
+    assert "--past-buckets is for past/present" in _one_error(CliRunner().invoke(run_main, [*static, "--past-buckets", "16"]), 2)
+
+
 def _one_error(r, code: int) -> str:
     assert r.exit_code == code, (r.exit_code, r.output)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
