@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -213,8 +214,8 @@ def speed_part(lines, data, dec):
               "written back per token; without state (`auto_state=False`) a cache input the plan reuses is held on the host "
               "and fed whole. onnxruntime: `turnip.generate.OrtRunner` on "
               "the same graph, the loop feeding the whole cache every step. Decode tok/s = batch x 31 / time of the 31 "
-              f"decode steps (the first new token comes from the prompt pass). NumPy backend; {threads}; same process, "
-              "one after the other; best of 3. Wall-clock rates on a shared 2-core machine: compare within a row (same moment), "
+              f"decode steps (the first new token comes from the prompt pass). NumPy backend; {threads}; side by side in "
+              "one process: 3 rounds of (onnxruntime generation, Session generation), best of 3 each. Wall-clock rates on a shared 2-core machine: compare within a row (same moment), "
               "not across rows or runs.", "",
               "| model | batch | budget | state | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
               "cache kept / fed | cache bytes copied per token (of the whole cache) | cache bytes refilled per token | "
@@ -229,12 +230,11 @@ def speed_part(lines, data, dec):
             for batch in (1, 8):
                 prompt = np.random.default_rng(batch).integers(1, 256, (batch, 8))
                 ref = generate(ort_runner, sig, prompt, NEW)
-                o = max(generate(ort_runner, sig, prompt, NEW).decode_tokens_per_s() for _ in range(3))
                 for budget in ("100%", "25%"):
                     for state in (True, False):
                         plan = turnipc.plan(path, gpu_mem=budget, dims={"batch": batch, "seq": 1}, auto_state=state)
                         with turnip.Session(plan, model=path, backend="numpy") as s:
-                            outs = [s.generate(prompt, NEW) for _ in range(3)]
+                            o, outs = _side_by_side(partial(_ort_rate, ort_runner, sig, prompt, None), partial(s.generate, prompt, NEW))
                         st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
                         same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
                         t = st.decode_tokens_per_s
@@ -265,6 +265,22 @@ def speed_part(lines, data, dec):
               "cache bytes copied for the prompt (prefill plan) |", "|---|---|---|---|---|---|", *prefill_rows, ""]
 
 
+def _ort_rate(runner, sig, prompt, prefill):
+    """Decode tokens/s of one onnxruntime generation (the same loop, the cache fed whole each step)."""
+    from turnip.generate import generate
+
+    return generate(runner, sig, prompt, NEW, prefill_runner=prefill).decode_tokens_per_s()
+
+
+def _side_by_side(ort_rate, turnip_generate, rounds=3):
+    """``rounds`` x (onnxruntime decode tok/s, a Session generation), interleaved: (best onnxruntime rate, the generations)."""
+    rates, outs = [], []
+    for _ in range(rounds):
+        rates.append(ort_rate())
+        outs.append(turnip_generate())
+    return max(rates), outs
+
+
 def past_speed_part(lines, data, dec, one_thread):
     """Past/present decoders: Session.generate (past-length bucket plans, prompt graph as prefill) vs onnxruntime's loop."""
     import numpy as np
@@ -277,17 +293,20 @@ def past_speed_part(lines, data, dec, one_thread):
 
     lines += ["### Past/present decoders (past-length bucket plans; prompt graph as `prefill=`)", "",
               "Decode steps run on bucket plans of capacity 16, 32 and 64 (the past padded and masked, "
-              "turnip/generate_bucket.py), each loaded once per generation with the session plan's weights and "
-              "the cache kept in it as state (one position written per token; [0, past) copied once per bucket "
-              "move). The bucket plans are planned by the first generation (cached); the timed ones load them, "
-              "and that load time is inside the decode time (column \"loads\"). The prompt plan is made at the "
-              "same budget, or at `min` where that budget is below its minimum. onnxruntime: the same "
-              "decoder_with_past + prompt graph pair in `OrtRunner`s, feeding the whole past each step (the "
-              "convention). Same process, one after the other, 1 thread each; best of 3. The previous run of this "
-              "bench (one plan per past length) gave ratios 0.006-0.028.", "",
-              "| model | batch | budget | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
-              "plans loaded (buckets) | loads s per generation | cache bytes copied per token (of the whole cache) | "
-              "weight file bytes read (session plan's own) | same ids |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "turnip/generate_bucket.py), with the session plan's weights and the cache kept in them as state "
+              "(one position written per token; [0, past) copied once per bucket move). \"kept\": the session "
+              "keeps its bucket plans loaded between generate calls (the default on the CPU backend); \"per "
+              "generation\": each bucket plan is loaded when first needed and closed when the next is loaded "
+              "(the default on a GPU, where each loaded plan has its own arena), its load time inside the decode "
+              "time (column \"loads\"). A first generation plans the buckets (plan cache) before timing. The prompt "
+              "plan is made at the same budget, or at `min` where that budget is below its minimum. onnxruntime: "
+              "the same decoder_with_past + prompt graph pair in `OrtRunner`s, feeding the whole past each step (the "
+              "convention). Side by side: 3 rounds of (onnxruntime generation, Session generation) in one process, "
+              "1 thread each, best of 3 each. The previous run of this bench (one plan per past length) gave ratios "
+              "0.006-0.028.", "",
+              "| model | batch | budget | bucket plans | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
+              "plans used (buckets) | loads s per generation | cache bytes copied per token (of the whole cache) | "
+              "weight file bytes read (session plans' own) | same ids |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     load_s = [0.0]
     original_init = turnip_run.LoadedPlan.__init__
 
@@ -310,27 +329,29 @@ def past_speed_part(lines, data, dec, one_thread):
                         pplan = turnipc.plan(pre_path, gpu_mem=budget, dims={"batch": batch, "seq": 8})
                     except BudgetError:  # the prompt graph's logits [batch, 8, vocab] need more at batch 8
                         pplan = turnipc.plan(pre_path, gpu_mem="min", dims={"batch": batch, "seq": 8})
-                    with turnip.Session(plan, model=path, backend="numpy") as s, turnip.Session(pplan, model=pre_path, backend="numpy") as pre:
-                        s.generate(prompt, NEW, prefill=pre)  # plans the buckets (cached)
-                        o = max(generate(ort, sig, prompt, NEW, prefill_runner=ort_pre).decode_tokens_per_s() for _ in range(3))
-                        load_s[0] = 0.0
-                        turnip_run.LoadedPlan.__init__ = timed_init
-                        try:
-                            outs = [s.generate(prompt, NEW, prefill=pre) for _ in range(3)]
-                        finally:
-                            turnip_run.LoadedPlan.__init__ = original_init
-                        own = s.loaded.weight_file_bytes_read + pre.loaded.weight_file_bytes_read
-                    st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
-                    same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
-                    t = st.decode_tokens_per_s
-                    lines.append(f"| {model} | {batch} | {budget} | {o:,.0f} | {t:,.0f} | {t / o:.3f} | {st.plans_loaded} "
-                                 f"({', '.join(map(str, st.buckets))}) | {load_s[0] / 3:.3f} | "
-                                 f"{st.cache_bytes_copied_per_token:,.0f} ({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | "
-                                 f"{st.weight_file_bytes_read:,} ({own:,}) | {same} |")
-                    data.append(dict(model=model, batch=batch, budget=budget, convention="past_present", ort_decode_tok_s=o,
-                                     turnip_decode_tok_s=t, ratio=t / o, identical=same, load_s_per_generation=load_s[0] / 3,
-                                     **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
-                    print(lines[-1], flush=True)
+                    for keep in (True, False):
+                        with turnip.Session(plan, model=path, backend="numpy") as s, \
+                                turnip.Session(pplan, model=pre_path, backend="numpy") as pre:
+                            s.generate(prompt, NEW, prefill=pre, keep_plans=keep)  # plans the buckets (cached), loads the kept ones
+                            load_s[0] = 0.0
+                            turnip_run.LoadedPlan.__init__ = timed_init
+                            try:
+                                o, outs = _side_by_side(partial(_ort_rate, ort, sig, prompt, ort_pre),
+                                                        partial(s.generate, prompt, NEW, prefill=pre, keep_plans=keep))
+                            finally:
+                                turnip_run.LoadedPlan.__init__ = original_init
+                            own = s.loaded.weight_file_bytes_read + pre.loaded.weight_file_bytes_read
+                        st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
+                        same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
+                        t = st.decode_tokens_per_s
+                        lines.append(f"| {model} | {batch} | {budget} | {'kept' if keep else 'per generation'} | {o:,.0f} | {t:,.0f} | {t / o:.3f} | "
+                                     f"{st.plans_loaded} ({', '.join(map(str, st.buckets))}) | {load_s[0] / len(outs):.3f} | "
+                                     f"{st.cache_bytes_copied_per_token:,.0f} ({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | "
+                                     f"{st.weight_file_bytes_read:,} ({own:,}) | {same} |")
+                        data.append(dict(model=model, batch=batch, budget=budget, convention="past_present", bucket_plans_kept=keep,
+                                         ort_decode_tok_s=o, turnip_decode_tok_s=t, ratio=t / o, identical=same,
+                                         load_s_per_generation=load_s[0] / len(outs), **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
+                        print(lines[-1], flush=True)
     lines.append("")
 
 

@@ -96,6 +96,26 @@ def test_past_present_random_orders(model):
             np.testing.assert_array_equal(s.generate(prompt, 32, prefill=pre).new_token_ids, expected)
 
 
+def test_bucket_plans_kept_between_calls_or_loaded_per_call():
+    prompt, expected = _expected("gpt2")
+    n = prompt.shape[1]
+    plan = turnipc.plan(_past("gpt2"), gpu_mem="25%", dims={"batch": 2, "seq": n, "past": 0}, solver="greedy")
+    wpe = _weight_bytes(_past("gpt2"), "m.transformer.wpe.weight")
+    with turnip.Session(plan, backend="numpy") as s:
+        own = s.loaded.weight_file_bytes_read
+        first = s.generate(prompt, 32)  # the CPU backend keeps the bucket plans (host memory)
+        assert first.stats.weight_file_bytes_read == own + wpe and first.stats.weight_loads == 2
+        kept = dict(s._generate_plans)
+        assert sorted(k[1] for k in kept) == [16, 32, 64] and not any(lp.closed for lp in kept.values())
+        again = s.generate(prompt, 32)  # nothing loaded: the kept plans, their state refilled from this prompt
+        np.testing.assert_array_equal(again.new_token_ids, expected)
+        assert again.stats.weight_file_bytes_read == own and again.stats.weight_loads == 1 and again.stats.plans_loaded == 4
+        fresh = s.generate(prompt, 32, keep_plans=False)  # as on a GPU: each bucket plan loaded, closed at the next
+        np.testing.assert_array_equal(fresh.new_token_ids, expected)
+        assert fresh.stats.weight_loads == 2 and fresh.stats.weight_file_bytes_read == own + wpe
+    assert all(lp.closed for lp in kept.values())  # closed with the session
+
+
 def test_past_present_buckets_given_and_one_plan_per_length():
     prompt, expected = _expected("gpt2")
     n = prompt.shape[1]

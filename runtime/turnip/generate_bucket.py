@@ -258,6 +258,11 @@ def attention_bias(batch: int, past: int, capacity: int, seq: int, dtype: Any = 
     return bias
 
 
+#: Bucket plans read in this process, by masked model, original sha256, budget, dims, GPUs, solver, folder: a
+#: later generation takes them from here instead of decoding the cached plan file again (the disk cache keeps them across processes).
+_PLANS: dict[tuple[Any, ...], Plan] = {}
+_PLANS_KEPT = 64
+
 BucketPlanFor = Callable[[int, int], Plan]  # (batch, capacity) -> the masked decoder's seq-1 plan for that capacity
 
 
@@ -450,9 +455,18 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
     def plan_for(batch: int, capacity: int) -> Plan:
         dims = names.bind(base_dims, batch, 1, capacity)
         dims[KV_DIM] = capacity + 1
+        key = (masked, original_sha, gpu_mem, tuple(sorted(dims.items())), gpus, solver, folder)
+        got = _PLANS.get(key) if use_cache else None
+        if got is not None:
+            return got
         plan = plan_model(masked, gpu_mem, [f"{k}={v}" for k, v in sorted(dims.items())], (), gpus,
                           use_cache=use_cache, folder=folder, solver=solver).plan
         options = dict(plan.options, rewrite=REWRITE)
-        return dataclasses.replace(plan, model_path=os.path.abspath(model_path), model_sha256=original_sha, options=options)
+        plan = dataclasses.replace(plan, model_path=os.path.abspath(model_path), model_sha256=original_sha, options=options)
+        if use_cache:
+            if len(_PLANS) >= _PLANS_KEPT:
+                _PLANS.pop(next(iter(_PLANS)))
+            _PLANS[key] = plan
+        return plan
 
     return masked, plan_for

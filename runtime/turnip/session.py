@@ -82,6 +82,7 @@ class Session:
         self.plan_path = plan_path
         self._last: RunStats | None = None
         self._last_exec: tuple[ExecStats, float] | None = None  # made into RunStats when asked (last_stats)
+        self._generate_plans: dict[Any, LoadedPlan] = {}  # past/present bucket plans kept between generate calls
 
     # -- description ---------------------------------------------------------
     @property
@@ -197,6 +198,7 @@ class Session:
         on_token: Any = None,
         prefill: "Session | None" = None,
         past_buckets: Sequence[int] | None = (),
+        keep_plans: bool | None = None,
     ) -> Any:
         """Generate up to ``max_new_tokens`` ids per row after ``input_ids`` (``[batch, prompt]`` ints).
 
@@ -229,7 +231,10 @@ class Session:
         past length (:mod:`turnip.generate_past`). ``prefill`` is then a
         session on the prompt graph (optimum's ``decoder_model.onnx``,
         ``seq = prompt length``); without it the prompt runs through this
-        decoder with an empty past.
+        decoder with an empty past. ``keep_plans``: keep the bucket plans
+        loaded for later calls (closed with the session); default: on the
+        CPU backend (their memories are host memory), not on a GPU (each
+        loaded plan has its own arena: one bucket plan at a time).
         """
         from .generate import Sampling
         from .session_generate import session_generate
@@ -237,7 +242,8 @@ class Session:
         sampling = Sampling(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         return session_generate(self._loaded, input_ids, max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token,
                                 prefill=None if prefill is None else prefill.loaded,
-                                past_buckets=None if past_buckets is None else tuple(int(b) for b in past_buckets))
+                                past_buckets=None if past_buckets is None else tuple(int(b) for b in past_buckets),
+                                bucket_store=self._generate_plans if (self.backend == "numpy" if keep_plans is None else keep_plans) else None)
 
     # -- lifetime ------------------------------------------------------------
     @property
@@ -246,6 +252,9 @@ class Session:
 
     def close(self) -> None:
         """Free the plan's memories and close the weight files. Idempotent; ``with`` calls it."""
+        for lp in self._generate_plans.values():
+            lp.close()
+        self._generate_plans.clear()
         self._loaded.close()
 
     def __enter__(self) -> "Session":
@@ -256,7 +265,7 @@ class Session:
 
     def __del__(self) -> None:  # a forgotten session still frees its arenas
         try:
-            self._loaded.close()
+            self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 

@@ -278,12 +278,13 @@ def session_generate(
     on_token: Any = None,
     prefill: LoadedPlan | None = None,
     past_buckets: tuple[int, ...] | None = (),
+    bucket_store: dict[Any, LoadedPlan] | None = None,
 ) -> SessionGenerateResult:
     """What :meth:`turnip.Session.generate` does (see the module docstring); ``past_buckets``: see :class:`PastPlans`."""
     sig = plan_signature(lp)
     if sig.convention is CacheConvention.PAST_PRESENT:
         return past_present_generate(lp, sig, input_ids, max_new_tokens, prefill=prefill, past_plans=PastPlans(buckets=past_buckets),
-                                     eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+                                     bucket_store=bucket_store, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
     runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
     rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
@@ -334,13 +335,14 @@ class PastPlans:
 
 def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any, max_new_tokens: int, *,
                           prefill: LoadedPlan | None = None, past_plans: PastPlans = PastPlans(),
-                          **loop: Any) -> SessionGenerateResult:
+                          bucket_store: dict[Any, LoadedPlan] | None = None, **loop: Any) -> SessionGenerateResult:
     """A past/present decoder: decode steps on past-length bucket plans (:mod:`turnip.generate_bucket`), planned like ``lp``.
 
     ``prefill`` (a loaded plan of the prompt graph, seq = prompt length) runs
     the prompt; without it the prompt runs through the decoder with an empty
     past (``lp`` when it was planned for that step). Bucket plans share
-    ``lp``'s weights. ``loop`` holds the decode loop's options
+    ``lp``'s weights; ``bucket_store`` (the session's) keeps them loaded for
+    later calls, else each is closed when the next is loaded. ``loop`` holds the decode loop's options
     (``eos_token_id``, ``sampling``, ``on_token``), passed on to
     :func:`turnip.generate.generate` as they are.
     """
@@ -365,7 +367,7 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
                 raise
         else:
             buckets = past_plans.buckets or tuple(default_buckets(prompt, prompt + max_new_tokens - 2))
-            return _bucket_generate(lp, sig, ids, max_new_tokens, prefill, plan_for, bucket_for, model, buckets, loop)
+            return _bucket_generate(lp, sig, ids, max_new_tokens, prefill, plan_for, bucket_for, model, buckets, loop, bucket_store)
     # by name: each loaded plan gets its own backend (closing one must not free this session's memories)
     runner = PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
     pre_runner = None
@@ -403,7 +405,8 @@ def _cache_bytes(sig: DecoderSignature, batch: int, length: int) -> int:
 
 
 def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max_new_tokens: int, prefill: LoadedPlan | None,
-                     plan_for: Any, bucket_for: Any, model: str, buckets: tuple[int, ...], loop: dict[str, Any]) -> SessionGenerateResult:
+                     plan_for: Any, bucket_for: Any, model: str, buckets: tuple[int, ...], loop: dict[str, Any],
+                     store: dict[Any, LoadedPlan] | None = None) -> SessionGenerateResult:
     """The past-length bucket loop (:class:`turnip.generate_bucket.BucketRunner`) and its stats."""
     from .generate_bucket import BucketRunner
     from .generate_past import PastPlanRunner
@@ -413,7 +416,7 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
     prompt_runner: Any = _LoadedRunner(prefill) if prefill is not None else \
         PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
     runner = BucketRunner(sig, bucket_for, model, buckets, prompt_runner=_EmptyPast(prompt_runner, sig), weights_from=lp,
-                          backend=lp.backend.name, order=lp.order, seed=lp.seed)
+                          backend=lp.backend.name, order=lp.order, seed=lp.seed, keep_loaded=store is not None, loaded=store)
     try:
         res = generate(runner, sig, ids, max_new_tokens, **loop)
     finally:
@@ -442,7 +445,8 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
         + (prefill.weight_file_bytes_read if prefill is not None else 0),
         cache_is_state=True,
         cache_bytes_refilled_per_token=c.cache_bytes_refilled / decode_runs,
-        plans_loaded=1 + c.plans_loaded + getattr(prompt_runner, "plans_loaded", 0) + (1 if prefill is not None else 0),
+        # plans used: the session's, each bucket's (loaded now or kept from an earlier call), a prompt plan, the prefill's
+        plans_loaded=1 + len(set(c.buckets_used)) + getattr(prompt_runner, "plans_loaded", 0) + (1 if prefill is not None else 0),
         buckets=c.buckets_used and tuple(dict.fromkeys(c.buckets_used)),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
