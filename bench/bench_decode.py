@@ -215,7 +215,7 @@ def speed_part(lines, data, dec):
               "and fed whole. onnxruntime: `turnip.generate.OrtRunner` on "
               "the same graph, the loop feeding the whole cache every step. Decode tok/s = batch x 31 / time of the 31 "
               f"decode steps (the first new token comes from the prompt pass). NumPy backend; {threads}; side by side in "
-              "one process: 3 rounds of (onnxruntime generation, Session generation), best of 3 each. Wall-clock rates on a shared 2-core machine: compare within a row (same moment), "
+              "one process: 5 rounds of (onnxruntime generation, Session generation), best of 5 each. Wall-clock rates on a shared 2-core machine: compare within a row (same moment), "
               "not across rows or runs.", "",
               "| model | batch | budget | state | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
               "cache kept / fed | cache bytes copied per token (of the whole cache) | cache bytes refilled per token | "
@@ -272,7 +272,7 @@ def _ort_rate(runner, sig, prompt, prefill):
     return generate(runner, sig, prompt, NEW, prefill_runner=prefill).decode_tokens_per_s()
 
 
-def _side_by_side(ort_rate, turnip_generate, rounds=3):
+def _side_by_side(ort_rate, turnip_generate, rounds=5):
     """``rounds`` x (onnxruntime decode tok/s, a Session generation), interleaved: (best onnxruntime rate, the generations)."""
     rates, outs = [], []
     for _ in range(rounds):
@@ -301,8 +301,8 @@ def past_speed_part(lines, data, dec, one_thread):
               "time (column \"loads\"). A first generation plans the buckets (plan cache) before timing. The prompt "
               "plan is made at the same budget, or at `min` where that budget is below its minimum. onnxruntime: "
               "the same decoder_with_past + prompt graph pair in `OrtRunner`s, feeding the whole past each step (the "
-              "convention). Side by side: 3 rounds of (onnxruntime generation, Session generation) in one process, "
-              "1 thread each, best of 3 each. The previous run of this bench (one plan per past length) gave ratios "
+              "convention). Side by side: 5 rounds of (onnxruntime generation, Session generation) in one process, "
+              "1 thread each, best of 5 each. The previous run of this bench (one plan per past length) gave ratios "
               "0.006-0.028.", "",
               "| model | batch | budget | bucket plans | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
               "plans used (buckets) | loads s per generation | cache bytes copied per token (of the whole cache) | "
