@@ -3,8 +3,8 @@
 A static-cache decoder (``cache_position`` input) is planned twice from the
 same file: ``seq = 1`` (the decode plan) and ``seq = PROMPT_LEN`` (the
 prefill plan). A past/present decoder's decode plan is the first decode step
-(``seq = 1``, ``past = PROMPT_LEN``; later lengths are planned when
-generating, see turnip/generate_past.py) and its prefill plan is the prompt
+(``seq = 1``, ``past = PROMPT_LEN``; the past-length bucket plans of later
+steps are planned when generating, see turnip/generate_bucket.py) and its prefill plan is the prompt
 graph given with ``--prefill-model`` (optimum's ``decoder_model.onnx``).
 Dims the user binds with ``--dim`` are kept; the batch defaults to 1.
 

@@ -132,13 +132,16 @@ class _Progress:
               help="Skip checking the model's weight files against the sizes and hashes the plan recorded (you vouch for them).")
 @click.option("--generate", "generate_n", type=click.IntRange(min=1), metavar="N",
               help="Generate N tokens per row with a KV-cache decoder: static cache (cache_position; a model or its seq=1 plan) "
-                   "or past/present (one plan per past length, planned like the first); needs --input-ids.")
+                   "or past/present (past-length bucket plans, planned like the first); needs --input-ids.")
 @click.option("--input-ids", "input_ids", metavar="IDS", help="With --generate: the prompt, ids separated by ',', rows of a batch by ';' (e.g. '1,2,3;4,5,6').")
 @click.option("--eos-token-id", "eos_token_id", type=int, help="With --generate: stop a row at this id (finished rows repeat it).")
 @click.option("--prefill-model", "prefill_model", type=click.Path(dir_okay=False),
               help="With --generate and a past/present decoder: the prompt graph without past inputs (optimum's decoder_model.onnx).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(dir_okay=False),
               help="With --generate: a Hugging Face tokenizer.json; print the new ids as text too (needs the tokenizers package).")
+@click.option("--past-buckets", "past_buckets", metavar="LIST",
+              help="With --generate and a past/present decoder: past-length capacities of the decode plans, e.g. 16,32,64 "
+                   "(default: powers of two from 8); 'none': one plan per past length.")
 @verbosity_options
 @click.option("--profile", is_flag=True, help="Print time per op type and the slowest nodes of the last run (in --json: \"profile\").")
 def main(**options: Any) -> None:
@@ -181,6 +184,7 @@ def _main(
     eos_token_id: int | None = None,
     prefill_model: str | None = None,
     tokenizer: str | None = None,
+    past_buckets: str | None = None,
 ) -> int:
     from .atomic import check_target
     from .autoplan import FileKind, WrongFileKindError, plan_model, sniff
@@ -204,11 +208,11 @@ def _main(
         check_target(trace_path, "trace")
     kind = sniff(plan_path)
     gen_ids = None
-    if generate_n is not None or input_ids is not None or eos_token_id is not None or prefill_model or tokenizer:
+    if generate_n is not None or input_ids is not None or eos_token_id is not None or prefill_model or tokenizer or past_buckets:
         from .cli_generate import decode_dims, parse_input_ids
 
         if generate_n is None or input_ids is None:
-            raise TurnipError("--generate N and --input-ids IDS go together (--eos-token-id, --prefill-model, --tokenizer need both); "
+            raise TurnipError("--generate N and --input-ids IDS go together (--eos-token-id, --prefill-model, --tokenizer, --past-buckets need both); "
                               "give both, e.g. --generate 32 --input-ids 1,2,3")
         other = [o for o, v in (("--inputs", inputs_npz), ("--input", input_files), ("--random-inputs", random_inputs), ("--output", output_path),
                                 ("--check", check), ("--repeat", repeat != 1), ("--trace", trace_path), ("--profile", profile), ("--report", report)) if v]
@@ -243,7 +247,7 @@ def _main(
 
         return run_generate(plan, plan_path, model_path, gen_ids, generate_n, eos_token_id, backend, order, seed,
                             not no_verify_weights, as_json, quiet, say, prefill_model=prefill_model, cache_dir=cache_dir,
-                            use_cache=not no_cache, tokenizer=tokenizer)
+                            use_cache=not no_cache, tokenizer=tokenizer, past_buckets=past_buckets)
     feeds = _load_feeds(inputs_npz, input_files)
     if random_inputs:
         for k, v in random_feeds(plan, seed).items():

@@ -34,6 +34,21 @@ def parse_input_ids(text: str) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
+def parse_buckets(text: str | None) -> tuple[int, ...] | None:
+    """``--past-buckets``: ``"16,32,64"`` -> (16, 32, 64); ``"none"`` -> None (one plan per past length); absent -> () (powers of two)."""
+    if text is None:
+        return ()
+    if text.strip().lower() == "none":
+        return None
+    try:
+        out = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise TurnipError(f"--past-buckets {text!r} is not comma-separated integers; write e.g. 16,32,64 (or 'none')") from None
+    if not out or out[0] < 1:
+        raise TurnipError(f"--past-buckets {text!r}: give capacities of at least 1, e.g. 16,32,64 (or 'none')")
+    return out
+
+
 def decode_dims(model: str, batch: int, dims: Sequence[str], prompt_len: int = 1, prefill_model: str | None = None) -> list[str]:
     """``--dim`` options for the first plan: the user's, plus input_ids' batch = rows and sequence = 1 when not given.
 
@@ -129,8 +144,10 @@ def run_generate(
     cache_dir: str | None = None,
     use_cache: bool = True,
     tokenizer: str | None = None,
+    past_buckets: str | None = None,
 ) -> int:
     """Load the decode plan once, generate, print ids (and tokens/s); exit status."""
+    buckets = parse_buckets(past_buckets)
     from .generate import CacheConvention, GenerateError
     from .run import LoadedPlan
     from .session_generate import PastPlans, past_present_generate, plan_signature, session_generate
@@ -145,9 +162,11 @@ def run_generate(
             if sig.convention is CacheConvention.PAST_PRESENT:
                 pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache) if prefill_model else None
                 res = past_present_generate(lp, sig, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar, prefill=pre,
-                                            past_plans=PastPlans(plan_path, cache_dir, use_cache))
+                                            past_plans=PastPlans(plan_path, cache_dir, use_cache, buckets))
             elif prefill_model is not None:
                 raise TurnipError("--prefill-model is for past/present decoders; a static-cache decoder runs the prompt itself: drop it")
+            elif past_buckets is not None:
+                raise TurnipError("--past-buckets is for past/present decoders; a static-cache decoder has one fixed cache: drop it")
             else:
                 res = session_generate(lp, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar)
         except GenerateError as e:

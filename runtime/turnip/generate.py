@@ -294,13 +294,14 @@ def generate(
             )
         if prefill_runner is not None:
             raise GenerateError("a static-cache decoder runs the prompt itself; drop the prefill runner")
-        cache = {} if getattr(runner, "keeps_cache", False) else _cache_zeros(sig, batch, sig.capacity)
-    else:
-        cache = _cache_zeros(sig, batch, 0)
+    # a runner with ``keeps_cache`` (turnip.session_generate's static-cache runner, turnip.generate_bucket's
+    # past-length buckets) holds the cache itself between runs: it is fed no cache and its presents are not read back
+    keeps_cache = bool(getattr(runner, "keeps_cache", False))
+    if keeps_cache and prefill_runner is not None:
+        raise GenerateError("a runner that keeps the cache runs the prompt itself; give it the prefill runner, not generate()")
+    length = sig.capacity if sig.convention is CacheConvention.STATIC and sig.capacity is not None else 0
+    cache = {} if keeps_cache else _cache_zeros(sig, batch, length)
     pad = eos_token_id if pad_token_id is None else pad_token_id
-    # a runner with ``keeps_cache`` (STATIC only: turnip.session_generate) holds the
-    # cache itself between runs: it is fed no cache and its presents are not read back
-    keeps_cache = sig.convention is CacheConvention.STATIC and bool(getattr(runner, "keeps_cache", False))
 
     out = np.zeros((batch, 0), dtype=np.int64)
     done = np.zeros(batch, dtype=bool)
@@ -327,7 +328,7 @@ def generate(
         except KeyError as e:
             raise GenerateError(f"runner returned no {e.args[0]!r}; it must return the logits and every present output") from None
         past_len += step_ids.shape[1]
-        if sig.convention is CacheConvention.PAST_PRESENT:
+        if sig.convention is CacheConvention.PAST_PRESENT and not keeps_cache:
             got = {a.shape[2] for a in cache.values()}
             if got != {past_len}:
                 raise GenerateError(f"present outputs have length {sorted(got)} after step {step}, expected {past_len}; is this a KV-cache decoder?")

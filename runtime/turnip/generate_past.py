@@ -3,11 +3,16 @@
     past_key_values.{i}.key/value [batch, heads, past, head_dim] in,
     present.{i}.key/value [batch, heads, past + seq, head_dim] out.
 
+This is the FALLBACK: ``Session.generate`` runs past/present decode steps on
+past-length bucket plans (:mod:`turnip.generate_bucket`: the past padded and
+masked by a rewrite of the graph) and comes here only for a graph that
+rewrite cannot mask, or when asked (``past_buckets=None``).
+
 WHY one plan per past length: a plan is static, and the cache of this
 convention grows by one position every token, so each decode step has other
 shapes. Without an ``attention_mask`` input (the fixtures have none) a longer
-past padded with zeros would change attention, so past-length buckets with
-masking are not exact; one plan per length is. Plans are made when first
+past padded with zeros would change attention unless the graph is rewritten;
+one plan per length is exact as it is. Plans are made when first
 needed by a ``plan_for(batch, seq, past)`` callable (``turnip-run`` and
 ``Session.generate`` plan through :mod:`turnip.autoplan`, whose cache makes
 the second generation free) and each is loaded once, run once and closed,

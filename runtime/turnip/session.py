@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .executor import ExecStats
 from .plan import Plan, read_plan
@@ -82,6 +82,7 @@ class Session:
         self.plan_path = plan_path
         self._last: RunStats | None = None
         self._last_exec: tuple[ExecStats, float] | None = None  # made into RunStats when asked (last_stats)
+        self._generate_plans: dict[Any, LoadedPlan] = {}  # past/present bucket plans kept between generate calls
 
     # -- description ---------------------------------------------------------
     @property
@@ -178,6 +179,8 @@ class Session:
         seed: int = 0,
         on_token: Any = None,
         prefill: "Session | None" = None,
+        past_buckets: Sequence[int] | None = (),
+        keep_plans: bool | None = None,
     ) -> Any:
         """Generate up to ``max_new_tokens`` ids per row after ``input_ids`` (``[batch, prompt]`` ints).
 
@@ -200,21 +203,29 @@ class Session:
         it was made with ``weights_from=`` this session: then 1).
 
         A past/present decoder (optimum's convention: no ``cache_position``)
-        grows its cache every token, so each past length gets its own plan,
-        made like this session's (same budget and dims; planned through
-        :mod:`turnip.autoplan`, cached) and loaded for its one run, its
-        weights copied from this session's (not read from the files); this
-        session's plan serves the step it was planned for. ``prefill`` is then
-        a session on the prompt graph (optimum's ``decoder_model.onnx``,
+        grows its cache every token: its decode steps run on past-length
+        bucket plans (``past_buckets``: capacities; default powers of two
+        from 8), the past padded to the bucket and masked, made like this
+        session's plan (same budget and dims; planned through
+        :mod:`turnip.autoplan`, cached), their weights copied from this
+        session's and the cache kept in them as state
+        (:mod:`turnip.generate_bucket`); ``past_buckets=None``: one plan per
+        past length (:mod:`turnip.generate_past`). ``prefill`` is then a
+        session on the prompt graph (optimum's ``decoder_model.onnx``,
         ``seq = prompt length``); without it the prompt runs through this
-        decoder with an empty past. See :mod:`turnip.generate_past`.
+        decoder with an empty past. ``keep_plans``: keep the bucket plans
+        loaded for later calls (closed with the session); default: on the
+        CPU backend (their memories are host memory), not on a GPU (each
+        loaded plan has its own arena: one bucket plan at a time).
         """
         from .generate import Sampling
         from .session_generate import session_generate
 
         sampling = Sampling(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         return session_generate(self._loaded, input_ids, max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token,
-                                prefill=None if prefill is None else prefill.loaded)
+                                prefill=None if prefill is None else prefill.loaded,
+                                past_buckets=None if past_buckets is None else tuple(int(b) for b in past_buckets),
+                                bucket_store=self._generate_plans if (self.backend == "numpy" if keep_plans is None else keep_plans) else None)
 
     # -- lifetime ------------------------------------------------------------
     @property
@@ -223,6 +234,9 @@ class Session:
 
     def close(self) -> None:
         """Free the plan's memories and close the weight files. Idempotent; ``with`` calls it."""
+        for lp in self._generate_plans.values():
+            lp.close()
+        self._generate_plans.clear()
         self._loaded.close()
 
     def __enter__(self) -> "Session":
@@ -233,7 +247,7 @@ class Session:
 
     def __del__(self) -> None:  # a forgotten session still frees its arenas
         try:
-            self._loaded.close()
+            self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 

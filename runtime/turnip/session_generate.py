@@ -70,7 +70,8 @@ class GenerateStats:
     weight_file_bytes_read: int = 0  # read from the model's weight files, all at load (reused weights then refilled from host memory)
     cache_is_state: bool = False  # the plan marks every cache tensor as state (home in host memory, kept between runs)
     cache_bytes_refilled_per_token: float = 0.0
-    plans_loaded: int = 1  # loaded plans used (past/present: one per past length, plus the prefill plan)  # per decode run: state arena copies the plan reused, refilled from the home (reload traffic)
+    plans_loaded: int = 1  # loaded plans used (past/present: one per past length or bucket, plus the prefill plan)  # per decode run: state arena copies the plan reused, refilled from the home (reload traffic)
+    buckets: tuple[int, ...] = ()  # past/present with buckets: the capacities used, in order
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -276,12 +277,14 @@ def session_generate(
     sampling: Sampling | None = None,
     on_token: Any = None,
     prefill: LoadedPlan | None = None,
+    past_buckets: tuple[int, ...] | None = (),
+    bucket_store: dict[Any, LoadedPlan] | None = None,
 ) -> SessionGenerateResult:
-    """What :meth:`turnip.Session.generate` does (see the module docstring)."""
+    """What :meth:`turnip.Session.generate` does (see the module docstring); ``past_buckets``: see :class:`PastPlans`."""
     sig = plan_signature(lp)
     if sig.convention is CacheConvention.PAST_PRESENT:
-        return past_present_generate(lp, sig, input_ids, max_new_tokens, prefill=prefill,
-                                     eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+        return past_present_generate(lp, sig, input_ids, max_new_tokens, prefill=prefill, past_plans=PastPlans(buckets=past_buckets),
+                                     bucket_store=bucket_store, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
     runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
     rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
@@ -315,42 +318,65 @@ def session_generate(
 
 @dataclass(frozen=True)
 class PastPlans:
-    """Where a past/present decoder's per-length plans come from: the session's plan file, a cache folder, and whether to cache."""
+    """Where a past/present decoder's plans come from: the session's plan file, a cache folder, whether to cache, the buckets.
+
+    ``buckets``: the past-length capacities of the bucket plans
+    (:mod:`turnip.generate_bucket`); ``()`` (default) powers of two from 8
+    covering the generation, falling back to one plan per past length when the
+    graph cannot be masked; ``None``: one plan per past length
+    (:mod:`turnip.generate_past`).
+    """
 
     plan_path: str | None = None
     plan_folder: str | None = None
     use_cache: bool = True
+    buckets: tuple[int, ...] | None = ()
 
 
 def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any, max_new_tokens: int, *,
                           prefill: LoadedPlan | None = None, past_plans: PastPlans = PastPlans(),
-                          **loop: Any) -> SessionGenerateResult:
-    """A past/present decoder (:mod:`turnip.generate_past`): one plan per past length, planned like ``lp`` (same budget, dims).
+                          bucket_store: dict[Any, LoadedPlan] | None = None, **loop: Any) -> SessionGenerateResult:
+    """A past/present decoder: decode steps on past-length bucket plans (:mod:`turnip.generate_bucket`), planned like ``lp``.
 
-    ``lp`` is used for the step whose shapes it was planned for; ``prefill``
-    (a loaded plan of the prompt graph, seq = prompt length) runs the prompt.
-    ``loop`` holds the decode loop's options (``eos_token_id``, ``sampling``,
-    ``on_token``), passed on to :func:`turnip.generate.generate` as they are.
+    ``prefill`` (a loaded plan of the prompt graph, seq = prompt length) runs
+    the prompt; without it the prompt runs through the decoder with an empty
+    past (``lp`` when it was planned for that step). Bucket plans share
+    ``lp``'s weights; ``bucket_store`` (the session's) keeps them loaded for
+    later calls, else each is closed when the next is loaded. ``loop`` holds the decode loop's options
+    (``eos_token_id``, ``sampling``, ``on_token``), passed on to
+    :func:`turnip.generate.generate` as they are.
     """
-    plan_path, plan_folder, use_cache = past_plans.plan_path, past_plans.plan_folder, past_plans.use_cache
     from .generate_past import DimNames, PastPlanRunner, model_of, past_plan_for
 
-    model = model_of(lp, plan_path)
+    model = model_of(lp, past_plans.plan_path)
     gpu_mem = str(lp.plan.options.get("gpu_mem", "100%"))
     base = {str(k): int(v) for k, v in dict(lp.plan.options.get("dims", {})).items()}
-    plan_for = past_plan_for(model, gpu_mem, base, DimNames.of(model, sig), gpus=max(lp.plan.num_devices, 1),
-                             use_cache=use_cache, folder=plan_folder)
+    names = DimNames.of(model, sig)
+    plan_for = past_plan_for(model, gpu_mem, base, names, gpus=max(lp.plan.num_devices, 1),
+                             use_cache=past_plans.use_cache, folder=past_plans.plan_folder)
+    ids = np.asarray(input_ids)
+    batch, prompt = ids.reshape(-1, ids.shape[-1]).shape
+    if past_plans.buckets is not None:
+        from .generate_bucket import bucket_plan_for, default_buckets
+
+        try:
+            _, bucket_for = bucket_plan_for(model, sig, gpu_mem, base, names, gpus=max(lp.plan.num_devices, 1),
+                                            use_cache=past_plans.use_cache, folder=past_plans.plan_folder)
+        except GenerateError:
+            if past_plans.buckets:  # asked for by the caller: say why not
+                raise
+        else:
+            buckets = past_plans.buckets or tuple(default_buckets(prompt, prompt + max_new_tokens - 2))
+            return _bucket_generate(lp, sig, ids, max_new_tokens, prefill, plan_for, bucket_for, model, buckets, loop, bucket_store)
     # by name: each loaded plan gets its own backend (closing one must not free this session's memories)
     runner = PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
     pre_runner = None
     if prefill is not None:
         pre_runner = _LoadedRunner(prefill)
-    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, prefill_runner=pre_runner, **loop)
-    batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
+    res = generate(runner, sig, ids, max_new_tokens, prefill_runner=pre_runner, **loop)
     runs = runner.runs + (pre_runner.runs if pre_runner is not None else 0)
     decode_runs = max(runner.runs - (0 if pre_runner is not None else 1), 1)
-    cache_bytes = sum(int(np.prod(s_shape)) * s.dtype.itemsize for s, s_shape in
-                      ((s, (batch, s.kv_heads, prompt + int(res.new_token_ids.shape[1]) - 1, s.head_dim)) for s in sig.slots))
+    cache_bytes = _cache_bytes(sig, batch, prompt + int(res.new_token_ids.shape[1]) - 1)
     stats = GenerateStats(
         batch=batch,
         prompt_tokens=prompt,
@@ -372,6 +398,70 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
         plans_loaded=1 + runner.plans_loaded + (1 if prefill is not None else 0),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
+
+
+def _cache_bytes(sig: DecoderSignature, batch: int, length: int) -> int:
+    return sum(batch * s.kv_heads * length * s.head_dim * s.dtype.itemsize for s in sig.slots)
+
+
+def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max_new_tokens: int, prefill: LoadedPlan | None,
+                     plan_for: Any, bucket_for: Any, model: str, buckets: tuple[int, ...], loop: dict[str, Any],
+                     store: dict[Any, LoadedPlan] | None = None) -> SessionGenerateResult:
+    """The past-length bucket loop (:class:`turnip.generate_bucket.BucketRunner`) and its stats."""
+    from .generate_bucket import BucketRunner
+    from .generate_past import PastPlanRunner
+
+    batch, prompt = ids.reshape(-1, ids.shape[-1]).shape
+    # the prompt: the prompt graph, else the decoder with an empty past (this session's plan, or one planned for that step)
+    prompt_runner: Any = _LoadedRunner(prefill) if prefill is not None else \
+        PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
+    runner = BucketRunner(sig, bucket_for, model, buckets, prompt_runner=_EmptyPast(prompt_runner, sig), weights_from=lp,
+                          backend=lp.backend.name, order=lp.order, seed=lp.seed, keep_loaded=store is not None, loaded=store)
+    try:
+        res = generate(runner, sig, ids, max_new_tokens, **loop)
+    finally:
+        runner.close()
+    c = runner.c
+    decode_runs = max(c.runs, 1)
+    prompt_loads = getattr(prompt_runner, "weight_loads", 0)
+    stats = GenerateStats(
+        batch=batch,
+        prompt_tokens=prompt,
+        new_tokens=int(res.new_token_ids.shape[1]),
+        plan_runs=c.runs + 1,
+        prefill_s=res.prefill_s,
+        decode_s=res.decode_s,
+        weight_loads=lp.weight_loads + c.weight_loads + prompt_loads + (prefill.weight_loads if prefill is not None else 0),
+        weight_bytes_at_load=lp.source_bytes_at_load + c.weight_bytes_at_load + (prefill.source_bytes_at_load if prefill is not None else 0),
+        weight_bytes_rewritten_per_run=0,
+        cache_bytes=_cache_bytes(sig, batch, prompt + int(res.new_token_ids.shape[1]) - 1),
+        # per decode token: one position per cache tensor (and its kept arena copy), plus the bucket moves' [0, L) copies
+        cache_bytes_copied_per_token=c.cache_bytes_copied / decode_runs,
+        cache_bytes_copied_prompt=c.cache_bytes_copied_prompt,
+        cache_inputs_kept=len(sig.slots),
+        cache_inputs_fed=0,
+        bytes_reloaded_per_run=c.bytes_reloaded / decode_runs,
+        weight_file_bytes_read=lp.weight_file_bytes_read + c.weight_file_bytes_read
+        + (prefill.weight_file_bytes_read if prefill is not None else 0),
+        cache_is_state=True,
+        cache_bytes_refilled_per_token=c.cache_bytes_refilled / decode_runs,
+        # plans used: the session's, each bucket's (loaded now or kept from an earlier call), a prompt plan, the prefill's
+        plans_loaded=1 + len(set(c.buckets_used)) + getattr(prompt_runner, "plans_loaded", 0) + (1 if prefill is not None else 0),
+        buckets=c.buckets_used and tuple(dict.fromkeys(c.buckets_used)),
+    )
+    return SessionGenerateResult(res.new_token_ids, res, stats)
+
+
+class _EmptyPast:
+    """The prompt step of a past/present decoder: the feeds plus zero-length pasts (a prompt graph without them ignores them)."""
+
+    def __init__(self, inner: Any, sig: DecoderSignature) -> None:
+        self.inner, self.sig = inner, sig
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        batch = np.shape(feeds[self.sig.input_ids])[0]
+        empty = {s.past: np.zeros((batch, s.kv_heads, 0, s.head_dim), dtype=s.dtype) for s in self.sig.slots}
+        return self.inner.run({**feeds, **empty})
 
 
 class _LoadedRunner:
