@@ -268,6 +268,11 @@ BucketPlanFor = Callable[[int, int], Plan]  # (batch, capacity) -> the masked de
 
 @dataclass
 class BucketCounters:
+    """What one bucketed generation cost: plans and weights loaded, runs, and the cache bytes it copied.
+
+    The issue's "weights read once, cache never copied whole per token" is asserted on these counts.
+    """
+
     plans_loaded: int = 0
     weight_loads: int = 0
     weight_bytes_at_load: int = 0

@@ -57,6 +57,8 @@ PLACED = -1  # pseudo node: the runtime's writes before the first node
 
 @dataclass
 class CheckReport:
+    """How much a passing check covered, so ``turnipc verify`` can say what "ok" was proven over."""
+
     nodes: int = 0
     accesses: int = 0
     ordered_pairs_checked: int = 0
