@@ -57,9 +57,9 @@ def run(rel: str, effort: float, with_cpsat: bool) -> dict:
     g = greedy_layout(buffers)
     g_s = time.perf_counter() - t
     check_layout(buffers, g.offsets)
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     srch = search_layout(buffers, capacity=cap, effort=effort)
-    s_s = time.perf_counter() - t
+    s_s, s_cpu = time.perf_counter() - t, time.process_time() - c0
     check_layout(buffers, srch.offsets)
     t = time.perf_counter()
     c = cpsat_layout(buffers, capacity=cap, effort=effort) if with_cpsat else None
@@ -78,6 +78,7 @@ def run(rel: str, effort: float, with_cpsat: bool) -> dict:
         "search_arena": srch.arena_bytes,
         "search_ratio": srch.arena_bytes / ml,
         "search_seconds": round(s_s, 2),
+        "search_cpu_seconds": round(s_cpu, 2),
         "search_nodes": srch.stats.get("search_nodes"),
         "search_effort_used": srch.stats.get("effort_used"),
         "search_engines": srch.stats.get("engines"),
@@ -96,18 +97,19 @@ def markdown(rows: list[dict], effort: float, before: dict | None = None, before
     out = [
         f"Arena layout benchmark (effort cap {effort:g} deterministic units; compiled search "
         f"{'yes' if compiled_available() else 'NO (Python fallback)'}; {platform.machine()}, "
-        f"Python {platform.python_version()}). Seconds are wall clock (shared machine), "
+        f"Python {platform.python_version()}). Seconds are wall clock (shared machine); "
+        "cpu s is the process CPU time of the search (one thread, less sensitive to load); "
         "nodes are exact-search nodes (deterministic).",
         "",
     ]
     if before:
         out += [f"Before columns: {before_note}", ""]
     head = ("| instance | buffers | max-live | greedy ratio | greedy s | search arena | search ratio | search s | "
-            "search nodes | search via | cpsat ratio | cpsat s | fits capacity |")
-    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"
+            "search cpu s | search nodes | search via | cpsat ratio | cpsat s | fits capacity |")
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"
     if before:
-        head = head.replace("| search arena |", "| search ratio before | search s before | search nodes before | search arena |")
-        rule = rule.replace("| ---: | ---: | ---: | ---: | --- |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |", 1)
+        head = head.replace("| search arena |", "| search ratio before | search s before | search cpu s before | search nodes before | search arena |")
+        rule = rule.replace("| ---: | ---: | ---: | ---: | --- |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |", 1)
     out += [head, rule]
     for r in rows:
         fits = "-" if r["capacity"] is None else (
@@ -117,11 +119,12 @@ def markdown(rows: list[dict], effort: float, before: dict | None = None, before
         b = before.get(r["instance"])
         was = ""
         if before:
-            was = ("- | - | - | " if b is None else
-                   f"{b['search_ratio']:.4f} | {b['search_seconds']:.2f} | {b['search_nodes']:,} | ")
+            was = ("- | - | - | - | " if b is None else
+                   f"{b['search_ratio']:.4f} | {b['search_seconds']:.2f} | {b.get('search_cpu_seconds', float('nan')):.2f} | "
+                   f"{b['search_nodes']:,} | ")
         out.append(
             f"| {r['instance']} | {r['buffers']:,} | {r['max_live']:,} | {r['greedy_ratio']:.4f} | "
-            f"{r['greedy_seconds']:.2f} | {was}{r['search_arena']:,} | {r['search_ratio']:.4f} | {r['search_seconds']:.2f} | {r['search_nodes']:,} | "
+            f"{r['greedy_seconds']:.2f} | {was}{r['search_arena']:,} | {r['search_ratio']:.4f} | {r['search_seconds']:.2f} | {r['search_cpu_seconds']:.2f} | {r['search_nodes']:,} | "
             f"{'+'.join(r['search_engines'] or [])} | {cr} | {cs} | {fits} |"
         )
     fitted = [r for r in rows if r["capacity"] is not None]
