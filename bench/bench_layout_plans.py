@@ -85,6 +85,8 @@ def main() -> int:
                     help="engines to plan with; the others are copied from layout_plans_before.json "
                          "(greedy is unchanged by the layout work and slow to refuse on light CNNs)")
     ap.add_argument("--timeout", type=float, default=600, help="wall seconds per plan (child process)")
+    ap.add_argument("--note", default="", help="a line printed above the table (e.g. what changed the budgets)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json in --out, run nothing")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
     def table(name: str) -> dict:
@@ -97,7 +99,10 @@ def main() -> int:
     before = table("layout_plans_before.json")
     stop19 = table("layout_plans_stop19.json")
     rows = []
-    for fx in fixtures.available():
+    if args.render_only:
+        with open(os.path.join(args.out, "layout_plans.json")) as f:
+            rows = json.load(f)
+    for fx in ([] if args.render_only else fixtures.available()):
         if args.only and not any(s in fx.name for s in args.only):
             continue
         for label, frac in BUDGETS:
@@ -110,13 +115,14 @@ def main() -> int:
             rows.append(r)
             print(json.dumps(r), flush=True)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "layout_plans.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    if not args.render_only:
+        with open(os.path.join(args.out, "layout_plans.json"), "w") as f:
+            json.dump(rows, f, indent=1)
     md = ["Plans: peak / max-live with the greedy layout (old default) and the search layout (new default).",
           "Seconds are whole-plan wall clock on a shared machine. Columns marked before come from",
           "layout_plans_before.json; greedy figures are copied from there when the run left greedy out",
-          f"({'copied' if 'greedy' not in args.solvers else 'run'} in this run).", "",
-          f"Plans stopped after {args.timeout:g} s say timeout.", "",
+          f"({'copied' if all(r['greedy'].get('copied') for r in rows) else 'run'} in this run).", "",
+          f"Plans stopped after {args.timeout:g} s say timeout." + (f" {args.note}" if args.note else ""), "",
           "| model | budget | greedy peak/max-live | search before | search stop 19 | search peak/max-live "
           "| search peak / budget | search transfer B | greedy s | search s before | search s stop 19 | search s |",
           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
