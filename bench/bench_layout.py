@@ -7,6 +7,9 @@ Runs greedy and the exact search (deterministic effort cap, default 20 units;
 and writes bench/results/layout.json and bench/results/layout.md, with wall
 seconds and search nodes. Instances named ``*.<N>.csv`` must fit capacity N
 (the search stops once they fit); the others are minimised toward max-live. Every layout is checked before it is recorded.
+
+``--before FILE``: a layout.json of an earlier version of the code, run just before on
+the same machine; its search ratio, seconds and nodes become "before" columns.
 """
 
 from __future__ import annotations
@@ -54,9 +57,9 @@ def run(rel: str, effort: float, with_cpsat: bool) -> dict:
     g = greedy_layout(buffers)
     g_s = time.perf_counter() - t
     check_layout(buffers, g.offsets)
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     srch = search_layout(buffers, capacity=cap, effort=effort)
-    s_s = time.perf_counter() - t
+    s_s, s_cpu = time.perf_counter() - t, time.process_time() - c0
     check_layout(buffers, srch.offsets)
     t = time.perf_counter()
     c = cpsat_layout(buffers, capacity=cap, effort=effort) if with_cpsat else None
@@ -75,6 +78,7 @@ def run(rel: str, effort: float, with_cpsat: bool) -> dict:
         "search_arena": srch.arena_bytes,
         "search_ratio": srch.arena_bytes / ml,
         "search_seconds": round(s_s, 2),
+        "search_cpu_seconds": round(s_cpu, 2),
         "search_nodes": srch.stats.get("search_nodes"),
         "search_effort_used": srch.stats.get("effort_used"),
         "search_engines": srch.stats.get("engines"),
@@ -88,24 +92,39 @@ def run(rel: str, effort: float, with_cpsat: bool) -> dict:
     }
 
 
-def markdown(rows: list[dict], effort: float) -> str:
+def markdown(rows: list[dict], effort: float, before: dict | None = None, before_note: str = "") -> str:
+    before = before or {}
     out = [
         f"Arena layout benchmark (effort cap {effort:g} deterministic units; compiled search "
         f"{'yes' if compiled_available() else 'NO (Python fallback)'}; {platform.machine()}, "
-        f"Python {platform.python_version()}). Seconds are wall clock (shared machine), "
+        f"Python {platform.python_version()}). Seconds are wall clock (shared machine); "
+        "cpu s is the process CPU time of the search (one thread, less sensitive to load); "
         "nodes are exact-search nodes (deterministic).",
         "",
-        "| instance | buffers | max-live | greedy ratio | search arena | search ratio | search s | search nodes | search via | cpsat ratio | cpsat s | fits capacity |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
+    if before:
+        out += [f"Before columns: {before_note}", ""]
+    head = ("| instance | buffers | max-live | greedy ratio | greedy s | search arena | search ratio | search s | "
+            "search cpu s | search nodes | search via | cpsat ratio | cpsat s | fits capacity |")
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"
+    if before:
+        head = head.replace("| search arena |", "| search ratio before | search s before | search cpu s before | search nodes before | search arena |")
+        rule = rule.replace("| ---: | ---: | ---: | ---: | --- |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |", 1)
+    out += [head, rule]
     for r in rows:
         fits = "-" if r["capacity"] is None else (
             f"{'yes' if r['search_fits'] else 'no'} (greedy {'yes' if r['greedy_fits'] else 'no'})")
         cr = "-" if r["cpsat_ratio"] is None else f"{r['cpsat_ratio']:.4f}"
         cs = "-" if r["cpsat_seconds"] is None else f"{r['cpsat_seconds']:.2f}"
+        b = before.get(r["instance"])
+        was = ""
+        if before:
+            was = ("- | - | - | - | " if b is None else
+                   f"{b['search_ratio']:.4f} | {b['search_seconds']:.2f} | {b.get('search_cpu_seconds', float('nan')):.2f} | "
+                   f"{b['search_nodes']:,} | ")
         out.append(
             f"| {r['instance']} | {r['buffers']:,} | {r['max_live']:,} | {r['greedy_ratio']:.4f} | "
-            f"{r['search_arena']:,} | {r['search_ratio']:.4f} | {r['search_seconds']:.2f} | {r['search_nodes']:,} | "
+            f"{r['greedy_seconds']:.2f} | {was}{r['search_arena']:,} | {r['search_ratio']:.4f} | {r['search_seconds']:.2f} | {r['search_cpu_seconds']:.2f} | {r['search_nodes']:,} | "
             f"{'+'.join(r['search_engines'] or [])} | {cr} | {cs} | {fits} |"
         )
     fitted = [r for r in rows if r["capacity"] is not None]
@@ -118,6 +137,8 @@ def main() -> int:
     ap.add_argument("--effort", type=float, default=20.0, help="deterministic effort per instance")
     ap.add_argument("--only", nargs="*", help="substrings of instance names to run")
     ap.add_argument("--cpsat", action="store_true", help="also run the cpsat engine (slow)")
+    ap.add_argument("--before", help="layout.json of an earlier version, for the before columns")
+    ap.add_argument("--before-note", default="", help="what the before columns were run from (printed above the table)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
     args = ap.parse_args()
     if not DATASETS.is_dir():
@@ -135,11 +156,15 @@ def main() -> int:
         print(f"{rel}: greedy {r['greedy_ratio']:.4f} ({r['greedy_seconds']}s)  "
               f"search {r['search_ratio']:.4f} ({r['search_seconds']}s, {r['search_nodes']} nodes, "
               f"{r['search_engines']})", flush=True)
+    before = None
+    if args.before:
+        before = {r["instance"]: r for r in json.loads(Path(args.before).read_text())["results"]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "layout.json").write_text(json.dumps({"effort": args.effort, "results": rows}, indent=2) + "\n")
-    (out / "layout.md").write_text(markdown(rows, args.effort))
-    print(markdown(rows, args.effort))
+    md = markdown(rows, args.effort, before, args.before_note)
+    (out / "layout.md").write_text(md)
+    print(md)
     return 0
 
 

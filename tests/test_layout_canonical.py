@@ -161,7 +161,14 @@ for i in range(150):
     lo = int(rng.integers(0, 300))
     bufs.append(Buffer(f"t{i}", lo, lo + int(rng.integers(1, 60)), int(rng.integers(1, 4096)) * 64))
 lay = search_layout(bufs, effort=0.5)
-print(json.dumps(lay.offsets, sort_keys=True))
+# over 2,000 buffers: the compiled greedy passes and the squeaky-wheel loop run before the search
+big = []
+for i in range(2100):
+    lo = int(rng.integers(0, 5000))
+    big.append(Buffer(f"u{i}", lo, lo + int(rng.integers(1, 200)), int(rng.integers(1, 4096)) * 64))
+lay2 = search_layout(big, effort=0.2)
+print(json.dumps({"small": lay.offsets, "big": lay2.offsets, "nodes": [lay.stats["search_nodes"], lay2.stats["search_nodes"]],
+                  "engines": lay2.stats["engines"]}, sort_keys=True))
 """
 
 
@@ -173,7 +180,9 @@ def test_same_offsets_across_hash_seeds():
                            check=True)
         outs.append(json.loads(p.stdout))
     assert outs[0] == outs[1]
-    assert len(outs[0]) == 150
+    assert len(outs[0]["small"]) == 150 and len(outs[0]["big"]) == 2100
+    assert outs[0]["nodes"][0] > 0 and outs[0]["nodes"][1] > 0  # the exact search ran in both
+    assert outs[0]["engines"] != ["greedy"]  # squeaky passes or the search improved the greedy start
 
 
 def test_cli_capacity_escalates_and_proves_infeasible(tmp_path):

@@ -531,3 +531,138 @@ done:
     free(S.rank); free(S.och); free(S.sch);
     return rc;
 }
+
+/*
+ * Best-fit greedy placement (turnipc/layout/greedy.py, _place), compiled because
+ * one pass over 18,692 buffers (idealloc pangu_2.6B) costs seconds in NumPy,
+ * one small array call per buffer. Same decisions as the Python loop, so both
+ * give the same offsets:
+ *   buffers are placed in `order`; a buffer of size 0 or with an empty lifetime
+ *   gets offset 0 and is not placed. The placed buffers overlapping it in time,
+ *   by offset, leave holes: the hole below the j-th starts at the highest end of
+ *   the ones before it (aligned up) and ends at its offset. fit 0 (best): the
+ *   smallest hole the buffer fits in, lowest offset on ties; tie 1
+ *   (earliest_freed): among those smallest holes, the one whose latest earlier
+ *   occupant (a placed buffer ending at or before this buffer's lower that
+ *   shares a byte with [start, start + size)) ended earliest (none: -1), then
+ *   the lowest offset; fit 1 (first): the lowest hole it fits in. No hole: on
+ *   top of them (highest end, aligned up).
+ * Placed buffers are kept sorted by offset (insertion), so each placement is one
+ * linear scan with no sort; offset ties among overlapping buffers cannot change
+ * the holes (a later tie's hole starts above its own offset).
+ * Returns the arena (highest end); stops once it exceeds `limit` (limit >= 0).
+ * out_off must hold n_all entries; entries of buffers not reached stay 0.
+ */
+typedef struct {
+    int64_t po, pe, pl, pu;
+} Placed;
+
+/* Placed buffers sorted by offset, in blocks of at most 2 * GREEDY_BLOCK entries
+ * (an unrolled list): an insertion moves at most one block, and a block none of
+ * whose buffers is live during [l, u) (by its lowest lower and highest upper) is
+ * skipped whole. */
+#define GREEDY_BLOCK 16
+
+typedef struct {
+    int64_t n, minl, maxu;
+    Placed *e;
+} Block;
+
+static void block_bounds(Block *b) {
+    b->minl = INT64_MAX; b->maxu = INT64_MIN;
+    for (int64_t j = 0; j < b->n; j++) {
+        if (b->e[j].pl < b->minl) b->minl = b->e[j].pl;
+        if (b->e[j].pu > b->maxu) b->maxu = b->e[j].pu;
+    }
+}
+
+int64_t greedy_place(int64_t n_order, const int64_t *order, const int64_t *lower, const int64_t *upper,
+                     const int64_t *size, const int64_t *align, int64_t n_all, int64_t tie, int64_t fit,
+                     int64_t limit, int64_t *out_off) {
+    for (int64_t i = 0; i < n_all; i++) out_off[i] = 0;
+    int64_t maxb = n_order / GREEDY_BLOCK + 2;
+    Block *B = (Block *)calloc((size_t)maxb, sizeof(Block));
+    Placed *pool = (Placed *)malloc((size_t)maxb * 2 * GREEDY_BLOCK * sizeof(Placed));
+    int64_t *cs = (int64_t *)malloc((size_t)(n_order + 1) * sizeof(int64_t));
+    int64_t arena = 0, nb = 1, used = 1;
+    if (!B || !pool || !cs) { arena = -2; goto out; }
+    B[0].e = pool; B[0].n = 0; B[0].minl = INT64_MAX; B[0].maxu = INT64_MIN;
+    for (int64_t x = 0; x < n_order; x++) {
+        int64_t i = order[x];
+        int64_t l = lower[i], u = upper[i], s = size[i], a = align[i];
+        if (s == 0 || u <= l) { out_off[i] = 0; continue; }
+        int64_t ee = 0, any = 0, nc = 0, best_room = INT64_MAX, o = -1;
+        for (int64_t bi = 0; bi < nb; bi++) {
+            const Block *blk = &B[bi];
+            if (blk->minl >= u || blk->maxu <= l) continue;
+            for (int64_t j = 0; j < blk->n; j++) {
+                const Placed *q = &blk->e[j];
+                if (q->pl >= u || q->pu <= l) continue;
+                int64_t start = ee;
+                if (a > 1) { int64_t d = start % a; if (d) start += a - d; }
+                int64_t room = q->po - start;
+                if (room >= s) {
+                    if (fit == 1) { if (o < 0) o = start; }
+                    else if (room < best_room) { best_room = room; nc = 0; cs[nc++] = start; }
+                    else if (room == best_room && tie == 1) cs[nc++] = start;
+                }
+                if (q->pe > ee) ee = q->pe;
+                any = 1;
+            }
+        }
+        if (!any) o = 0;
+        else if (fit == 1) {
+            if (o < 0) { o = ee; if (a > 1) { int64_t d = o % a; if (d) o += a - d; } }
+        } else if (nc == 0) {
+            o = ee;
+            if (a > 1) { int64_t d = o % a; if (d) o += a - d; }
+        } else if (tie != 1 || nc == 1) {
+            o = cs[0];
+        } else {
+            int64_t best_freed = INT64_MAX;
+            for (int64_t c = 0; c < nc; c++) {
+                int64_t h = cs[c], freed = -1;
+                for (int64_t bi = 0; bi < nb; bi++) {
+                    const Block *blk = &B[bi];
+                    if (blk->minl > l) continue; /* every buffer in it starts after l, so ends after l */
+                    for (int64_t j = 0; j < blk->n; j++) {
+                        const Placed *q = &blk->e[j];
+                        if (q->pu <= l && q->po < h + s && q->pe > h && q->pu > freed) freed = q->pu;
+                    }
+                }
+                if (freed < best_freed) { best_freed = freed; o = h; }
+            }
+        }
+        out_off[i] = o;
+        /* insert after every placed buffer with offset <= o */
+        int64_t bi = 0;
+        while (bi + 1 < nb && B[bi].n > 0 && B[bi].e[B[bi].n - 1].po <= o) bi++;
+        Block *blk = &B[bi];
+        int64_t pos = blk->n;
+        while (pos > 0 && blk->e[pos - 1].po > o) pos--;
+        memmove(blk->e + pos + 1, blk->e + pos, (size_t)(blk->n - pos) * sizeof(Placed));
+        blk->e[pos].po = o; blk->e[pos].pe = o + s; blk->e[pos].pl = l; blk->e[pos].pu = u;
+        blk->n++;
+        if (l < blk->minl) blk->minl = l;
+        if (u > blk->maxu) blk->maxu = u;
+        if (blk->n == 2 * GREEDY_BLOCK) {
+            /* split: the upper half moves to a fresh block right after this one */
+            memmove(B + bi + 2, B + bi + 1, (size_t)(nb - bi - 1) * sizeof(Block));
+            Block *nw = &B[bi + 1];
+            nw->e = pool + (used++) * 2 * GREEDY_BLOCK;
+            nw->n = GREEDY_BLOCK;
+            memcpy(nw->e, blk->e + GREEDY_BLOCK, GREEDY_BLOCK * sizeof(Placed));
+            blk->n = GREEDY_BLOCK;
+            block_bounds(blk);
+            block_bounds(nw);
+            nb++;
+        }
+        if (o + s > arena) {
+            arena = o + s;
+            if (limit >= 0 && arena > limit) break;
+        }
+    }
+out:
+    free(B); free(pool); free(cs);
+    return arena;
+}

@@ -7,8 +7,11 @@ the lowest offset, or to the hole freed earliest), else on top of them.
 Several orderings are tried and the smallest arena kept (ties: the first
 ordering in the list), so the result is deterministic.
 
-Each placement is vectorised with NumPy over the placed buffers, so one
-ordering costs O(n^2) machine operations but only O(n) Python steps.
+A pass runs in the compiled library (``greedy_place`` in ``_canonical.c``) when it
+is built: one linear scan of the placed buffers per buffer, about 0.15 s for
+pangu_2.6B's 18,692 buffers where the NumPy loop (one small array call per
+buffer, kept as the reference and the fallback) took about a second. Both make
+the same decisions (tests/test_layout.py compares them).
 """
 
 from __future__ import annotations
@@ -92,7 +95,32 @@ def _place(
     fit: str,
     limit: int | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Place buffers in ``order``; returns (offsets, arena). Stops early (arena > limit) if limit given."""
+    """Place buffers in ``order``; returns (offsets, arena). Stops early (arena > limit) if limit given.
+
+    Without ``prefer`` this runs in the compiled library when it is built (the same
+    decisions, see ``greedy_place`` in ``_canonical.c``); the loop below is the reference
+    and the fallback."""
+    if prefer is None:
+        from .canonical import place_compiled
+
+        done = place_compiled(order, L, U, S, A, tie_break == "earliest_freed", fit == "first", limit)
+        if done is not None:
+            return done
+    return _place_python(order, L, U, S, A, tie_break, prefer, fit, limit)
+
+
+def _place_python(
+    order: np.ndarray,
+    L: np.ndarray,
+    U: np.ndarray,
+    S: np.ndarray,
+    A: np.ndarray,
+    tie_break: str,
+    prefer: Callable[[Hole], object] | None,
+    fit: str,
+    limit: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """The placement loop in NumPy (reference for the compiled one; used with ``prefer``)."""
     n = len(order)
     off = np.zeros(len(L), dtype=np.int64)
     pl = np.empty(n, dtype=np.int64)
