@@ -156,6 +156,7 @@ class LoadedPlan:
                 describe=lambda i: describe_node(nodes[i], plan),
                 # no thread binding to do (the CPU backend): a one-queue plan may then run on the calling thread
                 thread_init=None if type(self.backend).thread_init is Backend.thread_init else self.backend.thread_init,
+                synchronous=self.backend.synchronous,
             )
             # (placement, bytes or None for a feed, rewrite before every run?)
             self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))

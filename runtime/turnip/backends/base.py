@@ -73,6 +73,9 @@ class Backend(ABC):
     xp: ModuleType = np
     #: Whether views live outside host memory, so that host parameters (see :meth:`host_param`) save a device sync.
     device_arrays: bool = False
+    #: Whether a node's work is done when its callable returns (copies are memcpy, no streams): the executor may then
+    #: run every queue on the calling thread (executor.py, "One thread").
+    synchronous: bool = False
 
     def __init__(self) -> None:
         self.plan: Plan | None = None

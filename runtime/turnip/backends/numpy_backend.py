@@ -20,6 +20,7 @@ from .base import Backend
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+    synchronous = True  # copies are np.copyto, kernels return when done: one thread can run every queue
 
     def allocate_all(self, plan: Any) -> Any:
         """Refuse, before allocating anything, a plan whose memories exceed this machine's RAM.
