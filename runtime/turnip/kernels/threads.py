@@ -35,8 +35,10 @@ import numpy as np
 
 __all__ = ["MIN_PARALLEL_MACS", "blas_threads", "matmul_call", "parallel_for"]
 
-#: multiply-adds below which a MatMul runs as one call (waking a helper costs ~10-50 us)
-MIN_PARALLEL_MACS = 1 << 22
+#: multiply-adds below which a MatMul runs as one call: waking a helper costs ~10-50 us, and a helper preempted
+#: in the middle of its block makes the caller wait for it (a scheduler slice on a loaded machine), so only
+#: MatMuls of a millisecond or more (single-threaded) are split
+MIN_PARALLEL_MACS = 1 << 24
 
 
 class _Blas:
@@ -210,7 +212,7 @@ def matmul_call(a: np.ndarray, b: np.ndarray, out: np.ndarray, width: int) -> Ca
     macs = int(np.prod(out.shape[:-2], dtype=np.int64)) * m * n * k
     blocks: list[Callable[[], Any]] = []
     if macs >= MIN_PARALLEL_MACS:
-        parts = 2 * width
+        parts = 4 * width  # small blocks: the caller waits at most for one block a preempted helper holds
         if m >= n and m >= parts:
             blocks = [functools.partial(np.matmul, a[..., lo:hi, :], b, out=out[..., lo:hi, :]) for lo, hi in _split(m, parts)]
         elif n >= parts:
