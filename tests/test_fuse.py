@@ -200,3 +200,80 @@ def test_two_chains_meeting_at_one_task_continue_only_the_later_one():
     t = f.tasks[1]
     assert t.attrs == {"ops": ["Tanh", "Add", "Mul"], "a": [0, CHAIN, 2], "b": [NONE, 1, CHAIN]}
     assert t.inputs == ("x", "one", "g") and "g" in f.values and "e" not in f.values and "f" not in f.values
+
+
+def test_fused_tasks_tile_and_the_tiled_plan_matches_onnxruntime(tmp_path):
+    """A forced task-size limit cuts fused tasks into blocks like any elementwise op; outputs stay exact."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
+    import fixtures
+    from turnip import Session
+    from turnip.check import compare, reference_outputs
+    from turnip.units import Budget
+
+    from turnipc.importer import import_model
+    from turnipc.planner import PlanOptions, build_plan
+    from turnipc.verify import verify_plan
+
+    fx = fixtures.get("bert_dynamo18")
+    graph = import_model(fx.path, fx.dims or {}, None)
+    plan = build_plan(graph, PlanOptions(Budget(fraction=1.0), fuse=True, max_task_bytes=24 << 10))
+    verify_plan(plan)
+    fused = [n for n in plan.nodes if n.op == FUSED_OP]
+    gelu = [n for n in fused if n.attrs["ops"] == ["Div", "Erf", "Add", "Mul", "Mul"]]
+    assert len(gelu) > 2 * 2  # 2 layers, each GELU in blocks
+    p = str(tmp_path / "t.plan")
+    write_plan(plan, p)
+    feeds = fixtures.make_inputs(fx, 0)
+    with Session(p, model=fx.path, backend="numpy") as s:
+        out = s.run(feeds)
+    assert all(c.ok for c in compare(out, reference_outputs(fx.path, feeds), atol=1e-4, rtol=1e-3))
+
+
+def test_fused_nodes_allocate_within_their_bound():
+    """Allocations outside the arena: each fused node of a planned fixture, under tracemalloc, within temp_bytes."""
+    import tracemalloc
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
+    import fixtures
+    from turnip.backends.numpy_backend import NumpyBackend
+    from turnip.kernels.workspace import temp_bytes
+    from turnip.run import random_feeds
+    from turnip.units import Budget
+    from turnip.weights import InitialData
+
+    from turnipc.importer import import_model
+    from turnipc.planner import PlanOptions, build_plan
+
+    fx = fixtures.get("bert_dynamo18")
+    plan = build_plan(import_model(fx.path, fx.dims or {}, None), PlanOptions(Budget(fraction=1.0), fuse=True),
+                      plan_dir=os.path.dirname(fx.path))
+    be = NumpyBackend()
+    be.allocate_all(plan)
+    tasks = be.prepare(plan)
+    data = InitialData(plan, None, model_path=fx.path)
+    data.write(be, random_feeds(plan, 0))
+
+    def spec(loc):
+        return None if loc is None else (plan.tensors[loc.tensor].dtype, tuple(plan.tensors[loc.tensor].shape))
+
+    try:
+        order = sorted(range(len(plan.nodes)), key=lambda i: plan.nodes[i].pos)
+        seen = 0
+        tracemalloc.start()
+        try:
+            for i in order:
+                node = plan.nodes[i]
+                base = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                tasks[i]()
+                peak = tracemalloc.get_traced_memory()[1] - base
+                if node.op == FUSED_OP:
+                    seen += 1
+                    bound = temp_bytes(node.op, [spec(x) for x in node.inputs], [spec(x) for x in node.outputs], node.attrs)
+                    assert peak <= bound, (node.id, node.attrs["ops"], peak, bound)
+        finally:
+            tracemalloc.stop()
+        assert seen > 0
+    finally:
+        be.free()
+        data.close()
