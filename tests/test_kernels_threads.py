@@ -119,3 +119,24 @@ def test_overlapping_output_is_one_numpy_call():
     call = _matmul(Ctx(), [buf, buf], [buf], [None, None])
     call()
     np.testing.assert_array_equal(buf, want)
+
+
+def test_numpy_run_holds_blas_at_one_thread_and_restores_it(tmp_path):
+    """A whole run of a NumPy plan sees BLAS at one thread (the runtime's threads do MatMul); after it, the setting is back."""
+    from test_executor import make_chain_plan
+    from turnip.run import LoadedPlan
+
+    libs = _blas_libs()
+    if not libs:
+        pytest.skip("no BLAS threadpoolctl knows")
+    plan_path, _ = make_chain_plan(tmp_path)
+    seen = []
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        lp = LoadedPlan(plan_path, backend="numpy")
+        try:
+            lp.executor.tasks[1] = lambda: seen.append(max(lib.get_num_threads() for lib in libs))
+            lp.execute()
+        finally:
+            lp.close()
+        after = max(lib.get_num_threads() for lib in libs)
+    assert seen == [1] and after == 2

@@ -309,7 +309,8 @@ class LoadedPlan:
         """Run every node once on what is in place (write_inputs first). Returns the executor's stats."""
         self._check_open()
         self.backend.synchronize()
-        ex = self.executor.run(progress=progress)
+        with self.backend.run_scope():
+            ex = self.executor.run(progress=progress)
         self.backend.synchronize()
         self.runs += 1
         return ex

@@ -23,6 +23,7 @@ which nodes did (``fallback_nodes``) for ``turnip-run --report``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from abc import ABC, abstractmethod
 from enum import Enum
@@ -134,6 +135,10 @@ class Backend(ABC):
     def thread_init(self, queue: tuple[int, str]) -> None:
         """Called once in each executor worker thread (device, queue kind)."""
         return None
+
+    def run_scope(self) -> Any:
+        """A context manager held around each execution of the MEMGRAPH (default: nothing to hold)."""
+        return contextlib.nullcontext()
 
     # -- compute -----------------------------------------------------------
     def kernel_context(self, plan: Plan, node: Node) -> Any:

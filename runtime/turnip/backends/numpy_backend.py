@@ -53,6 +53,13 @@ class NumpyBackend(Backend):
                 "re-plan with a smaller --gpu-mem or --dim, or run on a machine with more RAM"
             ) from None
 
+    def run_scope(self) -> Any:
+        """BLAS at one thread for the whole run: MatMul uses the runtime's threads (kernels/threads.py), and
+        changing BLAS's thread count around each small MatMul cost ~13 us a call."""
+        from ..kernels.threads import single_blas
+
+        return single_blas()
+
     def copy(self, src: Any, dst: Any) -> None:
         np.copyto(dst, src)
 

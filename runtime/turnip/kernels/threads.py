@@ -19,7 +19,9 @@ from a shared counter. A helper that is not scheduled costs nothing: the
 caller takes its blocks. Helpers block on a condition variable between
 calls (no polling, no spinning). BLAS's own thread count is set to 1 only
 around the call and restored after it (reference-counted: several queues
-may call at once), so the process's setting is unchanged outside a MatMul.
+may call at once), so the process's setting is unchanged outside a MatMul; the NumPy backend
+holds it at 1 for a whole run (``single_blas``), so a run changes it twice,
+not twice per MatMul (~13 us a call).
 
 Without ``threadpoolctl`` (optional: ``pip install threadpoolctl``) nothing
 changes: MatMul calls BLAS as it is configured.
@@ -27,13 +29,14 @@ changes: MatMul calls BLAS as it is configured.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["MIN_PARALLEL_MACS", "blas_threads", "matmul_call", "parallel_for"]
+__all__ = ["MIN_PARALLEL_MACS", "blas_threads", "matmul_call", "parallel_for", "single_blas"]
 
 #: multiply-adds below which a MatMul runs as one call: waking a helper costs ~10-50 us, and a helper preempted
 #: in the middle of its block makes the caller wait for it (a scheduler slice on a loaded machine), so only
@@ -83,6 +86,20 @@ def _blas() -> _Blas:
     if _BLAS is None:
         _BLAS = _Blas()
     return _BLAS
+
+
+@contextlib.contextmanager
+def single_blas() -> Iterator[None]:
+    """BLAS at one thread inside (reference-counted with the MatMul calls' own hold; restored after)."""
+    blas = _blas()
+    if not blas.libs:
+        yield
+        return
+    blas.enter_single()
+    try:
+        yield
+    finally:
+        blas.exit_single()
 
 
 def blas_threads() -> int:
