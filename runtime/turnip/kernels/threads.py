@@ -42,6 +42,10 @@ __all__ = ["MIN_PARALLEL_MACS", "blas_threads", "matmul_call", "parallel_for", "
 #: in the middle of its block makes the caller wait for it (a scheduler slice on a loaded machine), so only
 #: MatMuls of a millisecond or more (single-threaded) are split
 MIN_PARALLEL_MACS = 1 << 24
+#: multiply-adds per block, about: GPT-2's LM head (4.9 G) in ~150 blocks of ~0.5 ms, not 8 of ~60 ms
+BLOCK_MACS = 1 << 24
+MIN_BLOCK_COLS = 64
+MIN_BLOCK_ROWS = 8
 
 
 class _Blas:
@@ -215,8 +219,8 @@ def matmul_call(a: np.ndarray, b: np.ndarray, out: np.ndarray, width: int) -> Ca
     """``np.matmul(a, b, out=out)`` as a prepared call for ``width`` threads (see the module docstring).
 
     ``a`` and ``b`` have at least 2 dimensions and ``out`` is their broadcast product. Blocks
-    are rows of ``a`` and ``out`` (or columns of ``b`` and ``out`` when there are fewer rows
-    than columns), each block one BLAS call per matrix writing its part of ``out`` in place.
+    are columns of ``b`` and ``out`` (rows of ``a`` and ``out`` when there are too few columns),
+    each one BLAS call per matrix writing its part of ``out`` in place, about :data:`BLOCK_MACS` each.
     """
     plain = functools.partial(np.matmul, a, b, out=out)
     if width <= 1:
@@ -229,11 +233,16 @@ def matmul_call(a: np.ndarray, b: np.ndarray, out: np.ndarray, width: int) -> Ca
     macs = int(np.prod(out.shape[:-2], dtype=np.int64)) * m * n * k
     blocks: list[Callable[[], Any]] = []
     if macs >= MIN_PARALLEL_MACS:
-        parts = 4 * width  # small blocks: the caller waits at most for one block a preempted helper holds
-        if m >= n and m >= parts:
-            blocks = [functools.partial(np.matmul, a[..., lo:hi, :], b, out=out[..., lo:hi, :]) for lo, hi in _split(m, parts)]
-        elif n >= parts:
+        # many small blocks, not one per thread: the caller never waits for more than the one block a slow
+        # (preempted) helper holds; columns first (a block packs only its columns of b, a weight's
+        # columns being the usual big operand), rows when there are too few columns
+        parts = max(4 * width, -(-macs // BLOCK_MACS))
+        if n >= parts * MIN_BLOCK_COLS or n >= m:
+            parts = max(2, min(parts, n // MIN_BLOCK_COLS))
             blocks = [functools.partial(np.matmul, a, b[..., lo:hi], out=out[..., lo:hi]) for lo, hi in _split(n, parts)]
+        else:
+            parts = max(2, min(parts, m // MIN_BLOCK_ROWS))
+            blocks = [functools.partial(np.matmul, a[..., lo:hi, :], b, out=out[..., lo:hi, :]) for lo, hi in _split(m, parts)]
     enter, leave = blas.enter_single, blas.exit_single
 
     if not blocks:  # small: one call, still with BLAS at one thread (its own threads are what stall)
