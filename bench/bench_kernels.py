@@ -235,6 +235,7 @@ def main() -> int:
     ap.add_argument("--fixtures-only", action="store_true", help="re-measure the fixtures only; keep the other rows of kernels.json")
     ap.add_argument("--real-only", action="store_true", help="re-measure the real-size models only (no RSS); keep the fixture rows")
     ap.add_argument("--models", nargs="*", default=None, help="real-size rows to measure, by label (e.g. 'bert s128')")
+    ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts to measure (default: 1 and 2)")
     ap.add_argument("--fixture-rounds", type=int, default=20, help="rounds for the fixtures (a run is ~1 ms: a preempted run is common)")
     ap.add_argument("--fuse", choices=("off", "on", "both"), default="both", help="plans without / with elementwise fusion (turnipc/fuse.py)")
     ap.add_argument("--real-fuse", choices=("off", "on", "both"), default=None, help="the same for the real-size models (default: --fuse)")
@@ -266,7 +267,7 @@ def main() -> int:
                 if not fx.exists():
                     print(f"skip fixture {name}: not found", flush=True)
                     continue
-                for th in THREADS:
+                for th in args.threads or THREADS:
                     speed += bench_speed(f"{name} (fixture)", fx.path, fx.dims or {}, args.fixture_rounds, tmp, fixtures.make_inputs(fx, 0), threads=th,
                                          fuses=fuses)
             res.pop("fixtures_only_note", None)
@@ -276,7 +277,7 @@ def main() -> int:
                 if not os.path.exists(path):
                     print(f"skip {label}: {path} not found (make it with bench/make_models.py)", flush=True)
                     continue
-                for th in THREADS:
+                for th in args.threads or THREADS:
                     if th and not _has_threadpoolctl():
                         print(f"skip {label} at {th} thread(s): pip install threadpoolctl to limit NumPy's BLAS", flush=True)
                         continue
