@@ -1,6 +1,7 @@
 """The 2-thread pathology of issue 16, as a controlled experiment: one plan, one process, three ways to use 2 threads.
 
-    python bench/bench_kernel_threads.py [MODEL] [--seq 128] [--rounds 4]   # writes bench/results/kernels_threads.md
+    python bench/bench_kernel_threads.py [MODEL] [--seq 128] [--rounds 4]
+        # adds MODEL's section to bench/results/kernels_threads.{json,md}
 
 Sessions of the same plan, loaded once each, timed interleaved round by round
 (best of 2 calls per round), so load drifts hit all alike:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 import time
@@ -94,16 +96,24 @@ def main() -> int:
     finally:
         os.unlink(plan_path)
     rows = [{"how": k, "best_ms": round(v * 1e3, 1), "vs_1_thread": round(v / best["1 thread"], 2)} for k, v in best.items()]
-    md = [
-        f"2-thread experiment (`python bench/bench_kernel_threads.py {os.path.basename(args.model)} --seq {args.seq} --rounds {args.rounds}`): "
-        f"one 100% plan, best of {args.rounds} interleaved rounds x 2 calls; load average {load_start} at start, "
-        f"{[round(v, 1) for v in os.getloadavg()]} at end ({os.cpu_count()} CPUs, shared).",
-        "",
-        *markdown_table(rows, ["how", "best_ms", "vs_1_thread"]),
-        "",
-    ]
-    out = os.path.join(HERE, "results", "kernels_threads.md")
-    with open(out, "w") as f:
+    head = (
+        f"`python bench/bench_kernel_threads.py {args.model} --seq {args.seq} --rounds {args.rounds}` "
+        f"({time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC): one 100% plan, best of {args.rounds} interleaved rounds x 2 calls; "
+        f"load average {load_start} at start, {[round(v, 1) for v in os.getloadavg()]} at end ({os.cpu_count()} CPUs, shared)."
+    )
+    # one section per model and seq, kept across runs (bench/results/kernels_threads.json)
+    store = os.path.join(HERE, "results", "kernels_threads.json")
+    runs = {}
+    if os.path.exists(store):
+        with open(store) as f:
+            runs = json.load(f)
+    runs[f"{os.path.basename(args.model)} seq {args.seq}"] = {"head": head, "rows": rows}
+    with open(store, "w") as f:
+        json.dump(runs, f, indent=1)
+    md = ["The 2-thread experiment of issue 16 (module docstring of bench/bench_kernel_threads.py).", ""]
+    for name in sorted(runs):
+        md += [f"**{name}**: {runs[name]['head']}", "", *markdown_table(runs[name]["rows"], ["how", "best_ms", "vs_1_thread"]), ""]
+    with open(os.path.join(HERE, "results", "kernels_threads.md"), "w") as f:
         f.write("\n".join(md))
     print("\n".join(md))
     return 0
