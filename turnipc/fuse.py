@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from turnip.plan import FUSED_CHAIN as CHAIN
+from turnip.plan import FUSED_DOMAIN, FUSED_OP
+from turnip.plan import FUSED_NONE as NONE
+
 from .taskgraph import Task, TaskGraph
 
 __all__ = ["BINARY", "CHAIN", "FUSED_DOMAIN", "FUSED_OP", "NONE", "UNARY", "fuse_elementwise"]
 
-FUSED_OP = "FusedElementwise"
-FUSED_DOMAIN = "ai.turnip"
-#: operand codes in the ``a`` / ``b`` attributes
-CHAIN = -1
-NONE = -2
 #: ops fused: NumPy ufuncs (or the runtime's Erf) that write their result in place, same dtype in and out
 BINARY = ("Add", "Sub", "Mul", "Div")
 UNARY = ("Erf", "Tanh", "Sqrt", "Exp", "Neg", "Abs", "Relu", "Reciprocal", "Sigmoid")

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from turnip.plan import FUSED_DOMAIN, FUSED_OP
 
 from .cost import estimate
 from .output_blocks import finish_outputs
@@ -149,7 +150,7 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
     an output, that the output is omitted. Returns None when a blockwise
     computation along ``k`` would not be exactly the whole one.
     """
-    fused = task.domain == "ai.turnip" and task.op_type == "FusedElementwise"  # turnipc/fuse.py: steps all elementwise
+    fused = task.domain == FUSED_DOMAIN and task.op_type == FUSED_OP  # turnipc/fuse.py: every step elementwise
     if task.domain not in ("", "ai.onnx") and not fused and task.op_type not in ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"):
         return None
     vals = graph.values

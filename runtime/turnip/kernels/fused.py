@@ -18,15 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..plan import FUSED_CHAIN, FUSED_DOMAIN, FUSED_NONE, FUSED_OP
 from . import KernelContext, prepares, register
 from ._fast import erf_into
 
 __all__ = ["CHAIN", "FUSED_DOMAIN", "FUSED_OP", "NONE", "steps"]
 
-FUSED_OP = "FusedElementwise"
-FUSED_DOMAIN = "ai.turnip"
-CHAIN = -1
-NONE = -2
+CHAIN = FUSED_CHAIN
+NONE = FUSED_NONE
 
 _BINARY = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": "divide"}
 _UNARY = {"Tanh": "tanh", "Sqrt": "sqrt", "Exp": "exp", "Neg": "negative", "Abs": "absolute", "Reciprocal": "reciprocal"}
