@@ -294,6 +294,7 @@ def main() -> int:
         with open(json_path) as f:
             merged = json.load(f)
         merged.update({k: v for k, v in res.items() if k not in prev or res[k] is not prev.get(k)})
+        merged.pop("fixtures_only_note", None)  # rows now say when each was measured (``utc``)
         res = merged
     with open(json_path, "w") as f:
         json.dump(res, f, indent=1)
