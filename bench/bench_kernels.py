@@ -285,7 +285,8 @@ def main() -> int:
             # rows of this run replace the rows of the same (model, budget, fused, threads); the others are kept
             key = lambda r: (r["model"], r["budget"], r.get("fused", "no"), r["threads"])  # noqa: E731
             done = {key(r) for r in speed}
-            res["speed"] = sorted([r for r in prev.get("speed", []) if key(r) not in done] + speed,
+            # rows without ``utc`` are from before rows carried their time (and timed differently): dropped
+            res["speed"] = sorted([r for r in prev.get("speed", []) if key(r) not in done and "utc" in r] + speed,
                                   key=lambda r: ("(fixture)" not in r["model"], r["model"], r["threads"], r.get("fused", "no"), r["budget"]))
             if not args.fixtures_only and not args.real_only:
                 res[f"rss_{args.label}"] = bench_rss(None, tmp)
@@ -304,7 +305,7 @@ def main() -> int:
         "ratio = turnip / onnxruntime (a later `Session.run` vs `InferenceSession.run`, same threads). Targets: real models <= 1.5x at 100%, <= 2x at 25%; fixtures <= 3x.",
         "",
         f"BLAS: {env['blas']}; numpy {env['numpy']}, onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, "
-        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} (same environment for both); load average at start "
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} (same environment for both); load average at the start of this script's last run "
         f"{env.get('loadavg_at_start')}, at end {res.get('loadavg_at_end')}; `load1` is the 1-minute load average after each row "
         "and `utc` when it was measured (rows are re-measured by model, budget, fused and threads; the machine is shared: "
         "absolute times are noisy, read the ratios).",
