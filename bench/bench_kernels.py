@@ -2,6 +2,8 @@
 
     python bench/bench_kernels.py                 # writes bench/results/kernels.{json,md}
     python bench/bench_kernels.py --quick         # fixtures + one real model, fewer rounds
+    python bench/bench_kernels.py --fixtures-only # or --real-only [--models 'bert s128' ...]: re-measure those
+                                                  # rows (same model, budget, fused, threads), keep the others
     python bench/bench_kernels.py --rss-only --src DIR --label before
                                                   # peak RSS of the CLIs of another source tree
                                                   # (e.g. `git archive` of an older commit)
@@ -107,13 +109,14 @@ def _best(f, n: int) -> float:
     return best
 
 
-def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds: dict | None = None, threads: int = 0) -> list[dict]:
-    """Rows for 100% and 25% budgets; ``threads`` (0: all CPUs) for both onnxruntime and NumPy's BLAS."""
+def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds: dict | None = None, threads: int = 0,
+                fuses: tuple[bool, ...] = (False,)) -> list[dict]:
+    """Rows for 100% and 25% budgets, unfused and/or fused; ``threads`` (0: all CPUs) for both onnxruntime and NumPy's BLAS."""
     graph = import_model(path, dims, None)
     nth = threads or os.cpu_count() or 1
     sess = ort_session(path, nth)
     rows = []
-    for blabel, plan in plans_at(graph, path):
+    for fuse, (blabel, plan) in [(f, bp) for f in fuses for bp in plans_at(graph, path, f)]:
         plan_path = os.path.join(os.path.dirname(path), f".bench-kernels-{os.getpid()}.plan")
         write_plan(plan, plan_path)
         try:
@@ -131,9 +134,10 @@ def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds:
             os.unlink(plan_path)
         ok = all(c.ok for c in compare(out, ref, atol=1e-4, rtol=1e-3))
         rows.append({
-            "model": label, "budget": blabel, "threads": nth, "check": "PASSED" if ok else "FAILED",
+            "model": label, "budget": blabel, "fused": "yes" if fuse else "no", "threads": nth, "check": "PASSED" if ok else "FAILED",
             "ort_ms": round(t_ort * 1e3, 2), "turnip_ms": round(t_tur * 1e3, 2), "ratio": round(t_tur / t_ort, 2),
             "nodes": len(plan.nodes), "reload_MiB": round(plan.stats.reload_bytes / 2**20, 1),
+            "load1": round(os.getloadavg()[0], 1), "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         })
         print(rows[-1], flush=True)
     return rows
@@ -229,6 +233,12 @@ def main() -> int:
     ap.add_argument("--src", help="run the RSS measurement with the CLIs of this source tree")
     ap.add_argument("--label", default="after")
     ap.add_argument("--fixtures-only", action="store_true", help="re-measure the fixtures only; keep the other rows of kernels.json")
+    ap.add_argument("--real-only", action="store_true", help="re-measure the real-size models only (no RSS); keep the fixture rows")
+    ap.add_argument("--models", nargs="*", default=None, help="real-size rows to measure, by label (e.g. 'bert s128')")
+    ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts to measure (default: 1 and 2)")
+    ap.add_argument("--fixture-rounds", type=int, default=20, help="rounds for the fixtures (a run is ~1 ms: a preempted run is common)")
+    ap.add_argument("--fuse", choices=("off", "on", "both"), default="both", help="plans without / with elementwise fusion (turnipc/fuse.py)")
+    ap.add_argument("--real-fuse", choices=("off", "on", "both"), default=None, help="the same for the real-size models (default: --fuse)")
     args = ap.parse_args()
     out_dir = os.path.join(HERE, "results")
     os.makedirs(out_dir, exist_ok=True)
@@ -249,39 +259,43 @@ def main() -> int:
             res[f"rss_{args.label}"] = bench_rss(args.src, tmp)
         else:
             rounds = 2 if args.quick else args.rounds
+            pick = {"off": (False,), "on": (True,), "both": (False, True)}
+            fuses, real_fuses = pick[args.fuse], pick[args.real_fuse or args.fuse]
             speed = []
-            for name in FIXTURES:
+            for name in [] if args.real_only else FIXTURES:
                 fx = fixtures.get(name)
                 if not fx.exists():
                     print(f"skip fixture {name}: not found", flush=True)
                     continue
-                for th in THREADS:
-                    speed += bench_speed(f"{name} (fixture)", fx.path, fx.dims or {}, max(rounds, 5), tmp, fixtures.make_inputs(fx, 0), threads=th)
-            if args.fixtures_only:
-                speed += [r for r in prev.get("speed", []) if "(fixture)" not in r["model"]]
-                res["fixtures_only_note"] = (
-                    "Fixture rows re-measured with `--fixtures-only`; the real-size rows are kept from the last full run "
-                    "(then timed as the executor's wall time of `run_plan`, without writing feeds and reading outputs)."
-                )
-            else:
-                res.pop("fixtures_only_note", None)
-            for label, f, seq in [] if args.fixtures_only else REAL[:1] if args.quick else REAL:
+                for th in args.threads or THREADS:
+                    speed += bench_speed(f"{name} (fixture)", fx.path, fx.dims or {}, args.fixture_rounds, tmp, fixtures.make_inputs(fx, 0), threads=th,
+                                         fuses=fuses)
+            res.pop("fixtures_only_note", None)
+            reals = [] if args.fixtures_only else REAL[:1] if args.quick else [r for r in REAL if not args.models or r[0] in args.models]
+            for label, f, seq in reals:
                 path = os.path.join(REAL_DIR, f)
                 if not os.path.exists(path):
                     print(f"skip {label}: {path} not found (make it with bench/make_models.py)", flush=True)
                     continue
-                for th in THREADS:
+                for th in args.threads or THREADS:
                     if th and not _has_threadpoolctl():
                         print(f"skip {label} at {th} thread(s): pip install threadpoolctl to limit NumPy's BLAS", flush=True)
                         continue
-                    speed += bench_speed(label, path, {"batch": 1, "seq": seq}, rounds, tmp, threads=th)
-            res["speed"] = speed
-            if not args.fixtures_only:
+                    speed += bench_speed(label, path, {"batch": 1, "seq": seq}, rounds, tmp, threads=th, fuses=real_fuses)
+            # rows of this run replace the rows of the same (model, budget, fused, threads); the others are kept
+            key = lambda r: (r["model"], r["budget"], r.get("fused", "no"), r["threads"])  # noqa: E731
+            done = {key(r) for r in speed}
+            # rows without ``utc`` are from before rows carried their time (and timed differently): dropped
+            res["speed"] = sorted([r for r in prev.get("speed", []) if key(r) not in done and "utc" in r] + speed,
+                                  key=lambda r: ("(fixture)" not in r["model"], r["model"], r["threads"], r.get("fused", "no"), r["budget"]))
+            if not args.fixtures_only and not args.real_only:
                 res[f"rss_{args.label}"] = bench_rss(None, tmp)
+    res["loadavg_at_end"] = [round(v, 1) for v in os.getloadavg()]
     if os.path.exists(json_path):  # merge with what another run (e.g. --rss-only --label before) wrote meanwhile
         with open(json_path) as f:
             merged = json.load(f)
         merged.update({k: v for k, v in res.items() if k not in prev or res[k] is not prev.get(k)})
+        merged.pop("fixtures_only_note", None)  # rows now say when each was measured (``utc``)
         res = merged
     with open(json_path, "w") as f:
         json.dump(res, f, indent=1)
@@ -291,14 +305,16 @@ def main() -> int:
         "ratio = turnip / onnxruntime (a later `Session.run` vs `InferenceSession.run`, same threads). Targets: real models <= 1.5x at 100%, <= 2x at 25%; fixtures <= 3x.",
         "",
         f"BLAS: {env['blas']}; numpy {env['numpy']}, onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, "
-        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} (same environment for both); load average at start "
-        f"{env.get('loadavg_at_start')} (the machine is shared: absolute times are noisy, read the ratios).",
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} (same environment for both); load average at the start of this script's last run "
+        f"{env.get('loadavg_at_start')}, at end {res.get('loadavg_at_end')}; `load1` is the 1-minute load average after each row "
+        "and `utc` when it was measured (rows are re-measured by model, budget, fused and threads; the machine is shared: "
+        "absolute times are noisy, read the ratios).",
         "",
     ]
     if res.get("fixtures_only_note"):
         md += [res["fixtures_only_note"], ""]
     if res.get("speed"):
-        md += markdown_table(res["speed"], ["model", "budget", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB"]) + [""]
+        md += markdown_table(res["speed"], ["model", "budget", "fused", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB", "load1", "utc"]) + [""]
     cols = ["model", "budget", "weights_MiB", "memories_MiB", "plan_rss_MiB", "run_rss_MiB", "run_rss_over_weights", "run_rss_over_memories"]
     for key in sorted(k for k in res if k.startswith("rss_")):
         how = " Measured with `--rss-only --src DIR --label before`, DIR a `git archive` of the tree before the change." if key != "rss_after" else ""

@@ -29,14 +29,16 @@ RESULTS = os.path.join(HERE, "results")
 FULL_AND_QUARTER = (("100%", Budget(fraction=1.0)), ("25%", Budget(fraction=0.25)))
 
 
-def plans_at(graph: TaskGraph, model_path: str) -> Iterator[tuple[str, Plan]]:
-    """(label, plan) at 100% and 25% of the no-offload peak; ``min`` where 25% is below the smallest feasible budget."""
+def plans_at(graph: TaskGraph, model_path: str, fuse: bool = False) -> Iterator[tuple[str, Plan]]:
+    """(label, plan) at 100% and 25% of the no-offload peak; ``min`` where 25% is below the smallest feasible budget.
+
+    ``fuse``: plan with elementwise chains fused (turnipc/fuse.py)."""
     plan_dir = os.path.dirname(model_path)
     for label, budget in FULL_AND_QUARTER:
         try:
-            yield label, build_plan(graph, PlanOptions(budget), plan_dir=plan_dir)
+            yield label, build_plan(graph, PlanOptions(budget, fuse=fuse), plan_dir=plan_dir)
         except BudgetError:
-            yield "min", build_plan(graph, PlanOptions(Budget(minimum=True)), plan_dir=plan_dir)
+            yield "min", build_plan(graph, PlanOptions(Budget(minimum=True), fuse=fuse), plan_dir=plan_dir)
 
 
 def ort_session(path: str, threads: int = 0) -> ort.InferenceSession:

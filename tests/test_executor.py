@@ -522,3 +522,62 @@ def test_inline_run_names_the_failing_node_and_reports_progress():
     with pytest.raises(ExecutionError, match=r"node 2 .*failed: ValueError: bad view") as e:
         ex.run()
     assert e.value.node_id == 2
+
+
+def _two_queue_nodes() -> list[Node]:
+    """Compute 0 -> offload 1 (d2h); reload 2 (h2d, after 1) -> compute 4; compute 3 after 0; positions 0..4.
+
+    A reload's dynamic priority is its first reader's position (4 here), so one worker
+    taking every queue pops 0, 1, 3, 2, 4.
+    """
+    return [
+        Node(0, "compute", 0, (), (), (), op="Identity", name="c0", pos=0),
+        Node(1, "offload", 0, (0,), (), (), name="off", pos=1),
+        Node(2, "reload", 0, (1,), (), (), name="rel", pos=2),
+        Node(3, "compute", 0, (0,), (), (), op="Identity", name="c3", pos=3),
+        Node(4, "compute", 0, (2, 3), (), (), op="Identity", name="c4", pos=4),
+    ]
+
+
+@pytest.mark.parametrize("order,want", [("dynamic", [0, 1, 3, 2, 4]), ("fixed", [0, 1, 2, 3, 4])])
+def test_synchronous_backend_runs_every_queue_inline(order, want):
+    """Copies that are done when they return (NumPy): one thread runs all queues, in one worker's order; no pool."""
+    nodes = _two_queue_nodes()
+    seen: list[tuple[int, int]] = []
+    tasks = [lambda i=i: seen.append((i, threading.get_ident())) for i in range(len(nodes))]
+    prio = [0, 1, 4, 3, 4] if order == "dynamic" else None
+    ex = Executor(nodes, tasks, order=order, priorities=prio, synchronous=True)
+    assert len(ex.queues) == 3 and ex.inline is not None
+    st = ex.run()
+    assert [i for i, _ in seen] == want
+    assert {t for _, t in seen} == {threading.get_ident()}
+    assert ex._pool is None  # no worker thread was started
+    assert st.nodes_run == 5 and [ex.queues[q][1] for q in st.queue_of] == ["compute", "d2h", "h2d", "compute", "compute"]
+
+
+def test_synchronous_backend_keeps_threads_for_the_random_order_and_without_the_flag():
+    nodes = _two_queue_nodes()
+    assert Executor(nodes, [lambda: None] * 5, order="random", synchronous=True).inline is None
+    assert Executor(nodes, [lambda: None] * 5).inline is None  # real streams (CuPy): a worker per queue
+    ex = Executor(nodes, [lambda: None] * 5, order="random", seed=3, synchronous=True)
+    assert ex.run().nodes_run == 5
+    ex.close()
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_numpy_backend_runs_an_offloading_plan_on_the_calling_thread(tmp_path, devices):
+    """Reloads, offloads and moves on the NumPy backend: inline, outputs exact, in the dynamic and fixed orders."""
+    from turnip.run import LoadedPlan
+
+    plan_path, w = make_chain_plan(tmp_path, devices=devices)
+    feeds = feeds_for()
+    for order in ("dynamic", "fixed"):
+        lp = LoadedPlan(plan_path, backend="numpy", order=order)
+        try:
+            assert len(lp.executor.queues) >= 3 and lp.executor.inline is not None
+            for _ in range(2):
+                out = lp.run(feeds)
+                np.testing.assert_array_equal(out["y"], np.maximum(feeds["x"], 0) + w)
+            assert lp.executor._pool is None
+        finally:
+            lp.close()

@@ -81,6 +81,7 @@ def main() -> None:
               help="Mark graph input NAME as state that outlives a run (a KV cache: home in host memory, kept between runs). "
                    "Static-cache (ScatterND) and past/present caches are marked without it (repeatable).")
 @click.option("--no-auto-state", is_flag=True, help="Mark only the --state inputs, not the KV caches found in the graph.")
+@click.option("--fuse", is_flag=True, help="Fuse single-consumer elementwise chains into one task each, evaluated in place (off by default).")
 @click.option("--decode", "decode_prompt", type=click.IntRange(min=1), metavar="PROMPT_LEN", default=None,
               help="MODEL is a KV-cache decoder: write its decode plan (seq 1) to -o and its prompt plan (seq PROMPT_LEN) "
                    "beside it as NAME.prefill.plan (batch: --dim, default 1).")
@@ -92,7 +93,7 @@ def main() -> None:
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
              solver: str, effort: float, time_budget: float | None, no_prefetch: bool, max_task_bytes: str | None, as_json: bool,
              quiet: bool, verbose: bool = False, state: tuple[str, ...] = (), no_auto_state: bool = False,
-             decode_prompt: int | None = None, prefill_model: str | None = None) -> None:
+             decode_prompt: int | None = None, prefill_model: str | None = None, fuse: bool = False) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -153,7 +154,8 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         if say:
             say(f"imported {path}: {len(graph.tasks)} tasks, {len(graph.values)} values in {time.perf_counter() - t0:.2f}s")
         opts = plan_options(graph, budgets, gpus, solver, effort, prefetch=not no_prefetch)
-        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True, state=state, auto_state=not no_auto_state)
+        opts = dataclasses.replace(opts, max_task_bytes=task_limit, min_search_tiled=True, state=state, auto_state=not no_auto_state,
+                                   fuse=fuse)
         return build_plan(graph, opts, plan_dir=os.path.dirname(os.path.abspath(out)), progress=say)
 
     try:

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from turnip.plan import FUSED_DOMAIN, FUSED_OP
 
 from .cost import estimate
 from .output_blocks import finish_outputs
@@ -149,7 +150,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
     an output, that the output is omitted. Returns None when a blockwise
     computation along ``k`` would not be exactly the whole one.
     """
-    if task.domain not in ("", "ai.onnx") and task.op_type not in ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"):
+    fused = task.domain == FUSED_DOMAIN and task.op_type == FUSED_OP  # turnipc/fuse.py: every step elementwise
+    if task.domain not in ("", "ai.onnx") and not fused and task.op_type not in ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"):
         return None
     vals = graph.values
     outs = [vals[o] if o is not None else None for o in task.outputs]
@@ -174,7 +176,7 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         return res
 
     in_axes: list[int | None]
-    if op in ELEMENTWISE:
+    if op in ELEMENTWISE or fused:
         if len(outs) != 1:
             return None
         if not all(v is None or _broadcasts_to(v.shape, out0.shape) for v in ins):

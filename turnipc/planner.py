@@ -18,6 +18,7 @@ from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, Plan
 from .errors import BudgetError
 from .floor import min_feasible_budget as floor_search
 from .floor import refusal, tiling_floor
+from .fuse import fuse_elementwise
 from .layout.greedy import greedy_layout
 from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
@@ -54,6 +55,8 @@ class PlanOptions:
     #: ones it finds (static-cache ScatterND and past/present pairs) unless ``auto_state`` is off.
     state: tuple[str, ...] = ()
     auto_state: bool = True
+    #: Fuse single-consumer elementwise chains into one task each (turnipc/fuse.py). Off by default.
+    fuse: bool = False
 
     def to_obj(self) -> dict:
         gpu_mem = ",".join(format_bytes(b) for b in self.budgets) if self.budgets else self.budget.describe()
@@ -65,6 +68,8 @@ class PlanOptions:
             o["tiling"] = False
         if self.state:  # absent when empty: plans without state keep their bytes
             o["state"] = list(self.state)
+        if self.fuse:  # absent when off: unfused plans keep their bytes
+            o["fuse"] = True
         return o
 
 
@@ -317,6 +322,8 @@ def res_lb(graph: TaskGraph, order: list[int], device_of: list[int], gpus: int) 
 
 def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None, progress: Progress | None = None) -> Plan:
     """Plan a TaskGraph under ``opts``. ``plan_dir``: where the plan will be written (model path is made relative to it)."""
+    if opts.fuse:
+        graph = fuse_elementwise(graph)
     pairs = find_state(graph, opts.state, opts.auto_state)
     opts = dataclasses.replace(opts, state=tuple(p.input for p in pairs))
     order = memory_aware_order(graph)

@@ -112,6 +112,13 @@ QUEUE_KINDS = tuple(QueueKind)
 GPU = MemoryKind.GPU
 HOST = MemoryKind.HOST
 
+#: A fused elementwise chain (turnipc/fuse.py; docs/plan-format.md, "Fused elementwise"): a compute node with
+#: this op and domain, its program in attrs ``ops``, ``a``, ``b``; an operand is an input index or one of these codes.
+FUSED_OP = "FusedElementwise"
+FUSED_DOMAIN = "ai.turnip"
+FUSED_CHAIN = -1  # the value of the steps so far
+FUSED_NONE = -2  # no operand (a unary step's ``b``)
+
 
 from .errors import PlanFormatError as PlanFormatError  # noqa: E402  (defined with every runtime error; re-exported)
 

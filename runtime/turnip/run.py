@@ -156,6 +156,7 @@ class LoadedPlan:
                 describe=lambda i: describe_node(nodes[i], plan),
                 # no thread binding to do (the CPU backend): a one-queue plan may then run on the calling thread
                 thread_init=None if type(self.backend).thread_init is Backend.thread_init else self.backend.thread_init,
+                synchronous=self.backend.synchronous,
             )
             # (placement, bytes or None for a feed, rewrite before every run?)
             self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))
@@ -308,7 +309,8 @@ class LoadedPlan:
         """Run every node once on what is in place (write_inputs first). Returns the executor's stats."""
         self._check_open()
         self.backend.synchronize()
-        ex = self.executor.run(progress=progress)
+        with self.backend.run_scope():
+            ex = self.executor.run(progress=progress)
         self.backend.synchronize()
         self.runs += 1
         return ex

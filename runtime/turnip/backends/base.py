@@ -23,6 +23,7 @@ which nodes did (``fallback_nodes``) for ``turnip-run --report``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from abc import ABC, abstractmethod
 from enum import Enum
@@ -73,6 +74,9 @@ class Backend(ABC):
     xp: ModuleType = np
     #: Whether views live outside host memory, so that host parameters (see :meth:`host_param`) save a device sync.
     device_arrays: bool = False
+    #: Whether a node's work is done when its callable returns (copies are memcpy, no streams): the executor may then
+    #: run every queue on the calling thread (executor.py, "One thread").
+    synchronous: bool = False
 
     def __init__(self) -> None:
         self.plan: Plan | None = None
@@ -131,6 +135,10 @@ class Backend(ABC):
     def thread_init(self, queue: tuple[int, str]) -> None:
         """Called once in each executor worker thread (device, queue kind)."""
         return None
+
+    def run_scope(self) -> Any:
+        """A context manager held around each execution of the MEMGRAPH (default: nothing to hold)."""
+        return contextlib.nullcontext()
 
     # -- compute -----------------------------------------------------------
     def kernel_context(self, plan: Plan, node: Node) -> Any:

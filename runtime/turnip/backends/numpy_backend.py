@@ -20,6 +20,7 @@ from .base import Backend
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+    synchronous = True  # copies are np.copyto, kernels return when done: one thread can run every queue
 
     def allocate_all(self, plan: Any) -> Any:
         """Refuse, before allocating anything, a plan whose memories exceed this machine's RAM.
@@ -51,6 +52,13 @@ class NumpyBackend(Backend):
                 f"cannot allocate {int(mem.size)} bytes ({int(mem.size) / 2**30:.1f} GiB) for {where} (memory {mem.id}) on this machine; "
                 "re-plan with a smaller --gpu-mem or --dim, or run on a machine with more RAM"
             ) from None
+
+    def run_scope(self) -> Any:
+        """BLAS at one thread for the whole run: MatMul uses the runtime's threads (kernels/threads.py), and
+        changing BLAS's thread count around each small MatMul cost ~13 us a call."""
+        from ..kernels.threads import single_blas
+
+        return single_blas()
 
     def copy(self, src: Any, dst: Any) -> None:
         np.copyto(dst, src)

@@ -29,6 +29,7 @@ from . import KernelContext, prepares
 from ._common import norm_axis
 from .reduce import _axes
 from .shape_ops import slice_params
+from .threads import blas_threads, matmul_call
 
 Call = Callable[[], Any]
 
@@ -178,7 +179,9 @@ def _matmul(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> Ca
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     if a.shape[-1] != b.shape[-2] or shape != out.shape:
         return None
-    return functools.partial(np.matmul, a, b, out=out)
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return functools.partial(np.matmul, a, b, out=out)  # NumPy buffers the overlap; blocks could not
+    return matmul_call(a, b, out, blas_threads())  # the runtime's threads, not BLAS's (kernels/threads.py)
 
 
 @prepares("ReduceSum", "ReduceMean")
