@@ -86,3 +86,28 @@ def test_lazy_load_keeps_external_data_models_unchanged():
     fx = fixtures.get("gpt2_dynamo18")
     full = onnx.load(fx.path, load_external_data=False)
     assert load_model_lazily(fx.path).SerializeToString() == full.SerializeToString()
+
+
+def test_weight_file_records_never_reads_inline_weights(tmp_path):
+    """The compiler records external weight files for the plan; with inline weights it must not read them
+    (this read the whole legacy BERT-base, 420 MB, into the planner before it was lazy)."""
+    import tracemalloc
+
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from turnip.weights import weight_file_records
+
+    w = numpy_helper.from_array(np.ones((1024, 2048), np.float32), "w")  # 8 MiB inline
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1024])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2048])], [w])
+    path = str(tmp_path / "inline.onnx")
+    onnx.save(helper.make_model(g), path)
+    tracemalloc.start()
+    try:
+        records = weight_file_records(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert records == []  # the model file itself is not a weight file
+    assert peak < 1 << 20, peak

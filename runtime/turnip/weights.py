@@ -127,18 +127,20 @@ def weight_file_records(model_path: str) -> list[WeightFile]:
     weights; the runtime then refuses to run it until they exist and the plan
     is made again). A file outside the model's folder is a :class:`WeightsError`.
     """
-    import onnx
+    from .onnx_lazy import load_model_lazily
 
     try:
-        model = onnx.load(model_path, load_external_data=False)
+        # Lazily: only the external-data records are needed here, and a model with inline weights
+        # (the legacy exporter's) would otherwise be read whole into memory by the compiler.
+        model = load_model_lazily(model_path)
     except Exception as e:  # noqa: BLE001 - the importer reports unreadable models
         raise ModelError(f"cannot read model {model_path!r} ({type(e).__name__}); re-export it") from e
     model_dir = os.path.dirname(os.path.abspath(model_path))
     out: dict[str, WeightFile] = {}
     for loc, name in external_locations(model):
         key = os.path.normpath(loc).replace(os.sep, "/")
-        if key in out:
-            continue
+        if key in out or key == os.path.basename(model_path):
+            continue  # inline weights read lazily name the model file itself, which the plan records already
         if not os.path.lexists(os.path.join(model_dir, loc)) and not os.path.isabs(loc):
             continue
         fd = _open_external(model_dir, loc, name)
