@@ -60,11 +60,11 @@ def _frame(ins: list[Value | None], task: Task) -> tuple[int, int, int, int, int
         b, hq, sq, _ = q.shape
         hkv, skv = k.shape[1], k.shape[2]
     elif len(q.shape) == 3 and len(k.shape) == 3:
-        hq, hkv = task.attrs.get("q_num_heads"), task.attrs.get("kv_num_heads")
-        if not hq or not hkv:
+        qh, kvh = task.attrs.get("q_num_heads"), task.attrs.get("kv_num_heads")
+        if not qh or not kvh:
             return None
         b, sq, skv = q.shape[0], q.shape[1], k.shape[1]
-        hq, hkv = int(hq), int(hkv)
+        hq, hkv = int(qh), int(kvh)
     else:
         return None
     if past is not None:
