@@ -20,6 +20,7 @@ from turnipc.importer import import_model
 from turnipc.partition import largest_task, partition_graph, split_rule
 from turnipc.partition_attention import SCORE_TEMPS, scratch_bytes
 from turnipc.planner import PlanOptions, build_plan
+from turnipc.reserve import LIBRARY_WORKSPACE_BYTES
 from turnipc.units import Budget
 from turnipc.verify import verify_plan
 
@@ -186,8 +187,13 @@ def test_attention_plans_below_its_scores_and_matches_onnxruntime(tmp_path, case
     assert all(s[j] == q[j] for s in shapes for j in range(len(q)) if j != axis), shapes
     assert sum(plan.tensors[n.inputs[0].tensor].shape[axis] for n in blocks) == q[axis]
     assert (plan.stats.tiling or {}).get("tiled", {}).get("attention") == len(blocks)
-    tg = partition_graph(g, plan.options["max_task_bytes"] if "max_task_bytes" in plan.options else budget // 4)[0]
-    assert all(scratch_bytes(tg, t) <= budget for t in tg.tasks)
+    limit = plan.stats.tiling["max_task_bytes"]
+    tg = partition_graph(g, limit)[0]
+    per_block = [scratch_bytes(tg, t) for t in tg.tasks if t.op_type == "Attention"]
+    assert sum(per_block) == SCORE_TEMPS * scores  # the blocks' scores partition the op's
+    block_scratch = max(per_block)
+    assert block_scratch <= budget < scores and limit < scores
+    assert plan.stats.reserve_bytes - LIBRARY_WORKSPACE_BYTES >= block_scratch  # kept free beside the arena
 
 
 def test_untiled_when_the_scores_fit(tmp_path):
