@@ -148,6 +148,7 @@ def store(section: str, value) -> None:
     jpath = os.path.join(HERE, "results", "tiles.json")
     data = json.load(open(jpath)) if os.path.exists(jpath) else {}
     data[section] = value
+    data.setdefault("made", {})[section] = made()
     for stale in ("real", "small_min"):  # sections of earlier versions of this script
         data.pop(stale, None)
     os.makedirs(os.path.dirname(jpath), exist_ok=True)
@@ -158,14 +159,30 @@ def store(section: str, value) -> None:
     print(f"wrote bench/results/tiles.json [{section}] and tiles.md")
 
 
+def made() -> str:
+    """Which code made a figure: the commit (``+`` when the work tree had changes) and the UTC time."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = "+" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+
+
 def render_md(data: dict) -> list[str]:
     md = ["# Tiles (issue 11): bench/bench_tiles.py", "",
           "Every figure below was made by the command named with it; tiles.md is rendered from tiles.json.", ""]
+    when = data.get("made", {})
+
+    def at(section: str) -> str:
+        return f" (made at {when[section]})" if section in when else ""
+
     rows = data.get("models")
     if rows:
         md += [f"Small exports and fixtures (`{COMMANDS['models']}`): min = `--gpu-mem min` as a share of the no-offload "
                "peak, untiled (before) and tiled (after); plans at 25% and 10%: peak / no-offload peak, verify, `--check` "
-               "against onnxruntime, outputs over 20 random orders.", "",
+               "against onnxruntime, outputs over 20 random orders" + at("models") + ".", "",
                "| model | min/peak before | min/peak after | 25%: peak/peak, check, 20 orders | 10%: peak/peak, check, 20 orders |",
                "| --- | --- | --- | --- | --- |"]
         for r in rows:
@@ -187,13 +204,13 @@ def render_md(data: dict) -> list[str]:
         md += [f"Long sequence (`{COMMANDS['long_sequence']}`; LLaMA-shaped, seq {ls['seq']}, hidden {ls['hidden']}, fp32): "
                f"budget {ls['budget']} B (one head's scores: {ls['head_scores_bytes']} B), "
                f"peak {ls['peak']} B, verify ok, check {'ok' if ls['check'] else 'FAIL'}, "
-               f"{ls['nodes']} nodes ({ls['tiled_ops']} ops tiled), planned in {ls['plan_s']} s.", ""]
+               f"{ls['nodes']} nodes ({ls['tiled_ops']} ops tiled), planned in {ls['plan_s']} s{at('long_sequence')}.", ""]
     if data.get("long_32k"):
-        md += [f"`{COMMANDS['long_32k']}`: " + long_32k_md(data["long_32k"]), ""]
+        md += [f"`{COMMANDS['long_32k']}`{at('long_32k')}: " + long_32k_md(data["long_32k"]), ""]
     if data.get("orders"):
-        md += [f"`{COMMANDS['orders']}`: " + orders_md(data["orders"]), ""]
+        md += [f"`{COMMANDS['orders']}`{at('orders')}: " + orders_md(data["orders"]), ""]
     if data.get("llama7b_10pct"):
-        md += [f"`{COMMANDS['llama7b_10pct']}`: " + big_md(data["llama7b_10pct"]), ""]
+        md += [f"`{COMMANDS['llama7b_10pct']}`{at('llama7b_10pct')}: " + big_md(data["llama7b_10pct"]), ""]
     if data.get("real_table"):
         md += [f"Real size (`{COMMANDS['real_table']}`; /work/models/real, random weights, random feeds; plan s includes "
                "the min search):", "", *_real_md(data["real_table"])]
@@ -388,8 +405,9 @@ REAL_ORDER = ("gpt2_dynamo18", "llama_dynamo18", "bert_dynamo18", "bert_legacy17
 
 
 def _real_md(rows: dict) -> list[str]:
-    head = "| real-size model (seq) | budget | budget / no-offload peak | peak / no-offload peak | verify | check | nodes | ops tiled | plan s |"
-    out = [head, "| " + " | ".join(["---"] * 9) + " |"]
+    head = ("| real-size model (seq) | budget | budget / no-offload peak | peak / no-offload peak | verify | check | nodes "
+            "| ops tiled | plan s | made at |")
+    out = [head, "| " + " | ".join(["---"] * 10) + " |"]
 
     def key(k: str) -> tuple:
         m, seq, b = k.split("|")
@@ -399,17 +417,18 @@ def _real_md(rows: dict) -> list[str]:
         m, seq, b = k.split("|")
         r = rows[k]
         if "error" in r:
-            out.append(f"| real-size {m} ({seq}) | {b} | - | refused: {r['error']} | - | - | - | - | {r['plan_s']} |")
+            out.append(f"| real-size {m} ({seq}) | {b} | - | refused: {r['error']} | - | - | - | - | {r['plan_s']} | "
+                       f"{r.get('made', '?')} |")
             continue
         out.append(f"| real-size {m} ({seq}) | {b} | {r['budget_ratio']:.3f} | {r['ratio']:.3f} | {r['verify']} | "
-                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} |")
+                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} | {r.get('made', '?')} |")
     return out
 
 
 def main_real_case(model: str, seq: int, budget: str) -> int:
     """``--real-case``: one real-size export at one budget; its row is added to the real-size table of tiles.md."""
     r = plan_and_check(os.path.join(REAL, model + ".onnx"), seq, budget)
-    r.update(model=model, seq=seq, gpu_mem=budget)
+    r.update(model=model, seq=seq, gpu_mem=budget, made=made())
     print(json.dumps(r), flush=True)
     jpath = os.path.join(HERE, "results", "tiles.json")
     rows = (json.load(open(jpath)) if os.path.exists(jpath) else {}).get("real_table", {})
