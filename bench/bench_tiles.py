@@ -160,13 +160,13 @@ def store(section: str, value) -> None:
 
 
 def made() -> str:
-    """Which code made a figure: the commit (``+`` when the work tree had changes) and the UTC time."""
+    """Which code made a figure: the commit (``+`` when the work tree had changes besides results) and the UTC time."""
     import subprocess
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
 
-    dirty = "+" if git("status", "--porcelain", "--untracked-files=no") else ""
+    dirty = "+" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results") else ""
     return f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
 
 
