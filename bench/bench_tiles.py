@@ -17,6 +17,7 @@ others are kept) and renders tiles.md from the whole file, so the parts can
 be run one at a time. Usage:
     python bench/bench_tiles.py [--quick] [--no-min] [--no-long]  # the table (and the seq-4,096 stack)
     python bench/bench_tiles.py --long4k # only the seq-4,096 stack on the CPU
+    python bench/bench_tiles.py --render # tiles.md again from tiles.json
     python bench/bench_tiles.py --orders # only dynamic vs fixed order, tiled vs untiled (simulated)
     python bench/bench_tiles.py --big    # only the LLaMA-7B-shaped graph at 10% (planning time, nodes)
     python bench/bench_tiles.py --long   # only the seq-32,768 LLaMA-shaped stack (fp16, weights never read)
@@ -91,6 +92,8 @@ def main() -> int:
     if "--real-case" in sys.argv:
         i = sys.argv.index("--real-case")
         return main_real_case(sys.argv[i + 1], int(sys.argv[i + 2]), sys.argv[i + 3])
+    if "--render" in sys.argv:
+        return render_only()
     if "--long4k" in sys.argv:
         r = long_sequence()
         print(json.dumps(r), flush=True)
@@ -159,6 +162,14 @@ def store(section: str, value) -> None:
     print(f"wrote bench/results/tiles.json [{section}] and tiles.md")
 
 
+def render_only() -> int:
+    """``--render``: write tiles.md again from tiles.json (no measurement)."""
+    data = json.load(open(os.path.join(HERE, "results", "tiles.json")))
+    with open(os.path.join(HERE, "results", "tiles.md"), "w") as f:
+        f.write("\n".join(render_md(data)) + "\n")
+    return 0
+
+
 def made() -> str:
     """Which code made a figure: the commit (``+`` when the work tree had changes besides results) and the UTC time."""
     import subprocess
@@ -176,7 +187,7 @@ def render_md(data: dict) -> list[str]:
     when = data.get("made", {})
 
     def at(section: str) -> str:
-        return f" (made at {when[section]})" if section in when else ""
+        return f" (made at {when[section]})" if section in when else " (from an earlier run of this script, not re-made)"
 
     rows = data.get("models")
     if rows:
@@ -418,10 +429,10 @@ def _real_md(rows: dict) -> list[str]:
         r = rows[k]
         if "error" in r:
             out.append(f"| real-size {m} ({seq}) | {b} | - | refused: {r['error']} | - | - | - | - | {r['plan_s']} | "
-                       f"{r.get('made', '?')} |")
+                       f"{r.get('made', 'an earlier run')} |")
             continue
         out.append(f"| real-size {m} ({seq}) | {b} | {r['budget_ratio']:.3f} | {r['ratio']:.3f} | {r['verify']} | "
-                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} | {r.get('made', '?')} |")
+                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} | {r.get('made', 'an earlier run')} |")
     return out
 
 
