@@ -10,16 +10,18 @@ For every transformer fixture, the demo MLP and the small exports of
 
 Then a LLaMA-shaped stack at seq 4,096, hidden 256 (fp32, random weights
 written to a temporary folder) planned at 48 MiB, below one head's 4096 x 4096
-fp32 scores (64 MiB), verified and checked on the CPU. With ``--real`` the
-real-size exports of /work/models/real are planned at 25% and 10% too (slow).
+fp32 scores (64 MiB), verified and checked on the CPU.
 
-Writes bench/results/tiles.json and tiles.md. Usage:
-    python bench/bench_tiles.py [--quick] [--real] [--no-min]
+Each part below stores its own section of bench/results/tiles.json (the
+others are kept) and renders tiles.md from the whole file, so the parts can
+be run one at a time. Usage:
+    python bench/bench_tiles.py [--quick] [--no-min] [--no-long]  # the table (and the seq-4,096 stack)
+    python bench/bench_tiles.py --long4k # only the seq-4,096 stack on the CPU
+    python bench/bench_tiles.py --render # tiles.md again from tiles.json
     python bench/bench_tiles.py --orders # only dynamic vs fixed order, tiled vs untiled (simulated)
     python bench/bench_tiles.py --big    # only the LLaMA-7B-shaped graph at 10% (planning time, nodes)
     python bench/bench_tiles.py --long   # only the seq-32,768 LLaMA-shaped stack (fp16, weights never read)
     python bench/bench_tiles.py --real-case MODEL SEQ BUDGET  # one real-size row (BUDGET: 25%, 10% or min)
-    python bench/bench_tiles.py --small-min  # the small exports at --gpu-mem min, verified and checked
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "runtime"), os.path.join(ROOT, "tests")
 
 import fixtures  # noqa: E402
 import numpy as np  # noqa: E402
-from benchlib import replace_result  # noqa: E402
 from turnip.check import compare, reference_outputs  # noqa: E402
 from turnip.run import random_feeds, run_plan  # noqa: E402
 
@@ -91,8 +92,13 @@ def main() -> int:
     if "--real-case" in sys.argv:
         i = sys.argv.index("--real-case")
         return main_real_case(sys.argv[i + 1], int(sys.argv[i + 2]), sys.argv[i + 3])
-    if "--small-min" in sys.argv:
-        return main_small_min()
+    if "--render" in sys.argv:
+        return render_only()
+    if "--long4k" in sys.argv:
+        r = long_sequence()
+        print(json.dumps(r), flush=True)
+        store("long_sequence", r)
+        return 0
     quick = "--quick" in sys.argv
     do_min = "--no-min" not in sys.argv
     rows = []
@@ -121,37 +127,105 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         rows.append(row)
 
-    long_seq = long_sequence()
-    print(json.dumps(long_seq), flush=True)
-    real = real_models() if "--real" in sys.argv else []
-
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "tiles.json"), "w") as f:
-        json.dump({"models": rows, "long_sequence": long_seq, "real": real}, f, indent=2, sort_keys=True)
-    md = ["| model | min/peak before | min/peak after | 25%: peak/peak, check, 20 orders | 10%: peak/peak, check, 20 orders |",
-          "| --- | --- | --- | --- | --- |"]
-    for r in rows:
-        cells = []
-        for frac in ("25%", "10%"):
-            c = r.get(frac, {})
-            if "error" in c:
-                cells.append("refused")
-            else:
-                cells.append(f"{c['ratio']:.3f}, {'ok' if c['check'] else 'FAIL'}, "
-                             f"{'identical' if c['orders_identical'] else 'DIFFER'} ({c['tiled_ops']} ops tiled, {c['nodes']} nodes)")
-        before = f"{r['min_before']:.3f}" if "min_before" in r else "-"
-        after = f"{r['min_after']:.3f}" if "min_after" in r else "-"
-        md.append(f"| {r['model']} | {before} | {after} | {cells[0]} | {cells[1]} |")
-    md += ["", f"Long sequence (LLaMA-shaped, seq {long_seq['seq']}, hidden {long_seq['hidden']}, fp32): "
-           f"budget {long_seq['budget']} B (one head's scores: {long_seq['head_scores_bytes']} B), "
-           f"peak {long_seq['peak']} B, verify ok, check {'ok' if long_seq['check'] else 'FAIL'}, "
-           f"{long_seq['nodes']} nodes, planned in {long_seq['plan_s']} s."]
-    for r in real:
-        md.append(f"- real {r}")
-    with open(os.path.join(HERE, "results", "tiles.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("wrote bench/results/tiles.md")
+    store("models", rows)
+    if "--no-long" not in sys.argv:
+        long_seq = long_sequence()
+        print(json.dumps(long_seq), flush=True)
+        store("long_sequence", long_seq)
     return 0
+
+
+#: tiles.json sections and how each is made; tiles.md is rendered from all of them, in this order.
+COMMANDS = {
+    "models": "python bench/bench_tiles.py --no-long",
+    "long_sequence": "python bench/bench_tiles.py --long4k",
+    "long_32k": "python bench/bench_tiles.py --long",
+    "orders": "python bench/bench_tiles.py --orders",
+    "llama7b_10pct": "python bench/bench_tiles.py --big",
+    "real_table": "python bench/bench_tiles.py --real-case MODEL SEQ BUDGET",
+}
+
+
+def store(section: str, value) -> None:
+    """Replace one section of bench/results/tiles.json, then render tiles.md from the whole file."""
+    jpath = os.path.join(HERE, "results", "tiles.json")
+    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
+    data[section] = value
+    data.setdefault("made", {})[section] = made()
+    for stale in ("real", "small_min"):  # sections of earlier versions of this script
+        data.pop(stale, None)
+    os.makedirs(os.path.dirname(jpath), exist_ok=True)
+    with open(jpath, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    with open(os.path.join(HERE, "results", "tiles.md"), "w") as f:
+        f.write("\n".join(render_md(data)) + "\n")
+    print(f"wrote bench/results/tiles.json [{section}] and tiles.md")
+
+
+def render_only() -> int:
+    """``--render``: write tiles.md again from tiles.json (no measurement)."""
+    data = json.load(open(os.path.join(HERE, "results", "tiles.json")))
+    with open(os.path.join(HERE, "results", "tiles.md"), "w") as f:
+        f.write("\n".join(render_md(data)) + "\n")
+    return 0
+
+
+def made() -> str:
+    """Which code made a figure: the commit (``+`` when the work tree had changes besides results) and the UTC time."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = "+" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results") else ""
+    return f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+
+
+def render_md(data: dict) -> list[str]:
+    md = ["# Tiles (issue 11): bench/bench_tiles.py", "",
+          "Every figure below was made by the command named with it; tiles.md is rendered from tiles.json.", ""]
+    when = data.get("made", {})
+
+    def at(section: str) -> str:
+        return f" (made at {when[section]})" if section in when else " (from an earlier run of this script, not re-made)"
+
+    rows = data.get("models")
+    if rows:
+        md += [f"Small exports and fixtures (`{COMMANDS['models']}`): min = `--gpu-mem min` as a share of the no-offload "
+               "peak, untiled (before) and tiled (after); plans at 25% and 10%: peak / no-offload peak, verify, `--check` "
+               "against onnxruntime, outputs over 20 random orders" + at("models") + ".", "",
+               "| model | min/peak before | min/peak after | 25%: peak/peak, check, 20 orders | 10%: peak/peak, check, 20 orders |",
+               "| --- | --- | --- | --- | --- |"]
+        for r in rows:
+            cells = []
+            for frac in ("25%", "10%"):
+                c = r.get(frac, {})
+                if "error" in c:
+                    cells.append(f"refused: {c['error']}")
+                else:
+                    cells.append(f"{c['ratio']:.3f}, verify ok, check {'ok' if c['check'] else 'FAIL'}, "
+                                 f"{'identical' if c['orders_identical'] else 'DIFFER'} ({c['tiled_ops']} ops tiled, {c['nodes']} nodes)")
+            before = f"{r['min_before']:.3f}" if "min_before" in r else "-"
+            after = (f"{r['min_after']:.3f} (verify ok, check {'ok' if r['min_after_check'] else 'FAIL'}, {r['min_after_s']} s)"
+                     if "min_after" in r else "-")
+            md.append(f"| {r['model']} | {before} | {after} | {cells[0]} | {cells[1]} |")
+        md.append("")
+    ls = data.get("long_sequence")
+    if ls:
+        md += [f"Long sequence (`{COMMANDS['long_sequence']}`; LLaMA-shaped, seq {ls['seq']}, hidden {ls['hidden']}, fp32): "
+               f"budget {ls['budget']} B (one head's scores: {ls['head_scores_bytes']} B), "
+               f"peak {ls['peak']} B, verify ok, check {'ok' if ls['check'] else 'FAIL'}, "
+               f"{ls['nodes']} nodes ({ls['tiled_ops']} ops tiled), planned in {ls['plan_s']} s{at('long_sequence')}.", ""]
+    if data.get("long_32k"):
+        md += [f"`{COMMANDS['long_32k']}`{at('long_32k')}: " + long_32k_md(data["long_32k"]), ""]
+    if data.get("orders"):
+        md += [f"`{COMMANDS['orders']}`{at('orders')}: " + orders_md(data["orders"]), ""]
+    if data.get("llama7b_10pct"):
+        md += [f"`{COMMANDS['llama7b_10pct']}`{at('llama7b_10pct')}: " + big_md(data["llama7b_10pct"]), ""]
+    if data.get("real_table"):
+        md += [f"Real size (`{COMMANDS['real_table']}`; /work/models/real, random weights, random feeds; plan s includes "
+               "the min search):", "", *_real_md(data["real_table"])]
+    return md
 
 
 def long_sequence(seq: int = 4096, hidden: int = 256, budget: int = 48 << 20) -> dict:
@@ -221,7 +295,7 @@ def main_long() -> int:
     layers = int(os.environ.get("TURNIP_LONG_LAYERS", "2"))
     r = long_32k(layers=layers)
     print(json.dumps(r), flush=True)
-    replace_result("tiles", "long_32k", r, long_32k_md(r), "Long sequence at 32,768")
+    store("long_32k", r)
     return 0
 
 
@@ -265,13 +339,17 @@ def orders_tiled_vs_untiled(layers: int = 4, seq: int = 2048, seeds: int = 20, j
 def main_orders() -> int:
     """``--orders``: dynamic vs fixed order on tiled and untiled plans; stored beside the other results."""
     r = orders_tiled_vs_untiled()
-    line = (f"Dynamic vs fixed order ({r['model']}, {r['budget']}, H100 simulated, {r['jitter']:.0%} jitter, {r['seeds']} seeds), "
+    print(orders_md(r))
+    store("orders", r)
+    return 0
+
+
+def orders_md(r: dict) -> str:
+    return (f"Dynamic vs fixed order ({r['model']}, {r['budget']}, H100 simulated, {r['jitter']:.0%} jitter, {r['seeds']} seeds), "
             f"median speedup fixed/dynamic: untiled {r['untiled']['speedup_median']:.3f} ({r['untiled']['nodes']} nodes), "
             f"tiled {r['tiled']['speedup_median']:.3f} ({r['tiled']['nodes']} nodes, {r['tiled']['tiled_ops']} ops tiled at "
             f"{r['tiled']['max_task_bytes']} B per task); min/max untiled {r['untiled']['speedup_min']:.3f}/"
             f"{r['untiled']['speedup_max']:.3f}, tiled {r['tiled']['speedup_min']:.3f}/{r['tiled']['speedup_max']:.3f}.")
-    replace_result("tiles", "orders", r, line, "Dynamic vs fixed order")
-    return 0
 
 
 def main_big() -> int:
@@ -297,12 +375,15 @@ def main_big() -> int:
                      "nodes": len(p.nodes), "tiled_ops": (st.tiling or {}).get("tiled_ops", 0), "budget": st.budget_bytes,
                      "peak": st.peak_bytes, "no_offload_peak": st.no_offload_peak_bytes})
         print(json.dumps(rows[-1]), flush=True)
-    line = "LLaMA-7B-shaped (32 layers, seq 2,048, fp16) at 10%: " + "; ".join(
+    store("llama7b_10pct", rows)
+    return 0
+
+
+def big_md(rows: list) -> str:
+    return "LLaMA-7B-shaped (32 layers, seq 2,048, fp16) at 10%: " + "; ".join(
         f"{'max_task_bytes ' + str(r['max_task_bytes']) if r['max_task_bytes'] else 'planner default'}: planned in "
         f"{r['plan_s']} s, {r['nodes']} nodes, {r['tiled_ops']} ops tiled, peak {r['peak']} B / budget {r['budget']} B"
         for r in rows) + "."
-    replace_result("tiles", "llama7b_10pct", rows, line, "LLaMA-7B-shaped")
-    return 0
 
 
 def long_32k_md(r: dict) -> str:
@@ -311,29 +392,6 @@ def long_32k_md(r: dict) -> str:
             f"{r['layer_scores_bytes']} B; no-offload peak {r['no_offload_peak']} B), peak {r['peak']} B, {r['nodes']} nodes "
             f"({r['tiled_ops']} ops tiled), planned in {r['plan_s']} s, verify ok in {r['verify_s']} s, simulated H100 makespan "
             f"{r['makespan_s'] * 1e3:.1f} ms / bound {r['bound_s'] * 1e3:.1f} ms = {r['over_bound']:.3f}.")
-
-
-def real_models() -> list[dict]:
-    out = []
-    dims = {"gpt2_dynamo18": [128, 1024], "llama_dynamo18": [128], "bert_dynamo18": [128], "bert_legacy17": [128]}
-    for name, seqs in dims.items():
-        path = os.path.join(REAL, name + ".onnx")
-        if not os.path.exists(path):
-            continue
-        for seq in seqs:
-            g = import_model(path, {"batch": 1, "seq": seq}, None)
-            for frac in (0.25, 0.10):
-                t0 = time.perf_counter()
-                try:
-                    p = build_plan(g, PlanOptions(Budget(fraction=frac)))
-                except BudgetError as e:
-                    out.append({"model": name, "seq": seq, "fraction": frac, "error": str(e)})
-                    continue
-                r = check_plan(p, path, None, 0)
-                r.update(model=name, seq=seq, fraction=frac, plan_s=round(time.perf_counter() - t0 - r["check_s"], 1))
-                print(json.dumps(r), flush=True)
-                out.append(r)
-    return out
 
 
 def plan_and_check(path: str, seq: int, budget: str) -> dict:
@@ -358,8 +416,9 @@ REAL_ORDER = ("gpt2_dynamo18", "llama_dynamo18", "bert_dynamo18", "bert_legacy17
 
 
 def _real_md(rows: dict) -> list[str]:
-    head = "| real-size model (seq) | budget | budget / no-offload peak | peak / no-offload peak | verify | check | nodes | ops tiled | plan s |"
-    out = [head, "| " + " | ".join(["---"] * 9) + " |"]
+    head = ("| real-size model (seq) | budget | budget / no-offload peak | peak / no-offload peak | verify | check | nodes "
+            "| ops tiled | plan s | made at |")
+    out = [head, "| " + " | ".join(["---"] * 10) + " |"]
 
     def key(k: str) -> tuple:
         m, seq, b = k.split("|")
@@ -369,55 +428,23 @@ def _real_md(rows: dict) -> list[str]:
         m, seq, b = k.split("|")
         r = rows[k]
         if "error" in r:
-            out.append(f"| real-size {m} ({seq}) | {b} | - | refused: {r['error']} | - | - | - | - | {r['plan_s']} |")
+            out.append(f"| real-size {m} ({seq}) | {b} | - | refused: {r['error']} | - | - | - | - | {r['plan_s']} | "
+                       f"{r.get('made', 'an earlier run')} |")
             continue
         out.append(f"| real-size {m} ({seq}) | {b} | {r['budget_ratio']:.3f} | {r['ratio']:.3f} | {r['verify']} | "
-                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} |")
+                   f"{'ok' if r['check'] else 'FAIL'} | {r['nodes']} | {r['tiled_ops']} | {r['plan_s']} | {r.get('made', 'an earlier run')} |")
     return out
 
 
 def main_real_case(model: str, seq: int, budget: str) -> int:
     """``--real-case``: one real-size export at one budget; its row is added to the real-size table of tiles.md."""
     r = plan_and_check(os.path.join(REAL, model + ".onnx"), seq, budget)
-    r.update(model=model, seq=seq, gpu_mem=budget)
+    r.update(model=model, seq=seq, gpu_mem=budget, made=made())
     print(json.dumps(r), flush=True)
-    jpath, mpath = (os.path.join(HERE, "results", f) for f in ("tiles.json", "tiles.md"))
-    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
-    rows = data.setdefault("real_table", {})
-    rows[f"{model}|{seq}|{budget}"] = r
-    with open(jpath, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    table = _real_md(rows)
-    lines = open(mpath).read().splitlines() if os.path.exists(mpath) else []
-    lines = [ln for ln in lines if not ln.startswith(("| real-size ", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"))]
-    with open(mpath, "w") as f:
-        f.write("\n".join([*lines, *table]) + "\n")
-    return 0
-
-
-def main_small_min() -> int:
-    """``--small-min``: the small exports of /work/models/small at ``--gpu-mem min``, verified and checked."""
-    rows = {}
-    for fn in sorted(os.listdir(SMALL)):
-        if not fn.endswith(".onnx"):
-            continue
-        r = plan_and_check(os.path.join(SMALL, fn), 16, "min")
-        r.update(model=fn[:-5])
-        print(json.dumps(r), flush=True)
-        rows[fn[:-5]] = r
-    cells = [f"{m} {r['budget_ratio']:.3f} (peak {r['ratio']:.3f}, verify {r['verify']}, check {'ok' if r['check'] else 'FAIL'}, "
-             f"{r['plan_s']} s)" if "error" not in r else f"{m} refused ({r['error']})" for m, r in rows.items()]
     jpath = os.path.join(HERE, "results", "tiles.json")
-    data = json.load(open(jpath)) if os.path.exists(jpath) else {}
-    data["small_min"] = rows
-    with open(jpath, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    line = "Small exports (seq 16) at --gpu-mem min, budget / no-offload peak: " + "; ".join(cells) + "."
-    mpath = os.path.join(HERE, "results", "tiles.md")
-    lines = [ln for ln in open(mpath).read().splitlines() if not ln.startswith("Small exports (seq 16) at --gpu-mem min")]
-    with open(mpath, "w") as f:
-        f.write("\n".join([*lines, line]) + "\n")
-    print(line)
+    rows = (json.load(open(jpath)) if os.path.exists(jpath) else {}).get("real_table", {})
+    rows[f"{model}|{seq}|{budget}"] = r
+    store("real_table", rows)
     return 0
 
 

@@ -7,7 +7,7 @@ from test_output_blocks import _wide
 from test_partition import _mlp
 
 from turnipc.errors import BudgetError
-from turnipc.floor import Floor, _bisect, refusal, tiling_floor
+from turnipc.floor import Floor, _bisect, refusal, tiling_floor, walk_down
 from turnipc.importer import import_model
 from turnipc.planner import PlanOptions, build_plan
 from turnipc.units import Budget
@@ -40,6 +40,28 @@ def test_bisect_returns_a_budget_that_passed():
         return b >= 700
 
     assert _bisect(ok, 0, 1024, 64) == 704 and seen == [512, 768, 640, 704]
+
+
+def test_walk_down_passes_a_failure_between_two_budgets_that_plan():
+    seen = []
+
+    def ok(b):  # not monotone: 2401 fails between 3430 and 1680, which plan
+        seen.append(b)
+        return b >= 3000 or 1500 <= b < 2200
+
+    assert walk_down(ok, 10000, 100, 200) == 1554
+    assert seen == [7000, 4900, 3430, 2401, 1680, 1176, 823, 1428, 1554]
+
+
+def test_walk_down_stops_at_its_resolution_and_at_the_floor():
+    seen = []
+
+    def ok(b):
+        seen.append(b)
+        return True
+
+    assert walk_down(ok, 1000, 10, 400) == 1000 and seen == []  # a 300-byte step is finer than 400
+    assert walk_down(ok, 1000, 900, 10) == 900 and seen == [900]  # the floor is probed once, nothing below
 
 
 def test_refusal_names_the_smallest_budget_found_and_the_floor(tmp_path):

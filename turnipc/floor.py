@@ -14,13 +14,18 @@ questions separately:
 * :func:`min_feasible_budget` - the smallest budget found that plans: an
   untiled bisection (the old answer), then, with tiling, a geometric walk
   down from there that does not stop at the first budget that fails (it
-  stops after :data:`PATIENCE` failures in a row, or at the floor), then a
-  bisection between the smallest budget that planned and the largest that
-  failed below it. Every answer is a budget that was actually planned.
+  stops after :data:`PATIENCE` failures in a row, at the floor, or when a
+  step would be finer than 1/:data:`RESOLUTION` of the no-offload peak), then
+  a bisection between the smallest budget that planned and the largest that
+  failed below it, to the same resolution. Every answer is a budget that was
+  actually planned.
 
 Speed comes from probing less, not from probing differently: no budget
-below the floor is probed, and each probe is the planner's own (fewer
-tightening retries, one task-size limit), so the answer always plans.
+below the floor is probed, no budget twice, and the search stops at a fixed
+resolution (probes near the floor are the dearest: the finest blocks, the
+biggest graph to lay out); each probe is the planner's own (fewer tightening
+retries, one task-size limit), so the answer always plans. Nothing depends
+on wall-clock time.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ if TYPE_CHECKING:
 PATIENCE = 2
 #: Each step of the downward walk multiplies the budget by this.
 STEP = 0.7
+#: The min search resolves budgets to 1/RESOLUTION of the no-offload peak (its walk's
+#: smallest step and its bisection's width).
+RESOLUTION = 128
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,50 @@ def _bisect(ok: Callable[[int], bool], bad: int, good: int, tol: int) -> int:
     return good
 
 
+def walk_down(ok: Callable[[int], bool], start: int, bottom: int, tol: int) -> int:
+    """The smallest budget found planning at or below ``start`` (which plans), never probing below ``bottom``.
+
+    A geometric walk down (factor :data:`STEP`) that survives up to
+    :data:`PATIENCE` - 1 failures in a row (feasibility is not monotone: a
+    budget that fails can sit between two that plan), and stops once a step
+    would be narrower than ``tol``; then a bisection between the smallest
+    budget that planned and the largest failure below it, to within ``tol``.
+    Why ``tol`` bounds both: probes get dearer as the budget falls (more
+    blocks, a bigger graph to lay out), so the search resolves the floor to a
+    fixed share of the no-offload peak instead of chasing bytes near it.
+    """
+    best = b = start
+    fails, below = 0, None
+    while fails < PATIENCE:
+        nb = max(int(b * STEP), bottom)
+        if b - nb < tol:
+            break  # the next step is below the search's resolution (or the floor was probed)
+        b = nb
+        if ok(b):
+            best, fails, below = b, 0, None
+        else:
+            fails += 1
+            below = b if below is None else below
+    if below is not None:
+        best = _bisect(ok, below, best, tol)
+    return best
+
+
 def min_feasible_budget(graph: TaskGraph, order: list[int], device_of: list[int], opts: "PlanOptions", lo: int, hi: int,
                         progress: Callable[[str], None] | None = None, floor: Floor | None = None) -> int:
-    """Smallest budget that plans (see the module docstring); ``lo``: the untiled lower bound, ``hi``: the no-offload peak."""
+    """Smallest budget that plans (see the module docstring); ``lo``: the untiled lower bound, ``hi``: the no-offload peak.
+
+    Each tiled probe is the planner's own :func:`~turnipc.planner.plan_tiled`
+    (one task-size limit, fewer tightening tries), whose first tries the
+    final plan repeats exactly, so the answer always plans. A budget probed
+    once is never probed again, none is probed below the floor (so CP-SAT,
+    with ``--solver cpsat``, never starts on a budget known to be infeasible),
+    and the search resolves budgets to 1/:data:`RESOLUTION` of ``hi``.
+    """
     from .planner import MIN_SEARCH_SHARES, MIN_SEARCH_TRIES, plan_residency, plan_tiled
 
     full = dataclasses.replace(opts, max_tries=MIN_SEARCH_TRIES)
+    tol = max(hi // RESOLUTION, 4096)
 
     def ok_untiled(b: int) -> bool:
         try:
@@ -112,27 +158,13 @@ def min_feasible_budget(graph: TaskGraph, order: list[int], device_of: list[int]
                 progress(f"min budget: {b} B {'plans' if cache[b] else 'does not plan'}")
         return cache[b]
 
-    best = lo if ok_untiled(lo) else _bisect(ok_untiled, lo, hi, max(hi // 128, 4096))
+    best = lo if ok_untiled(lo) else _bisect(ok_untiled, lo, hi, tol)
     if not opts.min_search_tiled:
         return best
     cache[best] = True
     if floor is None:
         floor = tiling_floor(graph, opts.tiling)
-    bottom = max(floor.bytes, 4096, hi // 1024)
-    b, fails, below = best, 0, None
-    while fails < PATIENCE:
-        nb = max(int(b * STEP), bottom)
-        if nb >= b:
-            break  # the floor was probed: nothing below it can plan
-        b = nb
-        if ok(b):
-            best, fails, below = b, 0, None
-        else:
-            fails += 1
-            below = b if below is None else below
-    if below is not None:
-        best = _bisect(ok, below, best, max(best // 32, 1024))
-    return best
+    return walk_down(ok, best, max(floor.bytes, 4096, hi // 1024), tol)
 
 
 def refusal(budget: int, floor: Floor, least: int | None, no_offload_peak: int) -> str:

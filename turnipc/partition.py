@@ -38,6 +38,7 @@ from turnip.plan import FUSED_DOMAIN, FUSED_OP
 
 from .cost import estimate
 from .output_blocks import finish_outputs
+from .partition_attention import attention_rule, scratch_bytes, scratch_share
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -277,6 +278,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         return [k] + [None if k == 0 else 0] * (len(ins) - 1), [k] + [None] * (len(outs) - 1)
     if op == "LRN":
         return ([0], [0]) if k == 0 else None
+    if op == "Attention":
+        return attention_rule(graph, task, k)
     if op == "Transpose":
         x = ins[0]
         if x is None:
@@ -490,7 +493,7 @@ class _Builder:
                 if ax is not None and frac is not None:
                     n = -(-n * frac[0] // frac[1])
                 seen[key] = max(seen.get(key, 0), aligned(n))
-        return sum(seen.values())
+        return sum(seen.values()) + aligned(scratch_share(self.g, task, frac if rule else None))
 
     def reduce_rule(self, task: Task) -> list[int | None] | None:
         """Input axes for splitting the reduction (K) axis of a MatMul / Gemm, or None."""
@@ -751,7 +754,7 @@ def _alias_axis(base_shape: tuple[int, ...], axis: int, shape: tuple[int, ...]) 
 def task_working_set(graph: TaskGraph, t: Task) -> int:
     """Bytes (aligned) of the distinct storages task ``t`` reads and writes: all resident while it runs."""
     need = set(t.storages_read(graph)) | set(t.storages_written(graph))
-    return sum(aligned(graph.storage_bytes(s)) for s in need)
+    return sum(aligned(graph.storage_bytes(s)) for s in need) + aligned(scratch_bytes(graph, t))
 
 
 def largest_tasks(graph: TaskGraph, top: int = 10) -> list[tuple[int, str, str]]:

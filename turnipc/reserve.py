@@ -25,6 +25,7 @@ free memory than arena + reserve, naming both numbers).
 from __future__ import annotations
 
 from .errors import TurnipError
+from .partition_attention import scratch_bytes
 from .taskgraph import TaskGraph
 
 LIBRARY_WORKSPACE_BYTES = 32 << 20
@@ -53,7 +54,7 @@ def workspace_reserve(graph: TaskGraph) -> int:
     for t in graph.tasks:
         has_matmul = has_matmul or t.op_type in MATMUL_OPS
         out = sum(graph.values[o].nbytes for o in t.outputs if o is not None and o in graph.values)
-        temp = max(temp, TEMP_FACTOR.get(t.op_type, 1) * out)
+        temp = max(temp, TEMP_FACTOR.get(t.op_type, 1) * out, scratch_bytes(graph, t))
     return temp + (LIBRARY_WORKSPACE_BYTES if has_matmul else 0)
 
 
