@@ -37,6 +37,7 @@ import numpy as np
 
 from .cost import estimate
 from .output_blocks import finish_outputs
+from .partition_conv import CNN_OPS, cnn_split_rule
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -254,27 +255,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         if k < axis:
             return [k, None], [k]
         return [k - ni + 1, None], [k]
-    if op == "Conv":
-        x, w = ins[0], ins[1]
-        if x is None or w is None or r < 3:
-            return None
-        bias: list[int | None] = [None] if len(ins) > 2 else []
-        if k == 0:  # batch
-            return [0, None] + bias, [0]
-        if k == 1 and int(task.attrs.get("group", 1)) == 1:  # output channels: filter (and bias) blocks
-            wb: list[int | None] = [0] if len(ins) > 2 and ins[2] is not None else bias
-            return [None, 0] + wb, [1]
-        return None
-    if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"):
-        if k > 1 or len([o for o in outs if o is not None]) != 1:
-            return None
-        return [k], [k] + [None] * (len(outs) - 1)
-    if op == "BatchNormalization":
-        if k > 1 or len([o for o in outs if o is not None]) != 1:
-            return None
-        return [k] + [None if k == 0 else 0] * (len(ins) - 1), [k] + [None] * (len(outs) - 1)
-    if op == "LRN":
-        return ([0], [0]) if k == 0 else None
+    if op in CNN_OPS:
+        return cnn_split_rule(graph, task, k, ins, outs)
     if op == "Transpose":
         x = ins[0]
         if x is None:
