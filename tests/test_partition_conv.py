@@ -58,10 +58,14 @@ def test_cnn_split_rules():
     conv = Task(0, "conv", "Conv", "", {}, ("x", "w", "b"), ("y",), 0, 0)
     assert split_rule(g, conv, 0) == ([0, None, None], [0])
     assert split_rule(g, conv, 1) == ([None, 0, 0], [1])
-    assert split_rule(g, conv, 2) is None
+    assert split_rule(g, conv, 2) == ([2, None, None], [2]) and split_rule(g, conv, 3) == ([3, None, None], [3])
+    same = Task(0, "same", "Conv", "", {"auto_pad": "SAME_UPPER"}, ("x", "w", "b"), ("y",), 0, 0)
+    assert split_rule(g, same, 2) is None  # pads implied by the whole extent
     assert split_rule(g, Task(0, "gconv", "Conv", "", {"group": 2}, ("x", "w", "b"), ("y",), 0, 0), 1) is None
-    pool = Task(0, "pool", "MaxPool", "", {"kernel_shape": [2, 2]}, ("x",), ("p",), 0, 0)
-    assert split_rule(g, pool, 1) == ([1], [1]) and split_rule(g, pool, 2) is None
+    pool = Task(0, "pool", "MaxPool", "", {"kernel_shape": [2, 2], "strides": [2, 2]}, ("x",), ("p",), 0, 0)
+    assert split_rule(g, pool, 1) == ([1], [1]) and split_rule(g, pool, 2) == ([2], [2])
+    gap = Task(0, "gap", "GlobalAveragePool", "", {}, ("x",), ("p",), 0, 0)
+    assert split_rule(g, gap, 1) == ([1], [1]) and split_rule(g, gap, 2) is None
     bn = Task(0, "bn", "BatchNormalization", "", {}, ("x", "s", "s", "s", "s"), ("n",), 0, 0)
     assert split_rule(g, bn, 1) == ([1, 0, 0, 0, 0], [1])
     assert split_rule(g, bn, 2) == ([2, None, None, None, None], [2])
@@ -150,4 +154,53 @@ def test_concat_lrn_bn_keep_row_blocks(tmp_path):
     assert [tg.values[t.outputs[0]].shape for t in bns] == [(1, 16, r, 16) for r in (3, 3, 3, 2, 3, 2)]
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)}
     plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=12 << 10))
+    _check_runs(path, plan, feeds)
+
+
+def _stem(tmp_path, s=23):
+    """conv 3x3 stride 2 pad 1 -> Relu -> MaxPool 3x3 stride 2 ceil_mode -> conv 1x1 -> AveragePool 2x2 pad 1."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("Conv", ["p", "W2"], ["c2"], name="conv1x1"),
+        helper.make_node("AveragePool", ["c2"], ["y"], name="avg", kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+    ]
+    inits = [_w("W", [8, 4, 3, 3], 1, 0.3), _w("B", [8], 2, 0.1), _w("W2", [8, 8, 1, 1], 3, 0.3)]
+    return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", FLOAT, [1, 4, s, s])],
+                 [helper.make_tensor_value_info("y", FLOAT, [1, 8, 4, 4])], inits, name="stem.onnx")
+
+
+def test_window_rows_read_their_halo():
+    from turnipc.partition_conv import Window, halo_bounds
+
+    w = Window(size=23, span=3, stride=2, pad_begin=1, dim=0, dims=2)  # conv 3x3 stride 2 pad 1: 12 output rows
+    assert halo_bounds(w, 0, 4) == (0, 8, 1, 0)  # rows -1..7: the top pad, then input rows 0..7
+    assert halo_bounds(w, 4, 8) == (7, 16, 0, 0)  # row 7 is read by two blocks (the halo)
+    assert halo_bounds(w, 8, 12) == (15, 23, 0, 1)  # rows 15..23: the bottom pad after the last input row
+
+
+def test_conv_and_pools_split_rows_with_halos(tmp_path):
+    # x 1 x 4 x 23 x 23; at 2 KiB per task no channel split fits (a conv reads its whole input for
+    # output-channel blocks), so conv, pool and avg run on row blocks, each reading its rows plus a halo
+    path = _stem(tmp_path)
+    g = import_model(path)
+    tg, rep = partition_graph(g, 2048)
+    convs = [t for t in tg.tasks if t.name.startswith("conv#")]
+    assert rep.tiled["conv"] == len(convs) > 1
+    rows = [tg.values[t.outputs[0]].shape[2] for t in convs]
+    assert sum(rows) == 12
+    lo = 0
+    for t, n in zip(convs, rows, strict=True):  # each block's input rows and pads are those of its output rows
+        x = tg.values[t.inputs[0]]
+        start, end = lo * 2 - 1, (lo + n - 1) * 2 - 1 + 3
+        assert x.shape[2] == min(23, end) - max(0, start)
+        assert t.attrs["pads"] == [max(0, -start), 1, max(0, end - 23), 1]
+        lo += n
+    pools = [t for t in tg.tasks if t.name.startswith("pool#")]
+    assert len(pools) > 1 and all(t.attrs["ceil_mode"] == 0 for t in pools)
+    assert sum(tg.values[t.outputs[0]].shape[2] for t in pools) == 6
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 23, 23)).astype(np.float32)}
+    plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=2048))
+    assert plan.stats.tiling["tiled_ops"] >= 4
     _check_runs(path, plan, feeds)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .cost import estimate
 from .output_blocks import finish_outputs
-from .partition_conv import CNN_OPS, cnn_split_rule
+from .partition_conv import CNN_OPS, block_attrs, cnn_split_rule, input_partition
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -612,13 +612,13 @@ class _Builder:
                 self.emit_reduce(task, p, in_axes)
                 continue
             in_blocks: list[list[str] | None] = []
-            for nm, ax in zip(task.inputs, in_axes, strict=True):
+            for i, (nm, ax) in enumerate(zip(task.inputs, in_axes, strict=True)):
                 if nm is None:
                     in_blocks.append(None)
                 elif ax is None:
                     in_blocks.append([self.get_whole(nm)] * len(p.bounds))
-                else:
-                    in_blocks.append(self.get_blocks(nm, Partition(ax, p.bounds)))
+                else:  # a windowed op's rows read a halo (turnipc/partition_conv.py)
+                    in_blocks.append(self.get_blocks(nm, input_partition(self.g, task, i, ax, p)))
             out_blocks: list[list[str] | None] = []
             for nm, ax in zip(task.outputs, out_axes, strict=True):
                 if nm is None:
@@ -637,7 +637,8 @@ class _Builder:
             for i in range(len(p.bounds)):
                 ins = tuple(None if blk is None else blk[i] for blk in in_blocks)
                 outs = tuple(None if blk is None else blk[i] for blk in out_blocks)
-                self.emit(Task(0, self.fresh(f"{task.name}#{i}"), task.op_type, task.domain, task.attrs, ins, outs, 0, 0))
+                attrs = block_attrs(self.g, task, in_axes, p, i)
+                self.emit(Task(0, self.fresh(f"{task.name}#{i}"), task.op_type, task.domain, attrs, ins, outs, 0, 0))
             self.report.tiled[task.name] = len(p.bounds)
         self.outputs = finish_outputs(self)  # big tiled outputs stay in blocks, assembled on the host
 

@@ -31,6 +31,7 @@ the reference of ``--gpu-mem 25%``) stays as it was.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .taskgraph import Task, TaskGraph, Value
@@ -64,10 +65,15 @@ def cnn_split_rule(graph: TaskGraph, task: Task, k: int, ins: list[Value | None]
         if k == 1 and int(task.attrs.get("group", 1)) == 1:  # output channels: filter (and bias) blocks
             wb: list[int | None] = [0] if len(ins) > 2 and ins[2] is not None else bias
             return [None, 0] + wb, [1]
+        if k >= 2 and window(task, ins, k, outs[0].shape[k]) is not None:  # rows (any spatial axis), input rows with their halo
+            return [k, None] + bias, [k]
         return None
     if op in POOLS:
-        if k > 1 or not _single_output(outs):
+        if not _single_output(outs):
             return None
+        if k >= 2:
+            if op not in WINDOWED or window(task, ins, k, outs[0].shape[k]) is None:
+                return None
         return [k], [k] + [None] * (len(outs) - 1)
     if op == "BatchNormalization":
         if not _single_output(outs) or int(task.attrs.get("training_mode", 0)):
@@ -86,6 +92,97 @@ def cnn_split_rule(graph: TaskGraph, task: Task, k: int, ins: list[Value | None]
             return None
         return [k] * len(ins), [k]
     return None
+
+
+# -- spatial blocks with halos ----------------------------------------------------
+
+#: Ops reading a window of input rows per output row: a spatial block reads its rows plus a halo.
+WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
+
+
+@dataclass(frozen=True)
+class Window:
+    """One spatial axis of a windowed op: output row ``o`` reads input rows ``o * stride - pad_begin`` + [0, span)."""
+
+    size: int  # input extent along the axis
+    span: int  # (kernel - 1) * dilation + 1
+    stride: int
+    pad_begin: int
+    dim: int  # the spatial axis index (0 for rows of NCHW)
+    dims: int  # spatial axes
+
+
+def window(task: Task, ins: list[Value | None], k: int, out_rows: int) -> Window | None:
+    """The window of ``task`` along output axis ``k`` (>= 2), or None where a spatial block would not be exact."""
+    x = ins[0] if ins else None
+    if x is None or task.op_type not in WINDOWED:
+        return None
+    a = task.attrs
+    auto = a.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto not in ("NOTSET", "", "VALID"):
+        return None  # SAME_*: pads implied by the whole extent (rare in the CNNs here)
+    dims = len(x.shape) - 2
+    d = k - 2
+    if not 0 <= d < dims:
+        return None
+    if task.op_type == "Conv":
+        w = ins[1] if len(ins) > 1 else None
+        if w is None or len(w.shape) != dims + 2:
+            return None
+        kernel = int(w.shape[2 + d])
+    else:
+        ks = a.get("kernel_shape")
+        if not ks or len(ks) != dims:
+            return None
+        kernel = int(ks[d])
+        if task.op_type == "AveragePool" and int(a.get("ceil_mode", 0)) and int(a.get("count_include_pad", 0)):
+            return None  # the ceil overhang would count as padding in a block
+    strides = a.get("strides") or [1] * dims
+    dil = a.get("dilations") or [1] * dims
+    pads = [0] * (2 * dims) if auto == "VALID" else (a.get("pads") or [0] * (2 * dims))
+    w = Window(int(x.shape[k]), (kernel - 1) * int(dil[d]) + 1, int(strides[d]), int(pads[d]), d, dims)
+    if w.span - w.pad_begin <= 0 or (out_rows - 1) * w.stride - w.pad_begin >= w.size:
+        return None  # a window inside the padding alone: a block of it would read no input row
+    return w
+
+
+def halo_bounds(w: Window, lo: int, hi: int) -> tuple[int, int, int, int]:
+    """(first input row, end input row, pad before, pad after) that output rows [lo, hi) read."""
+    start = lo * w.stride - w.pad_begin
+    end = (hi - 1) * w.stride - w.pad_begin + w.span
+    a, b = max(0, start), min(w.size, end)
+    return a, b, a - start, end - b
+
+
+def input_partition(graph: TaskGraph, task: Task, i: int, ax: int, p: Partition) -> Partition:
+    """The partition input ``i`` of ``task`` is read in for output blocks ``p`` (with halos for a windowed op's rows)."""
+    from .partition import Partition
+
+    if i != 0 or ax < 2 or task.op_type not in WINDOWED:
+        return Partition(ax, p.bounds)
+    w = window(task, [graph.values[n] if n is not None else None for n in task.inputs], ax, p.extent)
+    assert w is not None  # the split rule allowed this axis
+    return Partition(ax, tuple(halo_bounds(w, a, b)[:2] for a, b in p.bounds))
+
+
+def block_attrs(graph: TaskGraph, task: Task, in_axes: list[int | None], p: Partition, blk: int) -> dict:
+    """``task``'s attributes for block ``blk`` of ``p``: a windowed op's pads are those of its rows (edges only)."""
+    ax = in_axes[0] if in_axes else None
+    if task.op_type not in WINDOWED or ax is None or ax < 2:
+        return task.attrs
+    w = window(task, [graph.values[n] if n is not None else None for n in task.inputs], ax, p.extent)
+    assert w is not None
+    _, _, before, after = halo_bounds(w, *p.bounds[blk])
+    pads = list(task.attrs.get("pads") or [0] * (2 * w.dims))
+    if task.attrs.get("auto_pad") in ("VALID", b"VALID"):  # (window() refused SAME_*)
+        pads = [0] * (2 * w.dims)
+    pads[w.dim], pads[w.dim + w.dims] = before, after
+    attrs = {k: v for k, v in task.attrs.items() if k != "auto_pad"}
+    attrs["pads"] = pads
+    if "ceil_mode" in attrs:
+        attrs["ceil_mode"] = 0  # the block's end pad already covers the ceil overhang
+    return attrs
 
 
 # -- ConstantOfShape: a weight filled per block --------------------------------
