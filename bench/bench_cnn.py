@@ -1,0 +1,112 @@
+"""The nine light CNNs of the onnx wheel planned at 50%, 25% and 10% of their no-offload peak.
+
+    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run]
+
+For each model and budget: planned or refused (the reason), peak / max-live,
+peak / no-offload peak, ``turnipc verify``, the ``--check`` comparison with
+onnxruntime (NumPy backend, atol 1e-4, rtol 1e-3, input
+``np.arange(n).reshape(shape) / n`` as the shipped expected outputs use),
+whether ``--orders`` random execution orders give bit-identical outputs,
+nodes, ops tiled and plan seconds (wall clock on a shared machine).
+Writes bench/results/cnn.json and cnn.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, ".."), os.path.join(HERE, "..", "tests"), os.path.join(HERE, "..", "tests", "models")]
+
+import fixtures  # noqa: E402
+import numpy as np  # noqa: E402
+from turnip.check import compare, reference_outputs  # noqa: E402
+from turnip.run import run_plan  # noqa: E402
+
+from turnipc.errors import BudgetError  # noqa: E402
+from turnipc.importer import import_model  # noqa: E402
+from turnipc.planner import PlanOptions, build_plan  # noqa: E402
+from turnipc.units import Budget  # noqa: E402
+from turnipc.verify import verify_plan  # noqa: E402
+
+
+def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
+    t0 = time.perf_counter()
+    try:
+        plan = build_plan(graph, PlanOptions(Budget(fraction=frac)))
+    except BudgetError as e:
+        return {"planned": False, "reason": str(e), "seconds": round(time.perf_counter() - t0, 2)}
+    secs = round(time.perf_counter() - t0, 2)
+    st = plan.stats
+    ml = max(st.max_live_bytes_per_device)
+    row = {"planned": True, "budget_bytes": st.budget_bytes, "peak": st.peak_bytes, "max_live": ml,
+           "peak_over_max_live": round(st.peak_bytes / ml, 4) if ml else 1.0,
+           "peak_over_no_offload": round(st.peak_bytes / st.no_offload_peak_bytes, 4),
+           "no_offload_peak": st.no_offload_peak_bytes, "nodes": len(plan.nodes),
+           "ops_tiled": (st.tiling or {}).get("tiled_ops", 0), "transfer": st.offload_bytes + st.reload_bytes,
+           "seconds": secs}
+    try:
+        verify_plan(plan)
+        row["verify"] = "ok"
+    except Exception as e:  # noqa: BLE001  (the table says what failed)
+        row["verify"] = f"FAIL {e}"[:120]
+    if not run:
+        return row
+    feeds = fixtures.make_inputs(fx)
+    r = run_plan(plan, feeds, backend="numpy")
+    cmp = compare(r.outputs, reference_outputs(fx.path, feeds))
+    row["check"] = "ok" if all(c.ok for c in cmp) else "FAIL " + "; ".join(str(c) for c in cmp if not c.ok)[:120]
+    same = all(np.array_equal(r.outputs[k], run_plan(plan, feeds, backend="numpy", order="random", seed=s).outputs[k])
+               for s in range(orders) for k in r.outputs)
+    row["orders"] = f"{orders} identical" if same else "DIFFER"
+    return row
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--fractions", nargs="*", type=float, default=[0.5, 0.25, 0.1])
+    ap.add_argument("--orders", type=int, default=20, help="random execution orders compared bit for bit")
+    ap.add_argument("--no-run", action="store_true", help="plan and verify only (no --check, no random orders)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    rows = []
+    for fx in fixtures.available("light"):
+        if args.only and not any(s in fx.name for s in args.only):
+            continue
+        g = import_model(fx.path, None, None)
+        for frac in args.fractions:
+            r = {"model": fx.name, "budget": _pct(frac), **one(fx, g, frac, args.orders, not args.no_run)}
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "cnn.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    md = ["Light CNNs (onnx wheel, onnx/backend/test/data/light) planned at a fraction of their no-offload peak",
+          "(`python bench/bench_cnn.py`; default options; NumPy backend for --check and the random orders).",
+          "Seconds: whole-plan wall clock on a shared 2-core machine.", "",
+          "| model | budget | planned | peak / max-live | peak / no-offload peak | verify | --check | random orders "
+          "| nodes | ops tiled | plan s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["planned"]:
+            md.append(f"| {r['model']} | {r['budget']} | refused: {r['reason']} | | | | | | | | {r['seconds']} |")
+            continue
+        md.append(f"| {r['model']} | {r['budget']} | yes | {r['peak_over_max_live']:.3f} | {r['peak_over_no_offload']:.3f} "
+                  f"| {r['verify']} | {r.get('check', '-')} | {r.get('orders', '-')} | {r['nodes']} | {r['ops_tiled']} "
+                  f"| {r['seconds']} |")
+    with open(os.path.join(args.out, "cnn.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
