@@ -70,25 +70,11 @@ def _pct(x: float) -> str:
     return f"{x:.0%}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*")
-    ap.add_argument("--fractions", nargs="*", type=float, default=[0.5, 0.25, 0.1])
-    ap.add_argument("--orders", type=int, default=20, help="random execution orders compared bit for bit")
-    ap.add_argument("--no-run", action="store_true", help="plan and verify only (no --check, no random orders)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    args = ap.parse_args()
-    rows = []
-    for fx in fixtures.available("light"):
-        if args.only and not any(s in fx.name for s in args.only):
-            continue
-        g = import_model(fx.path, None, None)
-        for frac in args.fractions:
-            r = {"model": fx.name, "budget": _pct(frac), **one(fx, g, frac, args.orders, not args.no_run)}
-            rows.append(r)
-            print(json.dumps(r), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "cnn.json"), "w") as f:
+def write(rows: list[dict], out: str) -> None:
+    order = {fx.name: i for i, fx in enumerate(fixtures.available("light"))}
+    rows = sorted(rows, key=lambda r: (order.get(r["model"], 99), -float(r["budget"].rstrip("%"))))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "cnn.json"), "w") as f:
         json.dump(rows, f, indent=1)
     md = ["Light CNNs (onnx wheel, onnx/backend/test/data/light) planned at a fraction of their no-offload peak",
           "(`python bench/bench_cnn.py`; default options; NumPy backend for --check and the random orders).",
@@ -103,8 +89,32 @@ def main() -> int:
         md.append(f"| {r['model']} | {r['budget']} | yes | {r['peak_over_max_live']:.3f} | {r['peak_over_no_offload']:.3f} "
                   f"| {r['verify']} | {r.get('check', '-')} | {r.get('orders', '-')} | {r['nodes']} | {r['ops_tiled']} "
                   f"| {r['seconds']} |")
-    with open(os.path.join(args.out, "cnn.md"), "w") as f:
+    with open(os.path.join(out, "cnn.md"), "w") as f:
         f.write("\n".join(md) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--fractions", nargs="*", type=float, default=[0.5, 0.25, 0.1])
+    ap.add_argument("--orders", type=int, default=20, help="random execution orders compared bit for bit")
+    ap.add_argument("--no-run", action="store_true", help="plan and verify only (no --check, no random orders)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    json_path = os.path.join(args.out, "cnn.json")
+    rows: list[dict] = []
+    if os.path.exists(json_path):  # rows of the models not re-run this time are kept
+        with open(json_path) as f:
+            rows = json.load(f)
+    for fx in fixtures.available("light"):
+        if args.only and not any(s in fx.name for s in args.only):
+            continue
+        g = import_model(fx.path, None, None)
+        for frac in args.fractions:
+            r = {"model": fx.name, "budget": _pct(frac), **one(fx, g, frac, args.orders, not args.no_run)}
+            rows = [x for x in rows if (x["model"], x["budget"]) != (r["model"], r["budget"])] + [r]
+            print(json.dumps(r), flush=True)
+            write(rows, args.out)
     return 0
 
 

@@ -204,3 +204,17 @@ def test_conv_and_pools_split_rows_with_halos(tmp_path):
     plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=2048))
     assert plan.stats.tiling["tiled_ops"] >= 4
     _check_runs(path, plan, feeds)
+
+
+def test_light_alexnet_plans_at_10_percent_of_its_no_offload_peak():
+    # its fc6 weight is ConstantOfShape([4096, 9216]) (151 MB, the whole no-offload peak): filled per column block
+    import pytest
+    from models import fixtures
+
+    fx = next((f for f in fixtures.available("light") if f.name == "light_bvlc_alexnet"), None)
+    if fx is None:
+        pytest.skip("the onnx wheel ships no light models")
+    plan = build_plan(import_model(fx.path), PlanOptions(Budget(fraction=0.1)))
+    assert plan.stats.reload_bytes == plan.stats.offload_bytes == 0  # nothing stored: every weight block is filled
+    assert plan.stats.tiling["recomputed"]["ConstantOfShape_11"] == 1
+    _check_runs(fx.path, plan, fixtures.make_inputs(fx), orders=3)
