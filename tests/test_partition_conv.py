@@ -218,3 +218,32 @@ def test_light_alexnet_plans_at_10_percent_of_its_no_offload_peak():
     assert plan.stats.reload_bytes == plan.stats.offload_bytes == 0  # nothing stored: every weight block is filled
     assert plan.stats.tiling["recomputed"]["ConstantOfShape_11"] == 1
     _check_runs(fx.path, plan, fixtures.make_inputs(fx), orders=3)
+
+
+def test_channel_shuffle_view_is_recut_for_halos_never_whole(tmp_path):
+    # ShuffleNet's channel shuffle: Reshape -> Transpose -> Reshape (a view of the transposed storage), then a
+    # depthwise 3x3 conv on row blocks: its halo blocks are cut from the view's row blocks, never from a whole tensor
+    c, g_, s = 8, 2, 16
+    shp5 = numpy_helper.from_array(np.array([1, g_, c // g_, s, s], np.int64), "shp5")
+    shp4 = numpy_helper.from_array(np.array([1, c, s, s], np.int64), "shp4")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "shp5"], ["r5"], name="split_groups"),
+        helper.make_node("Transpose", ["r5"], ["t5"], name="shuffle", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", "shp4"], ["t4"], name="merge_groups"),
+        helper.make_node("Conv", ["t4", "W"], ["y"], name="dw", group=c, pads=[1, 1, 1, 1]),
+    ]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", FLOAT, [1, c, s, s])],
+                 [helper.make_tensor_value_info("y", FLOAT, [1, c, s, s])], [shp5, shp4, _w("W", [c, 1, 3, 3], 1, 0.3)],
+                 name="shuffle.onnx")
+    g = import_model(path)
+    tg, rep = partition_graph(g, 4096)
+    assert rep.tiled["shuffle"] > 1 and rep.tiled["dw"] > 1
+    assert "t5" not in rep.assembles and not any(t.op_type == "Concat" and t.outputs == ("t5",) for t in tg.tasks)
+    dws = [t for t in tg.tasks if t.name.startswith("dw#")]
+    assert sum(tg.values[t.outputs[0]].shape[2] for t in dws) == s
+    assert all(tg.values[t.inputs[0]].shape[2] == tg.values[t.outputs[0]].shape[2] + 2 - (i in (0, len(dws) - 1))
+               for i, t in enumerate(dws))  # its rows plus one halo row on each inner side
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, c, s, s)).astype(np.float32)}
+    plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=4096))
+    _check_runs(path, plan, feeds)

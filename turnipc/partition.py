@@ -372,6 +372,9 @@ class _Builder:
                 out.append(bn)
         elif s not in self.whole and name == s:
             out = self.repartition(name, self.native[s], p)
+        elif s not in self.whole and (vp := self.view_partition(name)) is not None and vp.axis == p.axis:
+            self.get_blocks(name, vp)  # a view of a tiled storage: re-cut its own blocks (a conv's halo rows), never whole
+            out = self.repartition(name, vp, p)
         else:
             whole = self.get_whole(name)
             axes = self.const_i64(f"{name} axes", [p.axis])
