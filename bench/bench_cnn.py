@@ -1,6 +1,7 @@
 """The nine light CNNs of the onnx wheel planned at 50%, 25% and 10% of their no-offload peak.
 
     python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run]
+    python bench/bench_cnn.py --compare-weights bvlc_alexnet   # fill per block vs stored weights
 
 For each model and budget: planned or refused (the reason), peak / max-live,
 peak / no-offload peak, ``turnipc verify``, the ``--check`` comparison with
@@ -9,6 +10,14 @@ onnxruntime (NumPy backend, atol 1e-4, rtol 1e-3, input
 whether ``--orders`` random execution orders give bit-identical outputs,
 nodes, ops tiled and plan seconds (wall clock on a shared machine).
 Writes bench/results/cnn.json and cnn.md.
+
+``--compare-weights M``: why the light models' ``ConstantOfShape`` weights are
+filled per block rather than made derived weights stored in host memory:
+light_M planned at 25% and 10% as it is (fills per consumer block), and the
+same model with every ConstantOfShape replaced by a stored initializer
+(tests/lightweights.py; what a derived weight made at load would be), planned
+at the same byte budget: bytes reloaded and the simulated H100 time. Writes
+bench/results/cnn_weights.md.
 """
 
 from __future__ import annotations
@@ -93,6 +102,32 @@ def write(rows: list[dict], out: str) -> None:
         f.write("\n".join(md) + "\n")
 
 
+def compare_weights(model: str, out: str) -> None:
+    import tempfile
+
+    import lightweights
+
+    from turnipc.simulate import simulate
+
+    src = next(fx.path for fx in fixtures.available("light") if fx.name == f"light_{model}")
+    md = [f"light_{model}: ConstantOfShape weights filled per consumer block vs stored as weights (same byte budget;",
+          "`python bench/bench_cnn.py --compare-weights " + model + "`; simulated on the h100-sxm profile, dynamic order).", "",
+          "| budget | weights | budget bytes | nodes | reloaded bytes | offloaded bytes | simulated ms |", "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = lightweights.randomize_weights(src, os.path.join(tmp, "stored.onnx"), logits=False)
+        for frac in (0.25, 0.1):
+            budget = None
+            for label, path in (("filled per block", src), ("stored (derived at load)", stored)):
+                plan = build_plan(import_model(path), PlanOptions(Budget(fraction=frac) if budget is None else Budget(bytes=budget)))
+                st = plan.stats
+                budget = st.budget_bytes
+                ms = simulate(plan, "h100-sxm").makespan * 1e3
+                md.append(f"| {_pct(frac)} | {label} | {budget} | {len(plan.nodes)} | {st.reload_bytes} | {st.offload_bytes} | {ms:.3f} |")
+                print(md[-1], flush=True)
+    with open(os.path.join(out, "cnn_weights.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*")
@@ -100,7 +135,11 @@ def main() -> int:
     ap.add_argument("--orders", type=int, default=20, help="random execution orders compared bit for bit")
     ap.add_argument("--no-run", action="store_true", help="plan and verify only (no --check, no random orders)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--compare-weights", metavar="MODEL", help="e.g. bvlc_alexnet: fills per block vs stored weights")
     args = ap.parse_args()
+    if args.compare_weights:
+        compare_weights(args.compare_weights, args.out)
+        return 0
     json_path = os.path.join(args.out, "cnn.json")
     rows: list[dict] = []
     if os.path.exists(json_path):  # rows of the models not re-run this time are kept
