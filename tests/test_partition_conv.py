@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 from turnip.check import compare, reference_outputs
 from turnip.run import run_plan
@@ -157,18 +158,19 @@ def test_concat_lrn_bn_keep_row_blocks(tmp_path):
     _check_runs(path, plan, feeds)
 
 
-def _stem(tmp_path, s=23):
-    """conv 3x3 stride 2 pad 1 -> Relu -> MaxPool 3x3 stride 2 ceil_mode -> conv 1x1 -> AveragePool 2x2 pad 1."""
+def _stem(tmp_path, s=23, opset=13):
+    """conv 3x3 stride 2 pad 1 -> Relu -> MaxPool 3x3 stride 2 (ceil_mode from opset 10) -> conv 1x1 -> AveragePool 2x2 pad 1."""
     nodes = [
         helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                         **({"ceil_mode": 1} if opset >= 10 else {})),
         helper.make_node("Conv", ["p", "W2"], ["c2"], name="conv1x1"),
         helper.make_node("AveragePool", ["c2"], ["y"], name="avg", kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
     ]
     inits = [_w("W", [8, 4, 3, 3], 1, 0.3), _w("B", [8], 2, 0.1), _w("W2", [8, 8, 1, 1], 3, 0.3)]
     return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", FLOAT, [1, 4, s, s])],
-                 [helper.make_tensor_value_info("y", FLOAT, [1, 8, 4, 4])], inits, name="stem.onnx")
+                 [helper.make_tensor_value_info("y", FLOAT, None)], inits, opset=opset, name="stem.onnx")
 
 
 def test_window_rows_read_their_halo():
@@ -180,10 +182,12 @@ def test_window_rows_read_their_halo():
     assert halo_bounds(w, 8, 12) == (15, 23, 0, 1)  # rows 15..23: the bottom pad after the last input row
 
 
-def test_conv_and_pools_split_rows_with_halos(tmp_path):
+@pytest.mark.parametrize("opset", [9, 13])
+def test_conv_and_pools_split_rows_with_halos(tmp_path, opset):
     # x 1 x 4 x 23 x 23; at 2 KiB per task no channel split fits (a conv reads its whole input for
     # output-channel blocks), so conv, pool and avg run on row blocks, each reading its rows plus a halo
-    path = _stem(tmp_path)
+    # (cut by Slice tasks: with bounds as attributes at opset 9, as inputs from opset 10)
+    path = _stem(tmp_path, opset=opset)
     g = import_model(path)
     tg, rep = partition_graph(g, 2048)
     convs = [t for t in tg.tasks if t.name.startswith("conv#")]
@@ -197,9 +201,13 @@ def test_conv_and_pools_split_rows_with_halos(tmp_path):
         assert x.shape[2] == min(23, end) - max(0, start)
         assert t.attrs["pads"] == [max(0, -start), 1, max(0, end - 23), 1]
         lo += n
+    slices = [t for t in tg.tasks if t.op_type == "Slice"]
+    assert slices and all((len(t.inputs) == 1 and set(t.attrs) == {"starts", "ends", "axes"}) if opset < 10 else len(t.inputs) == 4
+                          for t in slices)
     pools = [t for t in tg.tasks if t.name.startswith("pool#")]
-    assert len(pools) > 1 and all(t.attrs["ceil_mode"] == 0 for t in pools)
-    assert sum(tg.values[t.outputs[0]].shape[2] for t in pools) == 6
+    assert len(pools) > 1 and all(t.attrs.get("ceil_mode", 0) == 0 for t in pools)
+    side = 6 if opset >= 10 else 5  # ceil_mode (opset 10+) keeps the last partial window
+    assert sum(int(np.prod(tg.values[t.outputs[0]].shape)) for t in pools) == 8 * side * side  # blocks cover the whole
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 23, 23)).astype(np.float32)}
     plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=2048))
     assert plan.stats.tiling["tiled_ops"] >= 4
@@ -208,7 +216,6 @@ def test_conv_and_pools_split_rows_with_halos(tmp_path):
 
 def test_light_alexnet_plans_at_10_percent_of_its_no_offload_peak():
     # its fc6 weight is ConstantOfShape([4096, 9216]) (151 MB, the whole no-offload peak): filled per column block
-    import pytest
     from models import fixtures
 
     fx = next((f for f in fixtures.available("light") if f.name == "light_bvlc_alexnet"), None)

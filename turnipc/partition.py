@@ -277,6 +277,7 @@ class _Builder:
         self.constants: dict[str, np.ndarray] = dict(graph.constants)
         self.blocks: dict[str, tuple[str, int, int, int]] = dict(getattr(graph, "blocks", {}) or {})
         self.tasks: list[Task] = []
+        self.slice_attrs = graph.opset.get("", 13) < 10  # Slice takes starts / ends / axes as attributes before opset 10
         self.whole: set[str] = set()  # storages available whole
         self.native: dict[str, Partition] = {}  # storage -> partition its tiled producer wrote
         self.parts: dict[tuple[str, Partition], list[str]] = {}  # (value, partition) -> block value names
@@ -377,11 +378,15 @@ class _Builder:
             out = self.repartition(name, vp, p)
         else:
             whole = self.get_whole(name)
-            axes = self.const_i64(f"{name} axes", [p.axis])
+            axes = "" if self.slice_attrs else self.const_i64(f"{name} axes", [p.axis])
             out = []
             for i, (a, b) in enumerate(p.bounds):
                 bn = self.fresh(f"{name}#{p.axis}.{i}")
                 self.block_value(v, p.axis, a, b, bn, "activation")
+                if self.slice_attrs:
+                    self.emit(_slice_v1(self.fresh(f"split {bn}"), whole, bn, p.axis, a, b))
+                    out.append(bn)
+                    continue
                 starts = self.const_i64(f"{bn} start", [a])
                 ends = self.const_i64(f"{bn} end", [b])
                 self.emit(Task(0, self.fresh(f"split {bn}"), "Slice", "", {}, (whole, starts, ends, axes), (bn,), 0, 0))
@@ -421,6 +426,10 @@ class _Builder:
                 piece = self.fresh(f"{bn}.p{i}")
                 sv = self.values[src]
                 self.block_value(sv, new.axis, start, stop, piece, "activation")
+                if self.slice_attrs:
+                    self.emit(_slice_v1(self.fresh(f"split {piece}"), src, piece, new.axis, start, stop))
+                    pieces.append(piece)
+                    continue
                 axes = self.const_i64(f"{piece} axes", [new.axis])
                 st = self.const_i64(f"{piece} start", [start])
                 en = self.const_i64(f"{piece} end", [stop])
@@ -681,6 +690,11 @@ class _Builder:
             acc = total
         self.whole.add(out)
         self.report.tiled[task.name] = len(p.bounds)
+
+
+def _slice_v1(name: str, src: str, out: str, axis: int, start: int, stop: int) -> Task:
+    """A Slice in the form of opsets 1-9 (the light CNNs are opset 8 and 9): bounds as attributes."""
+    return Task(0, name, "Slice", "", {"starts": [start], "ends": [stop], "axes": [axis]}, (src,), (out,), 0, 0)
 
 
 def _out0(task: Task) -> str:
