@@ -66,7 +66,11 @@ def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
     if not run:
         return row
     feeds = fixtures.make_inputs(fx)
-    r = run_plan(plan, feeds, backend="numpy")
+    try:
+        r = run_plan(plan, feeds, backend="numpy")
+    except Exception as e:  # noqa: BLE001  (the table says what failed)
+        row["check"] = f"FAIL {e}"[:160]
+        return row
     cmp = compare(r.outputs, reference_outputs(fx.path, feeds))
     row["check"] = "ok" if all(c.ok for c in cmp) else "FAIL " + "; ".join(str(c) for c in cmp if not c.ok)[:120]
     if row["check"] != "ok":
