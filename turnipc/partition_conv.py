@@ -54,7 +54,10 @@ def _single_output(outs: list[Value | None]) -> bool:
 def cnn_split_rule(graph: TaskGraph, task: Task, k: int, ins: list[Value | None], outs: list[Value | None]) -> Rule | None:
     """Axes each input and output of CNN op ``task`` is cut along for a block of output 0 along ``k`` (None: no exact split)."""
     op = task.op_type
-    r = len(outs[0].shape) if outs and outs[0] is not None else 0
+    out0 = outs[0] if outs else None
+    if out0 is None:
+        return None
+    r = len(out0.shape)
     if op == "Conv":
         x, w = ins[0], ins[1]
         if x is None or w is None or r < 3 or len(outs) != 1:
@@ -65,14 +68,14 @@ def cnn_split_rule(graph: TaskGraph, task: Task, k: int, ins: list[Value | None]
         if k == 1 and int(task.attrs.get("group", 1)) == 1:  # output channels: filter (and bias) blocks
             wb: list[int | None] = [0] if len(ins) > 2 and ins[2] is not None else bias
             return [None, 0] + wb, [1]
-        if k >= 2 and window(task, ins, k, outs[0].shape[k]) is not None:  # rows (any spatial axis), input rows with their halo
+        if k >= 2 and window(task, ins, k, out0.shape[k]) is not None:  # rows (any spatial axis), input rows with their halo
             return [k, None] + bias, [k]
         return None
     if op in POOLS:
         if not _single_output(outs):
             return None
         if k >= 2:
-            if op not in WINDOWED or window(task, ins, k, outs[0].shape[k]) is None:
+            if op not in WINDOWED or window(task, ins, k, out0.shape[k]) is None:
                 return None
         return [k], [k] + [None] * (len(outs) - 1)
     if op == "BatchNormalization":
@@ -141,10 +144,10 @@ def window(task: Task, ins: list[Value | None], k: int, out_rows: int) -> Window
     strides = a.get("strides") or [1] * dims
     dil = a.get("dilations") or [1] * dims
     pads = [0] * (2 * dims) if auto == "VALID" else (a.get("pads") or [0] * (2 * dims))
-    w = Window(int(x.shape[k]), (kernel - 1) * int(dil[d]) + 1, int(strides[d]), int(pads[d]), d, dims)
-    if w.span - w.pad_begin <= 0 or (out_rows - 1) * w.stride - w.pad_begin >= w.size:
+    win = Window(int(x.shape[k]), (kernel - 1) * int(dil[d]) + 1, int(strides[d]), int(pads[d]), d, dims)
+    if win.span - win.pad_begin <= 0 or (out_rows - 1) * win.stride - win.pad_begin >= win.size:
         return None  # a window inside the padding alone: a block of it would read no input row
-    return w
+    return win
 
 
 def halo_bounds(w: Window, lo: int, hi: int) -> tuple[int, int, int, int]:

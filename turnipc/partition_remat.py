@@ -41,7 +41,8 @@ def is_generator(b: _Builder, task: Task) -> bool:
     from .partition import ELEMENTWISE
 
     if is_constant_fill(task):  # a weight the light CNNs compute in the graph (turnipc/partition_conv.py)
-        return not b.values[task.outputs[0]].is_alias
+        out0 = task.outputs[0]
+        return out0 is not None and not b.values[out0].is_alias
     if task.op_type not in ELEMENTWISE or task.domain not in ("", "ai.onnx"):
         return False
     if len(task.outputs) != 1 or task.outputs[0] is None:
