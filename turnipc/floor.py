@@ -68,10 +68,13 @@ def tiling_floor(graph: TaskGraph, tiling: bool = True) -> Floor:
     With ``tiling`` off: the largest working set of a whole task.
     """
     from .partition import _Builder, task_working_set
+    from .partition_conv import is_constant_fill
 
     b = _Builder(graph, 0) if tiling else None
     best = Floor(0, "", "")
     for t in graph.tasks:
+        if b is not None and is_constant_fill(t):
+            continue  # filled per consumer block in a tiled graph (turnipc/partition_conv.py): never a task of its own
         need = task_working_set(graph, t)
         if b is not None and t.outputs and t.outputs[0] is not None:
             opts = b.options(t)

@@ -39,6 +39,7 @@ from turnip.plan import FUSED_DOMAIN, FUSED_OP
 from .cost import estimate
 from .output_blocks import finish_outputs
 from .partition_attention import attention_rule, scratch_bytes, scratch_share
+from .partition_conv import CNN_OPS, block_attrs, cnn_split_rule, input_partition
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -257,27 +258,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         if k < axis:
             return [k, None], [k]
         return [k - ni + 1, None], [k]
-    if op == "Conv":
-        x, w = ins[0], ins[1]
-        if x is None or w is None or r < 3:
-            return None
-        bias: list[int | None] = [None] if len(ins) > 2 else []
-        if k == 0:  # batch
-            return [0, None] + bias, [0]
-        if k == 1 and int(task.attrs.get("group", 1)) == 1:  # output channels: filter (and bias) blocks
-            wb: list[int | None] = [0] if len(ins) > 2 and ins[2] is not None else bias
-            return [None, 0] + wb, [1]
-        return None
-    if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"):
-        if k > 1 or len([o for o in outs if o is not None]) != 1:
-            return None
-        return [k], [k] + [None] * (len(outs) - 1)
-    if op == "BatchNormalization":
-        if k > 1 or len([o for o in outs if o is not None]) != 1:
-            return None
-        return [k] + [None if k == 0 else 0] * (len(ins) - 1), [k] + [None] * (len(outs) - 1)
-    if op == "LRN":
-        return ([0], [0]) if k == 0 else None
+    if op in CNN_OPS:
+        return cnn_split_rule(graph, task, k, ins, outs)
     if op == "Attention":
         return attention_rule(graph, task, k)
     if op == "Transpose":
@@ -300,6 +282,7 @@ class _Builder:
         self.constants: dict[str, np.ndarray] = dict(graph.constants)
         self.blocks: dict[str, tuple[str, int, int, int]] = dict(getattr(graph, "blocks", {}) or {})
         self.tasks: list[Task] = []
+        self.slice_attrs = graph.opset.get("", 13) < 10  # Slice takes starts / ends / axes as attributes before opset 10
         self.whole: set[str] = set()  # storages available whole
         self.native: dict[str, Partition] = {}  # storage -> partition its tiled producer wrote
         self.parts: dict[tuple[str, Partition], list[str]] = {}  # (value, partition) -> block value names
@@ -363,15 +346,16 @@ class _Builder:
 
     def input_blocks(self, task: Task, in_axes: list[int | None], p: Partition) -> list[list[str] | None]:
         """Per input of ``task`` split in ``p``: None where omitted, the whole value once per block where its axis
-        is None, else its blocks along its axis (the inputs of every blockwise copy of a task)."""
+        is None, else its blocks along its axis, with halos for a windowed op's rows (turnipc/partition_conv.py)
+        (the inputs of every blockwise copy of a task)."""
         out: list[list[str] | None] = []
-        for nm, ax in zip(task.inputs, in_axes, strict=True):
+        for i, (nm, ax) in enumerate(zip(task.inputs, in_axes, strict=True)):
             if nm is None:
                 out.append(None)
             elif ax is None:
                 out.append([self.get_whole(nm)] * len(p.bounds))
             else:
-                out.append(self.get_blocks(nm, Partition(ax, p.bounds)))
+                out.append(self.get_blocks(nm, input_partition(self.g, task, i, ax, p)))
         return out
 
     def get_blocks(self, name: str, p: Partition) -> list[str]:
@@ -408,13 +392,20 @@ class _Builder:
                 out.append(bn)
         elif s not in self.whole and name == s:
             out = self.repartition(name, self.native[s], p)
+        elif s not in self.whole and (vp := self.view_partition(name)) is not None and vp.axis == p.axis:
+            self.get_blocks(name, vp)  # a view of a tiled storage: re-cut its own blocks (a conv's halo rows), never whole
+            out = self.repartition(name, vp, p)
         else:
             whole = self.get_whole(name)
-            axes = self.const_i64(f"{name} axes", [p.axis])
+            axes = "" if self.slice_attrs else self.const_i64(f"{name} axes", [p.axis])
             out = []
             for i, (a, b) in enumerate(p.bounds):
                 bn = self.fresh(f"{name}#{p.axis}.{i}")
                 self.block_value(v, p.axis, a, b, bn, "activation")
+                if self.slice_attrs:
+                    self.emit(_slice_v1(self.fresh(f"split {bn}"), whole, bn, p.axis, a, b))
+                    out.append(bn)
+                    continue
                 starts = self.const_i64(f"{bn} start", [a])
                 ends = self.const_i64(f"{bn} end", [b])
                 self.emit(Task(0, self.fresh(f"split {bn}"), "Slice", "", {}, (whole, starts, ends, axes), (bn,), 0, 0))
@@ -454,6 +445,10 @@ class _Builder:
                 piece = self.fresh(f"{bn}.p{i}")
                 sv = self.values[src]
                 self.block_value(sv, new.axis, start, stop, piece, "activation")
+                if self.slice_attrs:
+                    self.emit(_slice_v1(self.fresh(f"split {piece}"), src, piece, new.axis, start, stop))
+                    pieces.append(piece)
+                    continue
                 axes = self.const_i64(f"{piece} axes", [new.axis])
                 st = self.const_i64(f"{piece} start", [start])
                 en = self.const_i64(f"{piece} end", [stop])
@@ -666,7 +661,8 @@ class _Builder:
             for i in range(len(p.bounds)):
                 ins = tuple(None if blk is None else blk[i] for blk in in_blocks)
                 outs = tuple(None if blk is None else blk[i] for blk in out_blocks)
-                self.emit(Task(0, self.fresh(f"{task.name}#{i}"), task.op_type, task.domain, task.attrs, ins, outs, 0, 0))
+                attrs = block_attrs(self.g, task, in_axes, p, i)
+                self.emit(Task(0, self.fresh(f"{task.name}#{i}"), task.op_type, task.domain, attrs, ins, outs, 0, 0))
             self.report.tiled[task.name] = len(p.bounds)
         self.outputs = finish_outputs(self)  # big tiled outputs stay in blocks, assembled on the host
 
@@ -706,6 +702,11 @@ class _Builder:
             acc = total
         self.whole.add(out)
         self.report.tiled[task.name] = len(p.bounds)
+
+
+def _slice_v1(name: str, src: str, out: str, axis: int, start: int, stop: int) -> Task:
+    """A Slice in the form of opsets 1-9 (the light CNNs are opset 8 and 9): bounds as attributes."""
+    return Task(0, name, "Slice", "", {"starts": [start], "ends": [stop], "axes": [axis]}, (src,), (out,), 0, 0)
 
 
 def _out0(task: Task) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from .partition_conv import constant_of_shape_blocks, is_constant_fill
 from .taskgraph import Task
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ def is_generator(b: _Builder, task: Task) -> bool:
     """Whether ``task``'s output is recomputed per consuming block instead of stored."""
     from .partition import ELEMENTWISE
 
+    if is_constant_fill(task):  # a weight the light CNNs compute in the graph (turnipc/partition_conv.py)
+        out0 = task.outputs[0]
+        return out0 is not None and not b.values[out0].is_alias
     if task.op_type not in ELEMENTWISE or task.domain not in ("", "ai.onnx"):
         return False
     if len(task.outputs) != 1 or task.outputs[0] is None:
@@ -73,6 +77,14 @@ def generator_blocks(b: _Builder, name: str, p: Partition) -> list[str] | None:
         j = next((k for k in range(len(sv.shape)) if _alias_axis(sv.shape, k, v.shape) == p.axis), None)
     if j is None:
         return None
+    if is_constant_fill(task):
+        fills = constant_of_shape_blocks(b, task, s, j, Partition(j, p.bounds))
+        b.report.tiled[task.name] = len(p.bounds)
+        b.report.recomputed[task.name] = b.report.recomputed.get(task.name, 0) + 1
+        if name == s:
+            return fills
+        return [b.block_value(v, p.axis, lo, hi, b.fresh(f"{name}#{p.axis}.{i}"), "activation", storage=f).name
+                for i, ((lo, hi), f) in enumerate(zip(p.bounds, fills, strict=True))]
     rule = split_rule(b.g, task, j)
     if rule is None or rule[1] != [j]:
         return None
