@@ -65,7 +65,7 @@ def is_generator(b: _Builder, task: Task) -> bool:
 
 def generator_blocks(b: _Builder, name: str, p: Partition) -> list[str] | None:
     """Fresh blocks of generated value ``name`` in partition ``p`` (None: no exact blockwise rule)."""
-    from .partition import _alias_axis, split_rule
+    from .partition import Partition, _alias_axis, split_rule
 
     v = b.values[name]
     s = v.storage
