@@ -34,14 +34,18 @@ PRELOAD_AT = -3
 SLACK = (101, 100)
 
 
-def _lowest_gap(lo: np.ndarray, hi: np.ndarray, size: int, cap: int, prefer: int) -> int | None:
-    """Lowest offset in [0, cap - size] clear of every [lo, hi) (``prefer`` if it is clear)."""
+def _lowest_gap(lo: np.ndarray, hi: np.ndarray, size: int, cap: int, prefer: int, is_sorted: bool = False) -> int | None:
+    """Lowest offset in [0, cap - size] clear of every [lo, hi) (``prefer`` if it is clear).
+
+    ``is_sorted``: ``lo`` is already in stable ascending order (the caller keeps a sorted index).
+    """
     if not ((lo < prefer + size) & (hi > prefer)).any() and prefer + size <= cap:
         return prefer
     if len(lo) == 0:
         return 0 if size <= cap else None
-    order = np.argsort(lo, kind="stable")
-    lo, hi = lo[order], hi[order]
+    if not is_sorted:
+        order = np.argsort(lo, kind="stable")
+        lo, hi = lo[order], hi[order]
     reach = np.maximum.accumulate(hi)
     starts = np.concatenate(([0], reach))  # a gap starts where everything below has ended
     ends = np.concatenate((lo, [cap]))
@@ -106,6 +110,21 @@ def hoist_into_layout(res: Residency, offsets: dict[int, int], budgets: dict[int
     hoist: dict[tuple[str, int, int], int] = {}
     moved: dict[int, int] = {}
 
+    # occupants in ascending (offset, index) order, the order of a stable argsort of ``lo``; kept sorted
+    # as occupants move (one delete and one insert each, not a re-sort per move)
+    n_occ = len(gpu)
+    by_offset = [np.argsort(lo, kind="stable")]
+    offset_keys = [lo[by_offset[0]] * n_occ + by_offset[0]]
+
+    def move_to(k: int, off: int) -> None:
+        keys, order = offset_keys[0], by_offset[0]
+        at = int(np.searchsorted(keys, int(lo[k]) * n_occ + k))
+        keys, order = np.delete(keys, at), np.delete(order, at)
+        new_key = off * n_occ + k
+        at = int(np.searchsorted(keys, new_key))
+        offset_keys[0], by_offset[0] = np.insert(keys, at, new_key), np.insert(order, at, k)
+        lo[k] = off
+
     def place(k: int, b: int, cap: int) -> int | None:
         """Offset where occupant k fits from time ``b`` to its end (None: nowhere below the caps)."""
         d = int(dev[k])
@@ -113,7 +132,8 @@ def hoist_into_layout(res: Residency, offsets: dict[int, int], budgets: dict[int
         near[k] = False
         grown = int(live[d][b - PRELOAD_AT: begin[k] - PRELOAD_AT].max(initial=0)) + int(size[k])
         top = cap if slack is None else min(cap, max(arena0[d], max(peak[d], grown) * slack[0] // slack[1]))
-        return _lowest_gap(lo[near], lo[near] + size[near], int(size[k]), top, int(lo[k]))
+        sel = by_offset[0][near[by_offset[0]]]
+        return _lowest_gap(lo[sel], lo[sel] + size[sel], int(size[k]), top, int(lo[k]), is_sorted=True)
 
     for ev in events:
         if ev.kind != "reload" or ev.device == HOST or not ev.writes:
@@ -128,18 +148,22 @@ def hoist_into_layout(res: Residency, offsets: dict[int, int], budgets: dict[int
             continue
         # step 0 of an initial storage with no earlier stay is a preload (before every event)
         can_preload = k not in prev_end and gpu[k].storage in initial
-        starts = [PRELOAD_AT if (j == 0 and can_preload) else int(start_arr[j]) for j in range(first, last)]
+
+        def start(i: int) -> int:  # the i-th candidate start (computed on demand: the range can span the whole run)
+            j = first + i
+            return PRELOAD_AT if (j == 0 and can_preload) else int(start_arr[j])
+
         # a later start meets a subset of the occupants, so bisect for the earliest that fits
-        a, z = 0, len(starts)  # z == len(starts): the reload's own place, without moving
+        a, z = 0, last - first  # z == last - first: the reload's own place, without moving
         while z > a:
             mid = (a + z) // 2
-            if place(k, starts[mid], cap) is not None:
+            if place(k, start(mid), cap) is not None:
                 z = mid
             else:
                 a = mid + 1
-        if z == len(starts):
+        if z == last - first:
             continue
-        b = starts[z]
+        b = start(z)
         off = place(k, b, cap)
         if off is None:  # the max-live cap depends on the start: the bisection can land on a miss
             continue
@@ -149,7 +173,7 @@ def hoist_into_layout(res: Residency, offsets: dict[int, int], budgets: dict[int
         peak[d] = max(peak[d], int(live[d][b - PRELOAD_AT: begin[k] - PRELOAD_AT].max(initial=0)))
         begin[k] = b
         if off != lo[k]:
-            lo[k] = off
+            move_to(k, off)
             moved[gpu[k].id] = off
     return hoist, moved
 
