@@ -149,7 +149,8 @@ def hoist_into_layout(res: Residency, offsets: dict[int, int], budgets: dict[int
         # step 0 of an initial storage with no earlier stay is a preload (before every event)
         can_preload = k not in prev_end and gpu[k].storage in initial
 
-        def start(i: int) -> int:  # the i-th candidate start (computed on demand: the range can span the whole run)
+        def start(i: int, first: int = first, can_preload: bool = can_preload) -> int:
+            """The i-th candidate start (computed on demand: the range can span the whole run)."""
             j = first + i
             return PRELOAD_AT if (j == 0 and can_preload) else int(start_arr[j])
 
