@@ -8,9 +8,9 @@ and checks that random execution orders give bit-identical outputs.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_partition import _save as save_graph
 from turnip.check import compare, reference_outputs
 from turnip.run import run_plan
 
@@ -25,12 +25,8 @@ FLOAT = TensorProto.FLOAT
 
 
 def _save(tmp_path, nodes, inputs, outputs, inits, opset=13, name="m.onnx"):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    path = str(tmp_path / name)
-    onnx.save(model, path)
-    return path
+    """test_partition's model writer, at opset 13 unless told (the CNN ops' last big revision)."""
+    return save_graph(tmp_path, nodes, inputs, outputs, inits, opset=opset, name=name)
 
 
 def _w(name, shape, seed, scale=1.0):

@@ -125,23 +125,22 @@ def attention_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | Non
         in_axes[3] = _mask_axis(mask, ka)
     if out_at(3) is not None:
         out_axes[3] = ka
-    if ka == 0:  # batch
-        for i in (1, 2, 4, 5, 6):
+
+    def along(axis: int, inputs: tuple[int, ...]) -> tuple[list[int | None], list[int | None]]:
+        """The key/value inputs and present outputs that are present, split along ``axis`` with the query."""
+        for i in inputs:
             if at(i) is not None:
-                in_axes[i] = 0
+                in_axes[i] = axis
         for i in (1, 2):
             if out_at(i) is not None:
-                out_axes[i] = 0
+                out_axes[i] = axis
         return in_axes, out_axes
+
+    if ka == 0:  # batch
+        return along(0, (1, 2, 4, 5, 6))
     if ka == 1:  # heads (4-D only)
         if hkv == hq:
-            for i in (1, 2, 4, 5):
-                if at(i) is not None:
-                    in_axes[i] = 1
-            for i in (1, 2):
-                if out_at(i) is not None:
-                    out_axes[i] = 1
-            return in_axes, out_axes
+            return along(1, (1, 2, 4, 5))
         if hkv == 1 and not presents:
             return in_axes, out_axes  # MQA: every block reads the one KV head whole
         return None

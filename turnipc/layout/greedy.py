@@ -94,33 +94,19 @@ def _place(
     prefer: Callable[[Hole], object] | None,
     fit: str,
     limit: int | None = None,
+    compiled: bool = True,
 ) -> tuple[np.ndarray, int]:
     """Place buffers in ``order``; returns (offsets, arena). Stops early (arena > limit) if limit given.
 
-    Without ``prefer`` this runs in the compiled library when it is built (the same
-    decisions, see ``greedy_place`` in ``_canonical.c``); the loop below is the reference
-    and the fallback."""
-    if prefer is None:
+    Without ``prefer`` (and unless ``compiled`` is False) this runs in the compiled library
+    when it is built (the same decisions, see ``greedy_place`` in ``_canonical.c``); the
+    NumPy loop below is the reference and the fallback."""
+    if prefer is None and compiled:
         from .canonical import place_compiled
 
         done = place_compiled(order, L, U, S, A, tie_break == "earliest_freed", fit == "first", limit)
         if done is not None:
             return done
-    return _place_python(order, L, U, S, A, tie_break, prefer, fit, limit)
-
-
-def _place_python(
-    order: np.ndarray,
-    L: np.ndarray,
-    U: np.ndarray,
-    S: np.ndarray,
-    A: np.ndarray,
-    tie_break: str,
-    prefer: Callable[[Hole], object] | None,
-    fit: str,
-    limit: int | None = None,
-) -> tuple[np.ndarray, int]:
-    """The placement loop in NumPy (reference for the compiled one; used with ``prefer``)."""
     n = len(order)
     off = np.zeros(len(L), dtype=np.int64)
     pl = np.empty(n, dtype=np.int64)
