@@ -231,10 +231,9 @@ def test_fused_tasks_tile_and_the_tiled_plan_matches_onnxruntime(tmp_path):
 
 def test_fused_nodes_allocate_within_their_bound():
     """Allocations outside the arena: each fused node of a planned fixture, under tracemalloc, within temp_bytes."""
-    import tracemalloc
-
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
     import fixtures
+    from test_kernel_workspace import node_peaks
     from turnip.backends.numpy_backend import NumpyBackend
     from turnip.kernels.workspace import temp_bytes
     from turnip.run import random_feeds
@@ -257,22 +256,12 @@ def test_fused_nodes_allocate_within_their_bound():
         return None if loc is None else (plan.tensors[loc.tensor].dtype, tuple(plan.tensors[loc.tensor].shape))
 
     try:
-        order = sorted(range(len(plan.nodes)), key=lambda i: plan.nodes[i].pos)
         seen = 0
-        tracemalloc.start()
-        try:
-            for i in order:
-                node = plan.nodes[i]
-                base = tracemalloc.get_traced_memory()[0]
-                tracemalloc.reset_peak()
-                tasks[i]()
-                peak = tracemalloc.get_traced_memory()[1] - base
-                if node.op == FUSED_OP:
-                    seen += 1
-                    bound = temp_bytes(node.op, [spec(x) for x in node.inputs], [spec(x) for x in node.outputs], node.attrs)
-                    assert peak <= bound, (node.id, node.attrs["ops"], peak, bound)
-        finally:
-            tracemalloc.stop()
+        for node, peak in node_peaks(plan, tasks):
+            if node.op == FUSED_OP:
+                seen += 1
+                bound = temp_bytes(node.op, [spec(x) for x in node.inputs], [spec(x) for x in node.outputs], node.attrs)
+                assert peak <= bound, (node.id, node.attrs["ops"], peak, bound)
         assert seen > 0
     finally:
         be.free()

@@ -57,30 +57,34 @@ def _prepared(name: str):
     return plan, be, tasks, data
 
 
+def node_peaks(plan, tasks):
+    """(node, bytes it allocated at its peak) for every node of ``plan``, run alone in plan order under tracemalloc."""
+    order = sorted(range(len(plan.nodes)), key=lambda i: (plan.nodes[i].pos, plan.nodes[i].id))
+    tracemalloc.start()
+    try:
+        for i in order:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            tasks[i]()
+            yield plan.nodes[i], tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("name", ["gpt2_dynamo18", "bert_dynamo18", "llama_dynamo18"])
 def test_each_node_allocates_within_its_bound(name):
     plan, be, tasks, data = _prepared(name)
     try:
-        order = sorted(range(len(plan.nodes)), key=lambda i: (plan.nodes[i].pos, plan.nodes[i].id))
         over = []
         measured = 0
-        tracemalloc.start()
-        try:
-            for i in order:
-                node = plan.nodes[i]
-                base = tracemalloc.get_traced_memory()[0]
-                tracemalloc.reset_peak()
-                tasks[i]()
-                peak = tracemalloc.get_traced_memory()[1] - base
-                if node.kind != COMPUTE:
-                    assert peak <= SMALL_OBJECTS, f"copy node {node.id} allocated {peak} bytes"
-                    continue
-                measured = max(measured, peak)
-                bound = _bound(plan, node)
-                if peak > bound:
-                    over.append((node.id, node.op, peak, bound))
-        finally:
-            tracemalloc.stop()
+        for node, peak in node_peaks(plan, tasks):
+            if node.kind != COMPUTE:
+                assert peak <= SMALL_OBJECTS, f"copy node {node.id} allocated {peak} bytes"
+                continue
+            measured = max(measured, peak)
+            bound = _bound(plan, node)
+            if peak > bound:
+                over.append((node.id, node.op, peak, bound))
         assert not over, f"nodes allocating more than temp_bytes (id, op, measured, bound): {over[:10]}"
         assert measured > 0  # the measurement sees NumPy's buffers at all
     finally:
