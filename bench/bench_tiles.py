@@ -82,7 +82,17 @@ def check_plan(plan, path: str, feeds, orders: int) -> dict:
             "check_s": round(time.perf_counter() - t0, 2)}
 
 
+FLAGS = {"--quick", "--no-min", "--no-long", "--long4k", "--render", "--orders", "--big", "--long", "--real-case"}
+
+
 def main() -> int:
+    if "-h" in sys.argv or "--help" in sys.argv:
+        print(__doc__)
+        return 0
+    unknown = [a for a in sys.argv[1:] if a.startswith("-") and a not in FLAGS]
+    if unknown:  # an unknown flag must not start the whole (hour-long) bench
+        print(f"error: unknown option {unknown[0]!r}; see python bench/bench_tiles.py --help", file=sys.stderr)
+        return 2
     if "--long" in sys.argv:
         return main_long()
     if "--orders" in sys.argv:
