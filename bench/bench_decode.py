@@ -235,15 +235,11 @@ def speed_part(lines, data, dec):
                         plan = turnipc.plan(path, gpu_mem=budget, dims={"batch": batch, "seq": 1}, auto_state=state)
                         with turnip.Session(plan, model=path, backend="numpy") as s:
                             o, outs, ratio = _side_by_side(partial(_ort_rate, ort_runner, sig, prompt, None), partial(s.generate, prompt, NEW))
-                        st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
-                        same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
-                        t = st.decode_tokens_per_s
-                        lines.append(f"| {model} | {batch} | {budget} | {'yes' if st.cache_is_state else 'no'} | {o:,.0f} | {t:,.0f} | {ratio:.3f} | "
-                                     f"{st.cache_inputs_kept} / {st.cache_inputs_fed} | {st.cache_bytes_copied_per_token:,.0f} "
-                                     f"({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | "
+                        st, same = _fastest(outs, ref)
+                        lines.append(_row_head(model, batch, budget, "yes" if st.cache_is_state else "no", o, st, ratio)
+                                     + f"{st.cache_inputs_kept} / {st.cache_inputs_fed} | {_copied(st)} | "
                                      f"{st.cache_bytes_refilled_per_token:,.0f} | {st.weight_file_bytes_read:,} | {st.weight_loads} | {same} |")
-                        data.append(dict(model=model, batch=batch, budget=budget, state=state, ort_decode_tok_s=o, turnip_decode_tok_s=t,
-                                         ratio=ratio, identical=same, **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
+                        data.append(_data_row(dict(model=model, batch=batch, budget=budget, state=state), o, ratio, same, st))
                         print(lines[-1], flush=True)
                 # the prompt: one position at a time through the decode plan vs one run of a prompt-length plan
                 dplan = turnipc.plan(path, gpu_mem="100%", dims={"batch": batch, "seq": 1})
@@ -270,6 +266,30 @@ def _ort_rate(runner, sig, prompt, prefill):
     from turnip.generate import generate
 
     return generate(runner, sig, prompt, NEW, prefill_runner=prefill).decode_tokens_per_s()
+
+
+def _fastest(outs, ref):
+    """The stats of the fastest of ``outs`` (generations), and whether every one gave ``ref``'s ids."""
+    import numpy as np
+
+    st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
+    return st, all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
+
+
+def _row_head(model: str, batch: int, budget: str, how: str, ort_tok_s: float, st, ratio: float) -> str:
+    """The first cells of a table row: the case, both decode rates and their ratio."""
+    return f"| {model} | {batch} | {budget} | {how} | {ort_tok_s:,.0f} | {st.decode_tokens_per_s:,.0f} | {ratio:.3f} | "
+
+
+def _copied(st) -> str:
+    """Cache bytes copied per token, and that as a share of the whole cache."""
+    return f"{st.cache_bytes_copied_per_token:,.0f} ({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,})"
+
+
+def _data_row(keys: dict, ort_tok_s: float, ratio: float, identical: bool, st) -> dict:
+    """One results-file row: what was measured (``keys``), both rates, the ratio, equality, and Turnip's counters."""
+    return dict(keys, ort_decode_tok_s=ort_tok_s, turnip_decode_tok_s=st.decode_tokens_per_s, ratio=ratio, identical=identical,
+                **{f"turnip_{k}": v for k, v in st.to_dict().items()})
 
 
 def _side_by_side(ort_rate, turnip_generate, rounds=5):
@@ -350,16 +370,12 @@ def past_speed_part(lines, data, dec, one_thread):
                             finally:
                                 turnip_run.LoadedPlan.__init__ = original_init
                             own = s.loaded.weight_file_bytes_read + pre.loaded.weight_file_bytes_read
-                        st = max((r.stats for r in outs), key=lambda x: x.decode_tokens_per_s)
-                        same = all(np.array_equal(r.new_token_ids, ref.new_token_ids) for r in outs)
-                        t = st.decode_tokens_per_s
-                        lines.append(f"| {model} | {batch} | {budget} | {'kept' if keep else 'per generation'} | {o:,.0f} | {t:,.0f} | {ratio:.3f} | "
-                                     f"{st.plans_loaded} ({', '.join(map(str, st.buckets))}) | {load_s[0] / len(outs):.3f} | "
-                                     f"{st.cache_bytes_copied_per_token:,.0f} ({st.cache_bytes_copied_per_token / st.cache_bytes:.1%} of {st.cache_bytes:,}) | "
-                                     f"{st.weight_file_bytes_read:,} ({own:,}) | {same} |")
-                        data.append(dict(model=model, batch=batch, budget=budget, convention="past_present", bucket_plans_kept=keep,
-                                         ort_decode_tok_s=o, turnip_decode_tok_s=t, ratio=ratio, identical=same,
-                                         load_s_per_generation=load_s[0] / len(outs), **{f"turnip_{k}": v for k, v in st.to_dict().items()}))
+                        st, same = _fastest(outs, ref)
+                        lines.append(_row_head(model, batch, budget, "kept" if keep else "per generation", o, st, ratio)
+                                     + f"{st.plans_loaded} ({', '.join(map(str, st.buckets))}) | {load_s[0] / len(outs):.3f} | "
+                                     f"{_copied(st)} | {st.weight_file_bytes_read:,} ({own:,}) | {same} |")
+                        data.append(_data_row(dict(model=model, batch=batch, budget=budget, convention="past_present", bucket_plans_kept=keep,
+                                                   load_s_per_generation=load_s[0] / len(outs)), o, ratio, same, st))
                         print(lines[-1], flush=True)
     lines.append("")
 

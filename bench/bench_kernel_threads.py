@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
 
 import numpy as np  # noqa: E402
-from benchlib import markdown_table, ort_session  # noqa: E402
+from benchlib import best_seconds, markdown_table, ort_session  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 from turnip import Session  # noqa: E402
 from turnip.kernels import prepared  # noqa: E402
@@ -40,15 +40,6 @@ from turnip.units import Budget  # noqa: E402
 
 from turnipc.importer import import_model  # noqa: E402
 from turnipc.planner import PlanOptions, build_plan  # noqa: E402
-
-
-def _best(f, n: int = 2) -> float:
-    b = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        b = min(b, time.perf_counter() - t0)
-    return b
 
 
 def main() -> int:
@@ -88,9 +79,9 @@ def main() -> int:
         for _ in range(args.rounds):
             for k, s in sess.items():
                 with threadpool_limits(blas[k], user_api="blas"):
-                    best[k] = min(best[k], _best(lambda s=s: s.run(feeds)))
+                    best[k] = min(best[k], best_seconds(lambda s=s: s.run(feeds)))
             for n, o in ort.items():
-                best[f"onnxruntime {n}"] = min(best[f"onnxruntime {n}"], _best(lambda o=o: o.run(None, feeds)))
+                best[f"onnxruntime {n}"] = min(best[f"onnxruntime {n}"], best_seconds(lambda o=o: o.run(None, feeds)))
         for s in sess.values():
             s.close()
     finally:

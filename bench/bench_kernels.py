@@ -45,7 +45,7 @@ sys.path[:0] = [os.path.join(ROOT, "tests", "models")]
 import fixtures  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from benchlib import markdown_table, ort_session, plans_at  # noqa: E402
+from benchlib import best_seconds, markdown_table, ort_session, plans_at  # noqa: E402
 from turnip import Session  # noqa: E402
 from turnip.check import compare  # noqa: E402
 from turnip.plan import read_plan, write_plan  # noqa: E402
@@ -100,15 +100,6 @@ def blas_threads(n: int):
         return contextlib.nullcontext()
 
 
-def _best(f, n: int) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds: dict | None = None, threads: int = 0,
                 fuses: tuple[bool, ...] = (False,)) -> list[dict]:
     """Rows for 100% and 25% budgets, unfused and/or fused; ``threads`` (0: all CPUs) for both onnxruntime and NumPy's BLAS."""
@@ -127,8 +118,8 @@ def bench_speed(label: str, path: str, dims: dict, rounds: int, tmp: str, feeds:
             with blas_threads(nth), Session(plan_path, model=path, backend="numpy") as tsess:
                 out = tsess.run(fd)  # the first call; the timed ones are the later calls, as for onnxruntime
                 for _ in range(rounds):  # interleaved: load drifts hit both alike
-                    t_ort = min(t_ort, _best(lambda fd=fd: sess.run(None, fd), 2))
-                    t_tur = min(t_tur, _best(lambda fd=fd: tsess.run(fd), 2))
+                    t_ort = min(t_ort, best_seconds(lambda fd=fd: sess.run(None, fd), 2))
+                    t_tur = min(t_tur, best_seconds(lambda fd=fd: tsess.run(fd), 2))
                 out = tsess.run(fd)
         finally:
             os.unlink(plan_path)
