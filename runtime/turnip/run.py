@@ -28,7 +28,8 @@ from .outblocks import assemble_output, graph_outputs
 from .plan import COMPUTE, MOVE, OFFLOAD, RELOAD, Plan, TensorKind, read_plan
 from .queues import QUEUE_OF_KIND, dynamic_priorities
 from .trace import TimelineEvent
-from .weights import InitialData, _FileRange, validate_feeds, write_source
+from .weights import InitialData, _FileRange, host_bytes, validate_feeds, write_source
+from .weightstream import StreamedWeight
 
 
 @dataclass
@@ -122,10 +123,16 @@ class LoadedPlan:
         model_path: str | os.PathLike[str] | None = None,
         verify_weights: bool = True,
         weights_from: "LoadedPlan | None" = None,
+        weight_homes: bool = True,
     ) -> None:
         """``weights_from``: a loaded plan of the SAME model (same sha256) whose weights are already in
         place; weights are copied from it (its arena or host memory) instead of read from the files again,
-        so a session's prefill plan or a decoder's other past lengths read the weight files once."""
+        so a session's prefill plan or a decoder's other past lengths read the weight files once.
+
+        ``weight_homes``: a weight whose memory the plan reuses must be rewritten before every run. True
+        (for many runs: sessions, token generation): its bytes are read once into a host copy (its home) and
+        rewritten from there. False (a one-shot run, ``run_plan``): no home; it is rewritten from the model's
+        file (the OS page cache, not this process' memory), so the weights are held once, in the memories."""
         if order not in ORDERS:
             raise TurnipError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
         if not isinstance(plan, Plan):
@@ -169,7 +176,7 @@ class LoadedPlan:
             shared = _shared_weights(weights_from, plan)
             for k, (p, src, again) in enumerate(self._placements):
                 t = plan.tensors[p.tensor]
-                if isinstance(src, _FileRange) and t.block is None and t.name in shared:
+                if isinstance(src, _FileRange) and t.block is None and t.name in shared and (weight_homes or not again):
                     got = shared[t.name]
                     # written once here when this plan never overwrites it; else copied into host memory once and
                     # rewritten from there every run (the other plan may close first)
@@ -179,19 +186,17 @@ class LoadedPlan:
                 if isinstance(src, _FileRange):
                     self.weight_file_bytes_read += src.size
                 if src is not None and not again:
-                    if isinstance(src, (np.ndarray, _FileRange)):
+                    if isinstance(src, (np.ndarray, _FileRange, StreamedWeight)):
                         write_source(self.backend, self.backend.raw(p.loc), src)
                     else:  # an arena view of ``weights_from`` (device to device)
                         be_write_any(self.backend, self.backend.raw(p.loc), src)
                     self.source_bytes_at_load += plan.tensors[p.tensor].nbytes
                 elif src is not None:
                     self.source_bytes_per_run += plan.tensors[p.tensor].nbytes
-                    if isinstance(src, _FileRange):
+                    if weight_homes and isinstance(src, (_FileRange, StreamedWeight)):
                         # a weight whose arena memory the plan reuses is rewritten every run: read the file
                         # once, into host memory (its home), and rewrite it from there, not from the file
-                        home = np.empty(src.size, dtype=np.uint8)
-                        src.read_into(self.backend, home)
-                        self._placements[k] = (p, home, again)
+                        self._placements[k] = (p, host_bytes(src), again)
             if self.weight_file_bytes_read == 0 and self.weight_bytes_shared:
                 self.weight_loads = 0  # every weight came from ``weights_from``: the files were not read again
             self.source_bytes_rewritten = 0  # grows by source_bytes_per_run each write_inputs
@@ -441,7 +446,7 @@ def _copy_part(be: Backend, dst: Any, src: Any, index: tuple[Any, ...]) -> int:
     return int(dst[index].nbytes)
 
 
-def _placement_sources(initial: InitialData) -> list[np.ndarray | _FileRange | None]:
+def _placement_sources(initial: InitialData) -> list[np.ndarray | _FileRange | StreamedWeight | None]:
     """Per placement of the plan: its bytes (weights, constants), None for a feed."""
     return list(initial._sources)  # noqa: SLF001 - InitialData opens them; the loaded plan decides when to write
 
@@ -553,8 +558,9 @@ def run_plan(
     if all(isinstance(v, np.ndarray) for v in feeds.values()):
         validate_feeds(plan, feeds)  # fail fast, before allocating anything
 
+    # weight_homes=False: a one-shot run holds the weights once (reused weights are rewritten from the file per repeat)
     with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path,
-                    verify_weights=verify_weights) as lp:
+                    verify_weights=verify_weights, weight_homes=False) as lp:
         n = len(plan.nodes)
         walls: list[float] = []
         ex = None

@@ -6,9 +6,10 @@ gets its bytes written at its planned location:
 * ``weight``: the initializer of that name in the model the plan names. The
   model file must be the one that was planned (its sha256 is checked, and a
   plan without one is refused). The model is read with
-  ``onnx.load(load_external_data=False)``; external-data initializers are read
-  through one ``np.memmap`` per external file, so the weights are never parsed
-  or held in memory twice.
+  :func:`turnip.onnx_lazy.load_model_lazily` (inline weights stay in the
+  file); every weight's byte range is read (``pread``, no memory map) straight
+  into its planned location, so the weights are never parsed or held in
+  memory twice.
 
 External weight files are opened exactly as onnx opens them
 (``onnx.external_data_helper``: a relative path inside the model's folder, no
@@ -18,10 +19,11 @@ recorded (:class:`~turnip.plan.WeightFile`) unless the caller opts out
 (``verify_weights=False``, ``turnip-run --no-verify-weights``). Hashes are
 cached on disk per file state (:mod:`turnip.cache`), so an unchanged file,
 inline weights included, is hashed once, not on every run.
-* a derived ``weight`` (``TensorInfo.derive``): its recipe (Transpose, Cast,
-  Reshape steps) applied once, in host memory, to the initializer it names,
-  when the data is opened; the result is kept for every repeat, like a
-  weight's bytes (:func:`derive_weight`).
+* a derived ``weight`` (``TensorInfo.derive``: Transpose, Cast, Reshape
+  steps of the initializer it names) and a block of a weight
+  (``TensorInfo.block``): made from the file when written, a bounded chunk at
+  a time, straight into place (:class:`turnip.weightstream.StreamedWeight`);
+  nothing of them is kept in host memory.
 * ``constant``: the bytes folded at plan time (``Plan.constants``).
 * ``input``: the user's feeds, which must match the planned dtype and shape
   exactly.
@@ -45,7 +47,8 @@ import numpy as np
 
 from .dtypes import np_dtype, onnx_elem_type
 from .errors import InputError, ModelError, PlanError, WeightsError  # noqa: F401  (InputError, ModelError: re-exported)
-from .plan import DeriveOp, Plan, TensorInfo, TensorKind, WeightFile, resolve_model_path
+from .plan import DeriveOp, DeriveStep, Plan, TensorInfo, TensorKind, WeightFile, resolve_model_path
+from .weightstream import StreamedWeight
 
 _SHA_CACHE: dict[str, str] = {}  # file state key -> sha256, in this process (turnip.cache keeps it across runs)
 
@@ -212,33 +215,46 @@ class _FileRange:
     def __init__(self, path: str, offset: int, size: int, fd: int | None = None) -> None:
         self.path, self.offset, self.size, self.fd = path, offset, size, fd
 
-    def read_into(self, backend: Any, dst: Any, block: int = 64 << 20) -> None:
-        # an already-checked descriptor (external data) is read through a duplicate; else open by path (the model file)
-        with (os.fdopen(os.dup(self.fd), "rb", buffering=0) if self.fd is not None else open(self.path, "rb", buffering=0)) as f:
-            f.seek(self.offset)
+    def open_fd(self) -> int:
+        """A descriptor to read the range through (the caller closes it): a duplicate of the checked one, else the file by path."""
+        return os.dup(self.fd) if self.fd is not None else os.open(self.path, os.O_RDONLY)
+
+    def read_into(self, backend: Any, dst: Any, block: int = 16 << 20) -> None:
+        from .weightstream import read_file_range
+
+        fd = self.open_fd()
+        try:
             if isinstance(dst, np.ndarray) and dst.flags.c_contiguous:
-                view = memoryview(dst).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer
-                got = 0
-                while got < self.size:
-                    n = f.readinto(view[got:])
-                    if not n:
-                        raise ModelError(f"weight file {self.path!r} ended early; the file is truncated")
-                    got += n
+                read_file_range(fd, self.path, self.offset, memoryview(dst).cast("B"))  # type: ignore[arg-type]  # an ndarray is a buffer
                 return
-            for s in range(0, self.size, block):  # device memory: through a bounded host buffer
-                chunk = f.read(min(block, self.size - s))
-                if len(chunk) != min(block, self.size - s):
-                    raise ModelError(f"weight file {self.path!r} ended early; the file is truncated")
-                backend.write(dst[s : s + len(chunk)], np.frombuffer(chunk, dtype=np.uint8))
+            # device memory: through one bounded host buffer, reused (write_part returns once the buffer may be reused)
+            buf = np.empty(min(block, self.size), dtype=np.uint8)
+            for s in range(0, self.size, block):
+                n = min(block, self.size - s)
+                read_file_range(fd, self.path, self.offset + s, memoryview(buf)[:n])
+                backend.write_part(dst[s : s + n], buf[:n])
+        finally:
+            os.close(fd)
 
 
-
-def write_source(backend: Any, dst: Any, src: "np.ndarray | _FileRange") -> None:
-    """Write one placement's bytes at ``dst`` (a raw view of its location): a file range is read straight into place."""
-    if isinstance(src, _FileRange):
-        src.read_into(backend, dst)
+def write_source(backend: Any, dst: Any, src: "np.ndarray | _FileRange | StreamedWeight") -> None:
+    """Write one placement's bytes at ``dst`` (a raw view of its location): a file range or a streamed weight is read straight into place."""
+    if isinstance(src, (_FileRange, StreamedWeight)):
+        if src.size != int(dst.size):
+            raise PlanError(f"a weight has {src.size} bytes but its location holds {int(dst.size)}; re-plan the model")
+        if isinstance(src, _FileRange):
+            src.read_into(backend, dst)
+        else:
+            src.write_into(backend, dst)
     else:
         backend.write(dst, src)
+
+
+def host_bytes(src: "np.ndarray | _FileRange | StreamedWeight") -> np.ndarray:
+    """A source's bytes in host memory (flat uint8): a new array for a file range or a streamed weight."""
+    if isinstance(src, StreamedWeight):
+        return src.materialize()
+    return _read_whole(src)
 
 
 def _block_root(plan: Plan, t: Any) -> Any:
@@ -274,48 +290,14 @@ def _read_whole(raw: "np.ndarray | _FileRange") -> np.ndarray:
 
 
 def derive_weight(t: Any, raw: "np.ndarray | _FileRange") -> np.ndarray:
-    """Bytes of derived weight ``t`` (``TensorInfo.derive``): its recipe applied to its source's bytes, in host memory.
+    """Bytes of derived weight ``t`` (``TensorInfo.derive``): its recipe applied to its source's bytes, in a new host array.
 
-    Why here, once: a Transpose / Cast / Reshape chain of weights gives the
-    same bytes every run, so the runtime makes them when it loads the plan
-    and the plan treats the result as a weight (never two copies on the GPU
-    at once). The steps are the NumPy kernels' own operations, so the bytes
-    are those the tasks would have written.
+    The runtime itself never holds a derived weight this way: it writes it
+    from the file into place, a chunk at a time (:class:`StreamedWeight`,
+    the same steps); this whole-array form is for tools and tests.
     """
-    from .kernels.shape_ops import _transpose_2d_tiled
-
     r = t.derive
-    src_dt = np_dtype(r.dtype)
-    data = _read_whole(raw)
-    if data.size != int(np.prod(r.shape, dtype=np.int64)) * src_dt.itemsize:
-        raise PlanError(f"derived weight {t.name!r}: source {r.source!r} has {data.size} bytes, not {list(r.shape)} of {r.dtype}; re-plan the model")
-    arr = np.ascontiguousarray(data).view(src_dt).reshape(r.shape)
-    for step in r.steps:
-        op, arg = step.op, step.arg
-        try:
-            if op == DeriveOp.TRANSPOSE:
-                perm = [int(p) for p in arg]
-                if sorted(perm) != list(range(arr.ndim)):
-                    raise ValueError(f"perm {perm} does not permute {arr.ndim} axes")
-                out = np.empty(tuple(arr.shape[p] for p in perm), dtype=arr.dtype)
-                if arr.ndim == 2 and perm == [1, 0]:
-                    _transpose_2d_tiled(arr, out)  # cache-sized tiles: a big strided copy thrashes the cache
-                else:
-                    np.copyto(out, np.transpose(arr, perm))
-                arr = out
-            elif op == DeriveOp.CAST:
-                arr = arr.astype(np_dtype(str(arg)))  # as the Cast kernel converts
-            elif op == DeriveOp.RESHAPE:
-                arr = arr.reshape(tuple(int(d) for d in arg))
-            else:  # pragma: no cover - the reader accepts only DeriveOp members
-                raise ValueError(f"unknown step {op!r}")
-        except (ValueError, TypeError, KeyError) as e:
-            raise PlanError(f"derived weight {t.name!r}: step {op} {arg!r} cannot apply ({e}); re-plan the model") from None
-    if arr.dtype != np_dtype(t.dtype) or tuple(arr.shape) != tuple(t.shape):
-        raise PlanError(
-            f"derived weight {t.name!r} comes out {arr.dtype.name}{list(arr.shape)}, the plan expects {t.dtype}{list(t.shape)}; re-plan the model"
-        )
-    return _as_bytes(arr)
+    return StreamedWeight(t.name, raw, r.dtype, r.shape, r.steps, t.dtype, t.shape).materialize()
 
 
 class InitialData:
@@ -332,9 +314,10 @@ class InitialData:
         self.model_path = model_path
         self.verify_weights = verify_weights
         self._recorded = {w.path: w for w in plan.weight_files}
-        self._sources: list[np.ndarray | _FileRange | None] = []  # per placement: bytes, a file range, or None for inputs
+        # per placement: host bytes (constants, small inline weights), a file range, a streamed weight (derived or a
+        # block: made from its file range when written, never held), or None for inputs
+        self._sources: list[np.ndarray | _FileRange | StreamedWeight | None] = []
         self._files: dict[str, tuple[int, int]] = {}  # external file (normalised location) -> (open fd, size)
-        self._derived: dict[int, np.ndarray] = {}  # derived weight (tensor index) -> its bytes, made once at load
         weights = [p for p in plan.placements if p.source == TensorKind.WEIGHT]
         for p in plan.placements:
             if p.source not in (TensorKind.WEIGHT, TensorKind.CONSTANT, TensorKind.INPUT):
@@ -357,9 +340,10 @@ class InitialData:
                 self._sources.append(None)
                 continue
             if t.block is not None and p.source == TensorKind.WEIGHT:
-                self._sources.append(_cut_block(plan, t, self._weight_source(inits, plan.tensors[t.block[0]].storage)))
+                base_i, axis, start, stop = t.block
+                self._sources.append(self._weight_source(inits, plan.tensors[base_i].storage, plan.tensors[base_i], (axis, start, stop), t.name))
                 continue
-            src: np.ndarray | _FileRange
+            src: np.ndarray | _FileRange | StreamedWeight
             if p.source == TensorKind.CONSTANT:
                 data = plan.constants.get(p.tensor)
                 if data is None and t.storage in plan.constants:
@@ -372,7 +356,6 @@ class InitialData:
             if src.size != t.nbytes:
                 raise PlanError(f"{p.source} {t.name!r} has {src.size} bytes, the plan expects {t.nbytes}; re-plan the model")
             self._sources.append(src)
-        self._derived.clear()  # placed derived weights live on in _sources; one only cut into blocks is freed
 
     # -- model ------------------------------------------------------------
     def _open_model(self, path: str) -> dict[str, Any]:
@@ -399,17 +382,33 @@ class InitialData:
         self._model_file = os.path.abspath(path)
         return {init.name: init for init in model.graph.initializer}
 
-    def _weight_source(self, inits: Mapping[str, Any], tensor: int) -> "np.ndarray | _FileRange":
-        """A weight tensor's bytes: its initializer's, or (a derived weight) its recipe's result, made once."""
+    def _weight_source(
+        self, inits: Mapping[str, Any], tensor: int, view: Any = None, cut: tuple[int, int, int] | None = None, name: str = ""
+    ) -> "np.ndarray | _FileRange | StreamedWeight":
+        """Where a weight tensor's bytes come from: its initializer's range, or a recipe that makes them when written.
+
+        A derived weight (its recipe's steps) and a block (``cut`` of ``view``, a tensor holding ``tensor``'s
+        bytes in its own shape) are :class:`StreamedWeight` s: nothing is read or held here, so no weight
+        sits in host memory next to the memory it is written into.
+        """
         t = self.plan.tensors[tensor]
-        if t.derive is None:
+        view = t if view is None else view
+        if t.derive is None and cut is None:
             return self._weight_bytes(inits, t)
-        got = self._derived.get(tensor)
-        if got is None:
+        if t.derive is None:
+            source, src_dtype, src_shape, steps = self._weight_bytes(inits, t), t.dtype, t.shape, []
+        else:
             r = t.derive
-            src = TensorInfo(r.source, r.dtype, r.shape, 0, TensorKind.WEIGHT, tensor)  # the initializer, as the recipe expects it
-            got = self._derived[tensor] = derive_weight(t, self._weight_bytes(inits, src))
-        return got
+            init = TensorInfo(r.source, r.dtype, r.shape, 0, TensorKind.WEIGHT, tensor)  # the initializer, as the recipe expects it
+            source, src_dtype, src_shape, steps = self._weight_bytes(inits, init), r.dtype, r.shape, list(r.steps)
+        if view.dtype != t.dtype:
+            raise PlanError(f"block {view.name!r} is cut from {t.name!r} of another dtype; re-plan the model")
+        if tuple(view.shape) != tuple(t.shape):  # the block's base is a reshaped alias of the weight: its bytes, in its shape
+            if steps:
+                steps.append(DeriveStep(DeriveOp.RESHAPE, tuple(view.shape)))
+            else:
+                src_shape = tuple(view.shape)
+        return StreamedWeight(name or view.name, source, src_dtype, src_shape, steps, view.dtype, view.shape, cut)
 
     def _weight_bytes(self, inits: Mapping[str, Any], t: Any) -> "np.ndarray | _FileRange":
         import onnx
@@ -503,10 +502,10 @@ class InitialData:
                     src = _cut_block(plan, t, _as_bytes(checked[_block_root(plan, t).name]))
                 else:
                     src = _as_bytes(checked[t.name])
-            if isinstance(src, _FileRange):
+            if isinstance(src, (_FileRange, StreamedWeight)):
                 if src.size != dst.size:
                     raise PlanError(f"weight {plan.tensors[p.tensor].name!r} has {src.size} bytes but its location holds {dst.size}; re-plan")
-                src.read_into(backend, dst)
+                write_source(backend, dst, src)
                 continue
             if src.size != dst.size:
                 raise PlanError(
@@ -519,7 +518,6 @@ class InitialData:
             os.close(fd)
         self._files.clear()
         self._sources = []
-        self._derived.clear()
         self._model = None
 
 

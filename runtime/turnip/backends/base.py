@@ -128,6 +128,15 @@ class Backend(ABC):
     def read(self, src: Any) -> np.ndarray:
         """A host NumPy copy of view ``src``."""
 
+    def write_part(self, dst: Any, host: np.ndarray) -> None:
+        """Write host array ``host`` into ``dst``, a typed view that may be strided (a box of a tensor), now.
+
+        Unlike :meth:`write`, ``host`` may be reused as soon as this returns:
+        weights are streamed into place through one bounded host buffer
+        (:mod:`turnip.weightstream`), never all of them held at once.
+        """
+        np.copyto(dst, host, casting="no")
+
     def synchronize(self) -> None:
         """Wait until every queued operation has finished (no-op on the CPU)."""
         return None

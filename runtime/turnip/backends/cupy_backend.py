@@ -421,6 +421,30 @@ class CupyBackend(Backend):
             rt.memcpyAsync(int(dst.data.ptr), self._host_ptr(src), src.size, rt.memcpyHostToDevice, sp)
         self._pending.append(src)  # keep the source alive until synchronize()
 
+    def write_part(self, dst: Any, host: np.ndarray) -> None:
+        """Host bytes into a (possibly strided) box of device memory, done when this returns (the host buffer is reused).
+
+        A contiguous box is one synchronous copy; a strided one goes through a device temporary and an
+        element-wise copy. Host destinations (the pinned host region) are a plain NumPy copy.
+        """
+        if not self._is_dev(dst):
+            np.copyto(dst, host, casting="no")
+            return
+        if host.size == 0:
+            return
+        cp = self.cp
+        with cp.cuda.Device(self._dev_of(dst)):
+            s = cp.cuda.get_current_stream()
+            if dst.flags.c_contiguous:
+                src = np.ascontiguousarray(host)
+                rt = cp.cuda.runtime
+                rt.memcpyAsync(int(dst.data.ptr), self._host_ptr(src), src.nbytes, rt.memcpyHostToDevice, s.ptr)
+            else:
+                tmp = cp.empty(host.shape, dtype=host.dtype)
+                tmp.set(np.ascontiguousarray(host), stream=s)
+                cp.copyto(dst, tmp)
+            s.synchronize()
+
     def read(self, src: Any) -> np.ndarray:
         if not self._is_dev(src):
             return np.array(src, copy=True)
