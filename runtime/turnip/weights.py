@@ -220,7 +220,7 @@ class _FileRange:
         return os.dup(self.fd) if self.fd is not None else os.open(self.path, os.O_RDONLY)
 
     def read_into(self, backend: Any, dst: Any, block: int = 16 << 20) -> None:
-        from .weightstream import read_file_range
+        from .weightstream import read_file_range, scratch
 
         fd = self.open_fd()
         try:
@@ -228,7 +228,7 @@ class _FileRange:
                 read_file_range(fd, self.path, self.offset, memoryview(dst).cast("B"))  # type: ignore[arg-type]  # an ndarray is a buffer
                 return
             # device memory: through one bounded host buffer, reused (write_part returns once the buffer may be reused)
-            buf = np.empty(min(block, self.size), dtype=np.uint8)
+            buf = scratch(min(block, self.size))
             for s in range(0, self.size, block):
                 n = min(block, self.size - s)
                 read_file_range(fd, self.path, self.offset + s, memoryview(buf)[:n])
@@ -356,6 +356,9 @@ class InitialData:
             if src.size != t.nbytes:
                 raise PlanError(f"{p.source} {t.name!r} has {src.size} bytes, the plan expects {t.nbytes}; re-plan the model")
             self._sources.append(src)
+        # the parsed graph is not needed any more: a small inline weight's bytes were copied out of it
+        # (protobuf hands out new ``bytes``), the others are file ranges
+        self._model = None
 
     # -- model ------------------------------------------------------------
     def _open_model(self, path: str) -> dict[str, Any]:
@@ -377,7 +380,7 @@ class InitialData:
             model = load_model_lazily(path)
         except Exception as e:
             raise ModelError(f"cannot read model {path!r} ({type(e).__name__}: {e}); re-export it and re-plan") from e
-        self._model: onnx.ModelProto | None = model  # keeps raw_data buffers alive
+        self._model: onnx.ModelProto | None = model  # until the sources are made (then dropped: they hold what they need)
         self._model_dir = os.path.dirname(os.path.abspath(path))
         self._model_file = os.path.abspath(path)
         return {init.name: init for init in model.graph.initializer}
@@ -447,7 +450,7 @@ class InitialData:
                 raise WeightsError(f"weight {t.name!r} lies outside its external data file {loc!r}; the file is truncated")
             return _FileRange(os.path.join(self._model_dir, loc), off, length, fd=fd)
         if init.HasField("raw_data"):
-            return np.frombuffer(init.raw_data, dtype=np.uint8)
+            return np.frombuffer(bytes(init.raw_data), dtype=np.uint8)  # its own copy: the model is dropped after loading
         from onnx import numpy_helper
 
         a = numpy_helper.to_array(init)

@@ -21,6 +21,7 @@ made in a single chunk (the whole source, transiently, then dropped).
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from typing import Any, Sequence
 
@@ -31,7 +32,7 @@ from .errors import ModelError, PlanError
 from .plan import DeriveOp, DeriveStep
 
 #: Host bytes of source rows read per chunk (a chunk is at least one row).
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20
 
 
 def read_file_range(fd: int, path: str, offset: int, out: memoryview) -> None:
@@ -42,6 +43,18 @@ def read_file_range(fd: int, path: str, offset: int, out: memoryview) -> None:
         if not k:
             raise ModelError(f"weight file {path!r} ended early; the file is truncated")
         got += k
+
+
+def scratch(nbytes: int) -> np.ndarray:
+    """A host buffer (uint8) that goes back to the OS when its last view dies.
+
+    WHY a private anonymous map and not ``np.empty``: glibc raises its mmap threshold
+    to the size of the last big block freed, so a second chunk-sized buffer comes from
+    the heap and stays resident after it is freed (RSS that no array holds).
+    """
+    if nbytes <= 0:
+        return np.empty(0, dtype=np.uint8)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
 
 
 def copy_box(dst: np.ndarray, src: np.ndarray) -> None:
@@ -160,7 +173,7 @@ class StreamedWeight:
         host = isinstance(dst, np.ndarray)
         nrows = self.src_shape[0] if self.src_shape else 1
         row = math.prod(self.src_shape[1:]) * self.src_dtype.itemsize
-        buf = np.empty(min(nrows, self._rows_per) * row, dtype=np.uint8)
+        buf = scratch(min(nrows, self._rows_per) * row)
         with _Reader(self.source) as read:
             for r0 in range(0, nrows, self._rows_per):
                 r1 = min(nrows, r0 + self._rows_per)
@@ -197,7 +210,7 @@ class StreamedWeight:
                 src[axis], dst[axis] = slice(lo - r0, hi - r0), slice(lo - start, hi - start)
             else:
                 src[axis] = slice(start, stop)
-        return tuple(src), tuple(dst)
+        return (*src, Ellipsis), (*dst, Ellipsis)  # Ellipsis: a 0-d result stays an array (a view), not a scalar
 
     def materialize(self) -> np.ndarray:
         """The bytes in a new host array (flat uint8): for a home in host memory, or a copy handed to another plan."""
