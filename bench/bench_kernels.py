@@ -187,6 +187,9 @@ def bench_rss(src: str | None, tmp: str) -> list[dict]:
         py = [sys.executable, "-S"]
         cwd = src
     rows = []
+    # the interpreter / library baseline: python + numpy + onnx + the modules turnip-run imports, no plan
+    base_rss, _, _ = _peak_rss([*py, "-c", "import numpy, onnx, turnip.cli, turnip.run, turnip.weights"], env, cwd)
+    print(f"baseline (imports, no plan): {base_rss / 2**20:.1f} MiB", flush=True)
     for f in RSS_MODELS:
         path = os.path.join(REAL_DIR, f)
         if not os.path.exists(path):
@@ -211,6 +214,10 @@ def bench_rss(src: str | None, tmp: str) -> list[dict]:
                 "plan_rss_MiB": round(plan_rss / 2**20, 1), "run_rss_MiB": round(run_rss / 2**20, 1),
                 "run_rss_over_weights": round(run_rss / wb, 2),
                 "run_rss_over_memories": round(run_rss / max(mem_bytes, 1), 2), "run_ok": rc == 0,
+                "baseline_MiB": round(base_rss / 2**20, 1),
+                # what the run holds beyond its memories and the baseline (target: <= 0; the weights once, in the memories)
+                "run_over_mem_plus_base_MiB": round((run_rss - mem_bytes - base_rss) / 2**20, 1),
+                "load1": round(os.getloadavg()[0], 1), "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             })
             print(rows[-1], flush=True)
     return rows
@@ -306,7 +313,8 @@ def main() -> int:
         md += [res["fixtures_only_note"], ""]
     if res.get("speed"):
         md += markdown_table(res["speed"], ["model", "budget", "fused", "threads", "check", "ort_ms", "turnip_ms", "ratio", "nodes", "reload_MiB", "load1", "utc"]) + [""]
-    cols = ["model", "budget", "weights_MiB", "memories_MiB", "plan_rss_MiB", "run_rss_MiB", "run_rss_over_weights", "run_rss_over_memories"]
+    cols = ["model", "budget", "weights_MiB", "memories_MiB", "plan_rss_MiB", "run_rss_MiB", "run_rss_over_weights", "run_rss_over_memories",
+            "baseline_MiB", "run_over_mem_plus_base_MiB", "load1", "utc"]
     for key in sorted(k for k in res if k.startswith("rss_")):
         how = " Measured with `--rss-only --src DIR --label before`, DIR a `git archive` of the tree before the change." if key != "rss_after" else ""
         md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region).{how}", ""]

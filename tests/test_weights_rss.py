@@ -205,3 +205,22 @@ def test_a_one_shot_runs_peak_rss_is_its_memories_over_the_imports(big_plans, bu
     over = got["peak"] - got["base"] - got["memories"]
     assert got["memories"] >= 64 * MiB
     assert over <= 12 * MiB, f"peak {got['peak'] / MiB:.1f} MiB = imports {got['base'] / MiB:.1f} + memories {got['memories'] / MiB:.1f} + {over / MiB:.1f}"
+
+
+def test_discarding_all_but_the_outputs_keeps_the_outputs_and_gives_the_rest_back(big_plans):
+    """The end of a one-shot run: every page no output lies on goes back to the OS before the outputs are copied."""
+    _, plans = big_plans
+    with LoadedPlan(plans["100%"], backend="numpy", weight_homes=False) as lp:
+        lp.run(random_feeds(lp.plan, 1))
+        want = lp.outputs()
+        keep = [piece.loc for go in lp.graph_outputs for piece in go.pieces]
+        mem = lp.backend.memories
+        total = sum(len(b) for b in mem.buffers.values())
+        given = mem.discard_except(keep)
+        kept = sum(lp.plan.tensors[loc.tensor].nbytes for loc in keep)
+        page = os.sysconf("SC_PAGE_SIZE")
+        assert total - kept - 2 * page * (len(keep) + len(mem.buffers)) <= given <= total - kept
+        got = lp.outputs()
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+        w1 = next(p.loc for p, _, _ in lp._placements if lp.plan.tensors[p.tensor].name == "w3")
+        assert not lp.backend.view(w1).any()  # a weight's pages were given back: they read as zeros

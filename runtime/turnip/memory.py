@@ -9,11 +9,22 @@ ever happens per node. Views are cached per ``Loc``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import mmap
+from typing import Any, Iterable, Protocol
 
 from .dtypes import np_dtype
 from .errors import PlanError
 from .plan import Loc, Memory, Plan
+
+
+def private_map(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of private anonymous memory: zeros, resident only once touched, unmapped when the object dies.
+
+    Private, not ``mmap.mmap(-1, n)``'s default shared map: shared anonymous pages live in shmem,
+    where MADV_DONTNEED only unmaps them (the memory stays used) instead of freeing them.
+    """
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", getattr(mmap, "MAP_ANON", 0))
+    return mmap.mmap(-1, nbytes, flags=flags) if flags else mmap.mmap(-1, nbytes)
 
 
 class Allocator(Protocol):
@@ -99,6 +110,31 @@ class Memories:
             v = raw.view(dt).reshape(t.shape)
             self._views[loc] = v
         return v
+
+    def discard_except(self, keep: Iterable[Loc]) -> int:
+        """Give every memory's pages back to the OS except those under ``keep``; bytes given back.
+
+        WHY: at the end of a one-shot run the outputs are copied out of the
+        memories, which are freed right after; giving the rest back first keeps
+        those copies inside the memories' footprint instead of on top of it.
+        The memories must not be run again (discarded bytes read as zeros). An
+        allocator without ``discard(buf, start, stop)`` (device memory) gives
+        nothing back.
+        """
+        discard = getattr(self.allocator, "discard", None)
+        if discard is None:
+            return 0
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for loc in keep:
+            spans.setdefault(loc.mem, []).append((loc.offset, loc.offset + self._check(loc)))
+        given = 0
+        for mem_id, buf in self.buffers.items():
+            pos, size = 0, len(buf)
+            for lo, hi in [*sorted(spans.get(mem_id, [])), (size, size)]:
+                if lo > pos:
+                    given += discard(buf, pos, lo)
+                pos = max(pos, hi)
+        return given
 
     def free(self) -> None:
         """Drop every buffer and view (the backend frees the memory)."""

@@ -21,7 +21,6 @@ made in a single chunk (the whole source, transiently, then dropped).
 from __future__ import annotations
 
 import math
-import mmap
 import os
 from typing import Any, Sequence
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from .dtypes import np_dtype
 from .errors import ModelError, PlanError
+from .memory import private_map
 from .plan import DeriveOp, DeriveStep
 
 #: Host bytes of source rows read per chunk (a chunk is at least one row).
@@ -54,7 +54,7 @@ def scratch(nbytes: int) -> np.ndarray:
     """
     if nbytes <= 0:
         return np.empty(0, dtype=np.uint8)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+    return np.frombuffer(private_map(nbytes), dtype=np.uint8)
 
 
 def copy_box(dst: np.ndarray, src: np.ndarray) -> None:

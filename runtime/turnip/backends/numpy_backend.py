@@ -9,10 +9,12 @@ wrong answers here too.
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
 
+from ..memory import private_map
 from ..plan import Memory
 from .base import Backend
 
@@ -41,10 +43,12 @@ class NumpyBackend(Backend):
 
     def allocate(self, mem: Memory) -> Any:
         # zeros: deterministic contents (a read of never-written bytes is a plan bug, and
-        # it then reads the same zeros in every order); calloc keeps it lazy for big arenas.
+        # it then reads the same zeros in every order). A private anonymous map is zeros, lazy
+        # (a page is resident once touched) and page-aligned, so :meth:`discard` can give pages back.
+        size = int(mem.size)
         try:
-            return np.zeros(int(mem.size), dtype=np.uint8)
-        except MemoryError:
+            return np.frombuffer(private_map(size), dtype=np.uint8) if size else np.zeros(0, dtype=np.uint8)
+        except (MemoryError, OSError):
             from ..errors import OutOfMemoryError
 
             where = "host memory" if mem.device < 0 else f"the arena of GPU {mem.device}"
@@ -52,6 +56,18 @@ class NumpyBackend(Backend):
                 f"cannot allocate {int(mem.size)} bytes ({int(mem.size) / 2**30:.1f} GiB) for {where} (memory {mem.id}) on this machine; "
                 "re-plan with a smaller --gpu-mem or --dim, or run on a machine with more RAM"
             ) from None
+
+    def discard(self, buf: np.ndarray, start: int, stop: int) -> int:
+        """Give the whole pages of ``buf[start:stop]`` back to the OS (they read as zeros after); bytes given back."""
+        base = buf.base.obj if isinstance(buf.base, memoryview) else None
+        if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+            return 0
+        lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = stop // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi <= lo:
+            return 0
+        base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        return hi - lo
 
     def run_scope(self) -> Any:
         """BLAS at one thread for the whole run: MatMul uses the runtime's threads (kernels/threads.py), and
