@@ -317,7 +317,9 @@ def main() -> int:
             "baseline_MiB", "run_over_mem_plus_base_MiB", "load1", "utc"]
     for key in sorted(k for k in res if k.startswith("rss_")):
         how = " Measured with `--rss-only --src DIR --label before`, DIR a `git archive` of the tree before the change." if key != "rss_after" else ""
-        md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region).{how}", ""]
+        md += [f"Peak RSS ({key[4:]}): `turnipc plan` and `turnip-run --random-inputs` (memories = arenas + emulated host region; "
+               "baseline = peak RSS of python importing numpy, onnx and turnip-run's modules, no plan; run_over_mem_plus_base = "
+               f"run - memories - baseline, target <= 0: the weights held once, in the memories).{how}", ""]
         md += markdown_table(res[key], cols) + [""]
     with open(os.path.join(out_dir, "kernels.md"), "w") as f:
         f.write("\n".join(md))

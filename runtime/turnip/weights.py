@@ -219,7 +219,7 @@ class _FileRange:
         """A descriptor to read the range through (the caller closes it): a duplicate of the checked one, else the file by path."""
         return os.dup(self.fd) if self.fd is not None else os.open(self.path, os.O_RDONLY)
 
-    def read_into(self, backend: Any, dst: Any, block: int = 16 << 20) -> None:
+    def read_into(self, backend: Any, dst: Any, block: int = 4 << 20) -> None:
         from .weightstream import read_file_range, scratch
 
         fd = self.open_fd()
