@@ -580,7 +580,8 @@ def run_plan(
         assert ex is not None
         # the run is over: the memories' pages that hold no output go back to the OS before the outputs
         # are copied out, so the copies fit in the memories' footprint (the weights and memories held once)
-        lp.backend.memories.discard_except(piece.loc for go in lp.graph_outputs for piece in go.pieces)
+        if lp.backend.memories is not None:
+            lp.backend.memories.discard_except(piece.loc for go in lp.graph_outputs for piece in go.pieces)
         outputs = lp.outputs()
         stats = lp.run_stats(ex, walls)
         if trace is not None:

@@ -231,7 +231,7 @@ class _FileRange:
             buf = scratch(min(block, self.size))
             for s in range(0, self.size, block):
                 n = min(block, self.size - s)
-                read_file_range(fd, self.path, self.offset + s, memoryview(buf)[:n])
+                read_file_range(fd, self.path, self.offset + s, memoryview(buf)[:n])  # type: ignore[arg-type]  # an ndarray is a buffer
                 backend.write_part(dst[s : s + n], buf[:n])
         finally:
             os.close(fd)
@@ -314,6 +314,7 @@ class InitialData:
         self.model_path = model_path
         self.verify_weights = verify_weights
         self._recorded = {w.path: w for w in plan.weight_files}
+        self._model: onnx.ModelProto | None = None  # the parsed graph, while the sources are made
         # per placement: host bytes (constants, small inline weights), a file range, a streamed weight (derived or a
         # block: made from its file range when written, never held), or None for inputs
         self._sources: list[np.ndarray | _FileRange | StreamedWeight | None] = []
@@ -380,7 +381,7 @@ class InitialData:
             model = load_model_lazily(path)
         except Exception as e:
             raise ModelError(f"cannot read model {path!r} ({type(e).__name__}: {e}); re-export it and re-plan") from e
-        self._model: onnx.ModelProto | None = model  # until the sources are made (then dropped: they hold what they need)
+        self._model = model  # until the sources are made (then dropped: they hold what they need)
         self._model_dir = os.path.dirname(os.path.abspath(path))
         self._model_file = os.path.abspath(path)
         return {init.name: init for init in model.graph.initializer}

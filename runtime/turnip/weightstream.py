@@ -193,7 +193,7 @@ class StreamedWeight:
                 else:
                     backend.write_part(dst[dst_idx], np.ascontiguousarray(part))
 
-    def _boxes(self, r0: int, r1: int, whole: bool) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    def _boxes(self, r0: int, r1: int, whole: bool) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
         """(index into the chunk's result, index into the destination) for source rows r0:r1, or None if none of it is placed."""
         n = len(self.shape)
         src = [slice(None)] * n
