@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable
 
 from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, StateTensor, TensorInfo, TensorKind
@@ -106,11 +107,11 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
         lay = greedy_layout(bufs, tie_break="earliest_freed")
         if solver == "search" and dev != HOST and lay.arena_bytes > lay.max_live_bytes:
             # exact search toward max-live, bounded (it runs once per tightening try)
-            from .layout.search import search_layout
+            from .layout.search import RESIDENCY_HEURISTICS, search_layout
 
             # toward max-live, not just under the budget: a tighter arena is what keeps
             # peak / max-live near 1 once the effective budget has been tightened
-            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT), start=lay)
+            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT), start=lay, heuristics=RESIDENCY_HEURISTICS)
             if found.arena_bytes < lay.arena_bytes:
                 lay = found
         if solver == "cpsat" and dev != HOST:
@@ -208,15 +209,29 @@ def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list
 
     First bounded by the budget alone (the most prefetch); kept if the arena stays
     within 1% of its max-live. Else each hoisted reload must also stay within 1% of
-    the max-live it leads to (``turnipc.prefetch.SLACK``), which keeps the ratio.
+    the max-live it leads to (``turnipc.prefetch.SLACK``), and of the two the one with
+    the lower peak / max-live is kept (the second on ties): when the layout itself is
+    more than 1% above max-live, the budget-bounded pass can fill more of its holes
+    (light_inception_v1 at 25%: 1.0123 against 1.0160).
     """
     gpus = len(budgets)
+
+    def ratio(lay2: Layouts) -> Fraction:
+        return max((Fraction(lay2.arena.get(d, 0), lay2.lower.get(d, 0)) for d in range(gpus) if lay2.lower.get(d, 0)),
+                   default=Fraction(1))
+
+    first: tuple[Residency, Layouts] | None = None
     for slack in (None, SLACK):
         got = _hoisted(graph, order, device_of, eff, budgets, res, lay, slack, state)
         if got is None:
-            return res, lay
-        lay2 = got[1]
-        if slack is not None or all(lay2.arena.get(d, 0) * 100 <= lay2.lower.get(d, 0) * 101 for d in range(gpus)):
+            return first or (res, lay)
+        if slack is None:
+            if ratio(got[1]) <= Fraction(101, 100):
+                return got
+            first = got
+        elif first is not None and ratio(first[1]) < ratio(got[1]):
+            return first
+        else:
             return got
     return res, lay
 

@@ -32,10 +32,19 @@ from typing import Sequence
 
 import numpy as np
 
+from .canonical import HEURISTICS as CANONICAL_HEURISTICS
 from .canonical import TICKS_PER_EFFORT
 from .canonical import fit as canonical_fit
 
 HEURISTICS = ("WAT", "TAW", "TWA")
+#: Preorders for the planner's residency instances: "OZ" (most time-overlapping buffers
+#: first, then the largest) before MiniMalloc's three. WHY: a residency keeps some
+#: tensors resident across much of the run (weights made on the GPU, skip activations,
+#: the blocks of a tiled op waiting for their consumer); placed first they settle at the
+#: bottom and the short-lived activations pack above them. On light_squeezenet at 25%
+#: the first residency tried lays out at 1.009 x max-live with "OZ" first and at
+#: 1.027 with the three alone, at the same effort (bench/results/layout_cnn.md).
+RESIDENCY_HEURISTICS = ("OZ",) + HEURISTICS
 INF = np.iinfo(np.int64).max // 4
 
 
@@ -81,6 +90,7 @@ class CanonicalSearch:
             "A": (s * width).tolist(),
             "T": [int(total[x:y].max()) for x, y in zip(a.tolist(), b.tolist())],
             "Z": s.tolist(),
+            "O": [len(m) for m in self.ov],
         }
         pre = sorted(range(n), key=lambda i: tuple(-keys[c][i] for c in heuristic) + (i,))
         self.rank = [0] * n
@@ -308,7 +318,7 @@ WORK_PER_EFFORT = 1_000_000
 
 
 def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False,
-                    state: dict | None = None):
+                    state: dict | None = None, heuristics: tuple[str, ...] = CANONICAL_HEURISTICS):
     """Lower ``seg``'s arena toward ``target`` (scaled units) by the exact search
     (the compiled canonical search of :mod:`.canonical`; ``node_budget`` is in
     ``WORK_PER_EFFORT`` units per effort unit, ``state`` is unused and kept for callers).
@@ -328,7 +338,7 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
 
     def query(cap: int, share: int) -> str:
         nonlocal used
-        status, work = _query(seg, cap, share, target, report)
+        status, work = _query(seg, cap, share, target, report, heuristics)
         used += work
         return status
 
@@ -344,10 +354,12 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
     return used, first_status
 
 
-def _query(seg, cap: int, share: int, target: int, report=None) -> tuple[str, int]:
-    """One "fits below ``cap``?" question to the compiled search with ``share`` work;
-    keeps the offsets when found. Returns (status, work used)."""
-    res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
+def _query(seg, cap: int, share: int, target: int, report=None,
+           heuristics: tuple[str, ...] = CANONICAL_HEURISTICS) -> tuple[str, int]:
+    """One "fits below ``cap``?" question to the compiled search with ``share`` work
+    (preorders ``heuristics`` round-robin); keeps the offsets when found. Returns (status, work used)."""
+    res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A,
+                        heuristics=heuristics)
     work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
     seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
     seg.stats["search_engine"] = res.engine
@@ -368,7 +380,8 @@ DESCENT_FIRST_SHARE = 0.25
 DESCENT_STEPS = 12
 
 
-def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[int, str]:
+def descend_segment(seg, target: int, node_budget: int, report=None,
+                    heuristics: tuple[str, ...] = CANONICAL_HEURISTICS) -> tuple[int, str]:
     """Lower ``seg``'s arena toward ``target`` (scaled units) within ``node_budget`` work.
 
     WHY this order: the question at max-live (``target``) is asked first, with
@@ -387,7 +400,7 @@ def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[in
     if seg.arena <= lo:
         return 0, "skipped"
     used = 0
-    first, work = _query(seg, lo, int(node_budget * DESCENT_FIRST_SHARE), target, report)
+    first, work = _query(seg, lo, int(node_budget * DESCENT_FIRST_SHARE), target, report, heuristics)
     used += work
     if first in ("found", "infeasible") and seg.arena <= lo:
         return used, first
@@ -396,7 +409,7 @@ def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[in
     tol = max(1, lo // 1024)
     while used + share <= node_budget and seg.arena - floor > tol:
         cap = floor + (seg.arena - 1 - floor) // 2
-        status, work = _query(seg, cap, share, target, report)
+        status, work = _query(seg, cap, share, target, report, heuristics)
         used += work
         if status != "found":
             floor = cap + 1
@@ -409,7 +422,7 @@ SQUEAKY_MIN_BUFFERS = 2000
 
 
 def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True,
-                  start=None):
+                  start=None, heuristics: tuple[str, ...] = CANONICAL_HEURISTICS):
     """Greedy start, squeaky-wheel passes, then the exact canonical search on every
     segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
     first, then bisects upward).
@@ -417,6 +430,8 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
     ``effort`` is in deterministic units (WORK_PER_EFFORT search work each, about a second).
     ``start``: a valid layout of ``buffers`` to start from instead of the greedy one
     (the planner passes the greedy layout it already made).
+    ``heuristics``: the static preorders the exact search tries round-robin
+    (the planner passes :data:`RESIDENCY_HEURISTICS`).
     """
     from .decompose import prepare
     from .greedy import squeaky_improve
@@ -449,9 +464,9 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
             used += int(spent * WORK_PER_EFFORT)
         if seg.arena > goal:
             if capacity is None:
-                used += descend_segment(seg, goal, budget - used, report)[0]
+                used += descend_segment(seg, goal, budget - used, report, heuristics)[0]
             else:
-                used += improve_segment(seg, goal, budget - used, report, fit_only=True)[0]
+                used += improve_segment(seg, goal, budget - used, report, fit_only=True, heuristics=heuristics)[0]
     arena = prep.arena * unit
     infeasible = capacity is not None and any(
         s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)
