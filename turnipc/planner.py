@@ -107,13 +107,12 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
         lay = greedy_layout(bufs, tie_break="earliest_freed")
         if solver == "search" and dev != HOST and lay.arena_bytes > lay.max_live_bytes:
             # exact search toward max-live, bounded (it runs once per tightening try)
-            from .layout.search import RESIDENCY_HEURISTICS, search_layout
+            from .layout.search import search_layout_sets
 
             # toward max-live, not just under the budget: a tighter arena is what keeps
             # peak / max-live near 1 once the effective budget has been tightened
-            found = search_layout(bufs, effort=min(effort, SEARCH_EFFORT), start=lay, heuristics=RESIDENCY_HEURISTICS)
-            if found.arena_bytes < lay.arena_bytes:
-                lay = found
+            # (two preorder sets in turn: see search_layout_sets)
+            lay = search_layout_sets(bufs, lay, effort=min(effort, SEARCH_EFFORT))
         if solver == "cpsat" and dev != HOST:
             from .layout.cpsat import cpsat_layout
 
@@ -215,25 +214,23 @@ def _prefetch_into_layout(graph, order, device_of, eff: list[int], budgets: list
     (light_inception_v1 at 25%: 1.0123 against 1.0160).
     """
     gpus = len(budgets)
+    first = _hoisted(graph, order, device_of, eff, budgets, res, lay, None, state)
+    if first is None or peak_over_max_live(first[1], gpus) <= Fraction(101, 100):
+        return first or (res, lay)
+    second = _hoisted(graph, order, device_of, eff, budgets, res, lay, SLACK, state)
+    return first if second is None else lower_ratio(first, second, gpus)
 
-    def ratio(lay2: Layouts) -> Fraction:
-        return max((Fraction(lay2.arena.get(d, 0), lay2.lower.get(d, 0)) for d in range(gpus) if lay2.lower.get(d, 0)),
-                   default=Fraction(1))
 
-    first: tuple[Residency, Layouts] | None = None
-    for slack in (None, SLACK):
-        got = _hoisted(graph, order, device_of, eff, budgets, res, lay, slack, state)
-        if got is None:
-            return first or (res, lay)
-        if slack is None:
-            if ratio(got[1]) <= Fraction(101, 100):
-                return got
-            first = got
-        elif first is not None and ratio(first[1]) < ratio(got[1]):
-            return first
-        else:
-            return got
-    return res, lay
+def peak_over_max_live(lay: Layouts, gpus: int) -> Fraction:
+    """The largest GPU arena / max-live of ``lay``, exactly (1 where nothing is live)."""
+    return max((Fraction(lay.arena.get(d, 0), lay.lower[d]) for d in range(gpus) if lay.lower.get(d, 0)),
+               default=Fraction(1))
+
+
+def lower_ratio(first: tuple[Residency, Layouts], second: tuple[Residency, Layouts],
+                gpus: int) -> tuple[Residency, Layouts]:
+    """Of two hoisted (residency, layout) pairs, the one with the lower peak / max-live; ties: ``second``."""
+    return first if peak_over_max_live(first[1], gpus) < peak_over_max_live(second[1], gpus) else second
 
 
 def _hoisted(graph, order, device_of, eff: list[int], caps: list[int], res: Residency,

@@ -475,3 +475,27 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
                          "engines": sorted({s.engine for s in prep.segments}),
                          "search_nodes": sum(s.stats.get("search_nodes", 0) for s in prep.segments),
                          "proven_infeasible": infeasible})
+
+
+def search_layout_sets(buffers, start, effort: float,
+                       heuristic_sets: Sequence[tuple[str, ...]] = (RESIDENCY_HEURISTICS, HEURISTICS)):
+    """:func:`search_layout` once per preorder set, each from the best layout so far, ``effort``
+    each; the smallest arena wins (ties: the earlier), and a set that reaches max-live ends it.
+
+    WHY: on the planner's residency instances (tiled CNNs) neither preorder set is
+    better everywhere: with "OZ" first light_squeezenet's residencies lay out closer
+    to max-live, with MiniMalloc's three alone some of light_inception_v1's do, and the
+    residency loop takes the first try that fits, so one bad layout sets its effective
+    budget (and the plan's peak / max-live) for good. ``start``: a valid layout of
+    ``buffers`` (the planner's greedy one); returned unchanged when nothing beats it.
+    The winning set is in ``stats["heuristics"]``.
+    """
+    best = start
+    for heuristics in heuristic_sets:
+        if best.arena_bytes <= best.max_live_bytes:
+            break
+        found = search_layout(buffers, effort=effort, start=best, heuristics=heuristics)
+        if found.arena_bytes < best.arena_bytes:
+            found.stats["heuristics"] = list(heuristics)
+            best = found
+    return best
