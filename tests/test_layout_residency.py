@@ -101,3 +101,70 @@ def test_lower_ratio_keeps_the_tighter_hoisting():
     assert lower_ratio(slack_bounded, budget_bounded, 1) is budget_bounded
     same = ("res3", _lay(1729024, 1708032))
     assert lower_ratio(budget_bounded, same, 1) is same  # ties: the second (slack-bounded) pass
+
+
+def test_dive_work_is_quadratic_in_buffers():
+    from turnipc.layout.canonical import TICKS_PER_EFFORT
+    from turnipc.layout.search import DIVE_TICKS_PER_N2, WORK_PER_EFFORT, dive_work
+
+    assert dive_work(1000) == DIVE_TICKS_PER_N2 * 1000 * 1000 * WORK_PER_EFFORT // TICKS_PER_EFFORT == 3000
+    assert dive_work(8332) == 208266  # light_densenet121 at 25%: about 0.2 effort per dive
+
+
+#: max-live 4, optimum 5 (tests/test_layout_canonical.py: proven infeasible at 4).
+HARD = [Buffer("A", 10, 20, 3), Buffer("E1", 10, 40, 1), Buffer("C", 20, 30, 2), Buffer("M", 20, 50, 1),
+        Buffer("E2", 30, 60, 1), Buffer("D", 40, 50, 2), Buffer("B", 50, 60, 3)]
+
+
+def _stacked_segment(bufs):
+    """One segment of ``bufs`` starting from every buffer stacked on the previous (arena = total size)."""
+    from turnipc.layout.decompose import prepare
+
+    offsets, top = {}, 0
+    for b in bufs:
+        offsets[b.id], top = top, top + b.size
+    prep = prepare(bufs, offsets)
+    assert len(prep.segments) == 1 and prep.segments[0].arena == top
+    return prep.segments[0]
+
+
+def _recorded_queries(monkeypatch):
+    """The (cap, share) of every question descend_segment asks (the real search answers)."""
+    from turnipc.layout import search
+
+    asked: list[tuple[int, int]] = []
+    real = search._query
+
+    def query(seg, cap, share, target, report=None, heuristics=search.CANONICAL_HEURISTICS):
+        asked.append((cap, share))
+        return real(seg, cap, share, target, report, heuristics)
+
+    monkeypatch.setattr(search, "_query", query)
+    return asked
+
+
+def test_descent_steps_get_a_dive_and_go_a_quarter_down_when_few(monkeypatch):
+    from turnipc.layout import search
+
+    seg = _stacked_segment(HARD)  # arena 13, max-live 4, optimum 5
+    asked = _recorded_queries(monkeypatch)
+    monkeypatch.setattr(search, "dive_work", lambda n: 4)  # 40 units afford fewer than 12 dives
+    _, status = search.descend_segment(seg, 4, 40)
+    assert status == "infeasible"  # the max-live question, with a quarter of the work
+    assert asked[0] == (4, 10)
+    assert asked[1] == (5 + (13 - 1 - 5) * 3 // 4, 4)  # floor 5: a quarter of the way down from 13, one dive
+    assert all(share == 4 for _, share in asked[1:-1])
+    check_layout(HARD, dict(zip(seg.ids, seg.off.tolist())))
+    assert seg.arena == 5
+
+
+def test_descent_halves_when_the_effort_affords_every_step(monkeypatch):
+    from turnipc.layout import search
+
+    seg = _stacked_segment(HARD)
+    asked = _recorded_queries(monkeypatch)
+    monkeypatch.setattr(search, "dive_work", lambda n: 4)
+    search.descend_segment(seg, 4, 10**6)
+    assert asked[0][0] == 4
+    assert asked[1][0] == 5 + (13 - 1 - 5) // 2  # halfway between the floor (5) and 13
+    assert seg.arena == 5
