@@ -42,8 +42,9 @@ HEURISTICS = ("WAT", "TAW", "TWA")
 #: tensors resident across much of the run (weights made on the GPU, skip activations,
 #: the blocks of a tiled op waiting for their consumer); placed first they settle at the
 #: bottom and the short-lived activations pack above them. On light_squeezenet at 25%
-#: the first residency tried lays out at 1.009 x max-live with "OZ" first and at
-#: 1.027 with the three alone, at the same effort (bench/results/layout_cnn.md).
+#: the first residency tried (876 buffers) lays out at 1.009 x max-live with "OZ" first
+#: and at 1.027 with the three alone, at effort 1 (the three stay at 1.027 up to effort
+#: 30); the plans' figures are in bench/results/layout_cnn.md.
 RESIDENCY_HEURISTICS = ("OZ",) + HEURISTICS
 INF = np.iinfo(np.int64).max // 4
 
