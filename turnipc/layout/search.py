@@ -32,10 +32,20 @@ from typing import Sequence
 
 import numpy as np
 
+from .canonical import HEURISTICS as CANONICAL_HEURISTICS
 from .canonical import TICKS_PER_EFFORT
 from .canonical import fit as canonical_fit
 
 HEURISTICS = ("WAT", "TAW", "TWA")
+#: Preorders for the planner's residency instances: "OZ" (most time-overlapping buffers
+#: first, then the largest) before MiniMalloc's three. WHY: a residency keeps some
+#: tensors resident across much of the run (weights made on the GPU, skip activations,
+#: the blocks of a tiled op waiting for their consumer); placed first they settle at the
+#: bottom and the short-lived activations pack above them. On light_squeezenet at 25%
+#: the first residency tried (876 buffers) lays out at 1.009 x max-live with "OZ" first
+#: and at 1.027 with the three alone, at effort 1 (the three stay at 1.027 up to effort
+#: 30); the plans' figures are in bench/results/layout_cnn.md.
+RESIDENCY_HEURISTICS = ("OZ",) + HEURISTICS
 INF = np.iinfo(np.int64).max // 4
 
 
@@ -81,6 +91,7 @@ class CanonicalSearch:
             "A": (s * width).tolist(),
             "T": [int(total[x:y].max()) for x, y in zip(a.tolist(), b.tolist())],
             "Z": s.tolist(),
+            "O": [len(m) for m in self.ov],
         }
         pre = sorted(range(n), key=lambda i: tuple(-keys[c][i] for c in heuristic) + (i,))
         self.rank = [0] * n
@@ -308,7 +319,7 @@ WORK_PER_EFFORT = 1_000_000
 
 
 def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: bool = False,
-                    state: dict | None = None):
+                    state: dict | None = None, heuristics: tuple[str, ...] = CANONICAL_HEURISTICS):
     """Lower ``seg``'s arena toward ``target`` (scaled units) by the exact search
     (the compiled canonical search of :mod:`.canonical`; ``node_budget`` is in
     ``WORK_PER_EFFORT`` units per effort unit, ``state`` is unused and kept for callers).
@@ -328,7 +339,7 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
 
     def query(cap: int, share: int) -> str:
         nonlocal used
-        status, work = _query(seg, cap, share, target, report)
+        status, work = _query(seg, cap, share, target, report, heuristics)
         used += work
         return status
 
@@ -344,10 +355,12 @@ def improve_segment(seg, target: int, node_budget: int, report=None, fit_only: b
     return used, first_status
 
 
-def _query(seg, cap: int, share: int, target: int, report=None) -> tuple[str, int]:
-    """One "fits below ``cap``?" question to the compiled search with ``share`` work;
-    keeps the offsets when found. Returns (status, work used)."""
-    res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A)
+def _query(seg, cap: int, share: int, target: int, report=None,
+           heuristics: tuple[str, ...] = CANONICAL_HEURISTICS) -> tuple[str, int]:
+    """One "fits below ``cap``?" question to the compiled search with ``share`` work
+    (preorders ``heuristics`` round-robin); keeps the offsets when found. Returns (status, work used)."""
+    res = canonical_fit(seg.L, seg.U, seg.S, cap, max(share, 1) / WORK_PER_EFFORT, align=seg.A,
+                        heuristics=heuristics)
     work = res.ticks * WORK_PER_EFFORT // TICKS_PER_EFFORT if res.engine == "c" else res.ticks
     seg.stats["search_nodes"] = seg.stats.get("search_nodes", 0) + res.nodes
     seg.stats["search_engine"] = res.engine
@@ -368,7 +381,18 @@ DESCENT_FIRST_SHARE = 0.25
 DESCENT_STEPS = 12
 
 
-def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[int, str]:
+#: Deterministic work (compiled-search ticks) of one dive over n buffers, per n * n: every node
+#: scans the unplaced buffers of its window (2 ticks each) and a dive places about n buffers.
+DIVE_TICKS_PER_N2 = 3
+
+
+def dive_work(n: int) -> int:
+    """Work units (``WORK_PER_EFFORT`` per effort) of about one dive of the compiled search over n buffers."""
+    return DIVE_TICKS_PER_N2 * n * n * WORK_PER_EFFORT // TICKS_PER_EFFORT
+
+
+def descend_segment(seg, target: int, node_budget: int, report=None,
+                    heuristics: tuple[str, ...] = CANONICAL_HEURISTICS) -> tuple[int, str]:
     """Lower ``seg``'s arena toward ``target`` (scaled units) within ``node_budget`` work.
 
     WHY this order: the question at max-live (``target``) is asked first, with
@@ -381,22 +405,32 @@ def descend_segment(seg, target: int, node_budget: int, report=None) -> tuple[in
     descent (the old ladder stopped at its first refusal and kept the greedy
     layout). Every decision depends on counted work only.
 
+    Big segments: a step's share is at least :func:`dive_work` (one dive), else no
+    step could ever answer (light_densenet121 at 25%: 8,332 buffers, a dive costs
+    about 0.2 effort, a twelfth of the planner's effort is less; the search kept
+    the greedy layout at 1.257 x max-live). When the effort affords fewer than
+    ``DESCENT_STEPS`` such steps, each cap is a quarter of the way down from the
+    current arena instead of halfway: with a few dives each, a cap near the
+    layout in hand is found (1.217 there), a cap halfway down is not.
+
     Returns (work used, status of the question at ``target``).
     """
     lo = max(target, seg.lb, int(seg.S.max()))
     if seg.arena <= lo:
         return 0, "skipped"
     used = 0
-    first, work = _query(seg, lo, int(node_budget * DESCENT_FIRST_SHARE), target, report)
+    first, work = _query(seg, lo, int(node_budget * DESCENT_FIRST_SHARE), target, report, heuristics)
     used += work
     if first in ("found", "infeasible") and seg.arena <= lo:
         return used, first
-    share = max((node_budget - used) // DESCENT_STEPS, 1)
+    rest = node_budget - used
+    share = min(max(rest // DESCENT_STEPS, dive_work(len(seg.S))), rest)
+    few = share * DESCENT_STEPS > rest
     floor = lo + 1  # lowest cap not yet refused
     tol = max(1, lo // 1024)
     while used + share <= node_budget and seg.arena - floor > tol:
-        cap = floor + (seg.arena - 1 - floor) // 2
-        status, work = _query(seg, cap, share, target, report)
+        cap = floor + (seg.arena - 1 - floor) * 3 // 4 if few else floor + (seg.arena - 1 - floor) // 2
+        status, work = _query(seg, cap, share, target, report, heuristics)
         used += work
         if status != "found":
             floor = cap + 1
@@ -409,7 +443,7 @@ SQUEAKY_MIN_BUFFERS = 2000
 
 
 def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, use_squeaky: bool = True,
-                  start=None):
+                  start=None, heuristics: tuple[str, ...] = CANONICAL_HEURISTICS):
     """Greedy start, squeaky-wheel passes, then the exact canonical search on every
     segment that sets the arena (it decides "fits in C?" at max-live or ``capacity``
     first, then bisects upward).
@@ -417,6 +451,8 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
     ``effort`` is in deterministic units (WORK_PER_EFFORT search work each, about a second).
     ``start``: a valid layout of ``buffers`` to start from instead of the greedy one
     (the planner passes the greedy layout it already made).
+    ``heuristics``: the static preorders the exact search tries round-robin
+    (the planner passes :data:`RESIDENCY_HEURISTICS`).
     """
     from .decompose import prepare
     from .greedy import squeaky_improve
@@ -449,9 +485,9 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
             used += int(spent * WORK_PER_EFFORT)
         if seg.arena > goal:
             if capacity is None:
-                used += descend_segment(seg, goal, budget - used, report)[0]
+                used += descend_segment(seg, goal, budget - used, report, heuristics)[0]
             else:
-                used += improve_segment(seg, goal, budget - used, report, fit_only=True)[0]
+                used += improve_segment(seg, goal, budget - used, report, fit_only=True, heuristics=heuristics)[0]
     arena = prep.arena * unit
     infeasible = capacity is not None and any(
         s.stats.get("infeasible_below", 0) > capacity // unit for s in prep.segments)
@@ -460,3 +496,27 @@ def search_layout(buffers, capacity=None, effort: float = 60.0, progress=None, u
                          "engines": sorted({s.engine for s in prep.segments}),
                          "search_nodes": sum(s.stats.get("search_nodes", 0) for s in prep.segments),
                          "proven_infeasible": infeasible})
+
+
+def search_layout_sets(buffers, start, effort: float,
+                       heuristic_sets: Sequence[tuple[str, ...]] = (RESIDENCY_HEURISTICS, HEURISTICS)):
+    """:func:`search_layout` once per preorder set, each from the best layout so far, ``effort``
+    each; the smallest arena wins (ties: the earlier), and a set that reaches max-live ends it.
+
+    WHY: on the planner's residency instances (tiled CNNs) neither preorder set is
+    better everywhere: with "OZ" first light_squeezenet's residencies lay out closer
+    to max-live, with MiniMalloc's three alone some of light_inception_v1's do, and the
+    residency loop takes the first try that fits, so one bad layout sets its effective
+    budget (and the plan's peak / max-live) for good. ``start``: a valid layout of
+    ``buffers`` (the planner's greedy one); returned unchanged when nothing beats it.
+    The winning set is in ``stats["heuristics"]``.
+    """
+    best = start
+    for heuristics in heuristic_sets:
+        if best.arena_bytes <= best.max_live_bytes:
+            break
+        found = search_layout(buffers, effort=effort, start=best, heuristics=heuristics)
+        if found.arena_bytes < best.arena_bytes:
+            found.stats["heuristics"] = list(heuristics)
+            best = found
+    return best
