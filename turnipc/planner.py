@@ -19,6 +19,7 @@ from .errors import BudgetError
 from .floor import min_feasible_budget as floor_search
 from .floor import refusal, tiling_floor
 from .fuse import fuse_elementwise
+from .fuse_attention import fuse_attention
 from .layout.greedy import greedy_layout
 from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
@@ -55,7 +56,9 @@ class PlanOptions:
     #: ones it finds (static-cache ScatterND and past/present pairs) unless ``auto_state`` is off.
     state: tuple[str, ...] = ()
     auto_state: bool = True
-    #: Fuse single-consumer elementwise chains into one task each (turnipc/fuse.py). Off by default.
+    #: Fuse attention patterns (turnipc/fuse_attention.py), then single-consumer elementwise chains
+    #: (turnipc/fuse.py), into one task each. Off in the library default (the benches and tests that
+    #: build PlanOptions directly keep their unfused plans); ``turnipc plan`` and ``turnipc.plan`` turn it on.
     fuse: bool = False
 
     def to_obj(self) -> dict:
@@ -322,8 +325,8 @@ def res_lb(graph: TaskGraph, order: list[int], device_of: list[int], gpus: int) 
 
 def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None, progress: Progress | None = None) -> Plan:
     """Plan a TaskGraph under ``opts``. ``plan_dir``: where the plan will be written (model path is made relative to it)."""
-    if opts.fuse:
-        graph = fuse_elementwise(graph)
+    if opts.fuse:  # before partition: a fused task splits into fused blocks (split rules in turnipc/partition.py)
+        graph = fuse_elementwise(fuse_attention(graph))
     pairs = find_state(graph, opts.state, opts.auto_state)
     opts = dataclasses.replace(opts, state=tuple(p.input for p in pairs))
     order = memory_aware_order(graph)
