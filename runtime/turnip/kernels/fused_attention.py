@@ -20,12 +20,14 @@ filled whole. The same code runs on CuPy (``out=`` ufuncs and ``copyto``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
 
 from ..plan import FUSED_ATTENTION_OP, FUSED_DOMAIN, FUSED_NONE
 from . import KernelContext, prepares, register
+from .threads import blas_threads, matmul_call
 
 __all__ = ["attention_steps"]
 
@@ -39,8 +41,11 @@ def _operand(inputs: list, attrs: dict[str, Any], key: str) -> Any:
     return inputs[i]
 
 
-def attention_steps(xp: Any, attrs: dict[str, Any], inputs: list, outputs: list) -> Callable[[], None]:
-    """A zero-argument call computing the node on exactly these arrays (outputs[1] is the scores workspace)."""
+def attention_steps(xp: Any, attrs: dict[str, Any], inputs: list, outputs: list, threads: int = 1) -> Callable[[], None]:
+    """A zero-argument call computing the node on exactly these arrays (outputs[1] is the scores workspace).
+
+    ``threads``: NumPy only, the runtime's MatMul threads (kernels/threads.py) for the two products.
+    """
     if len(inputs) < 3 or len(outputs) < 2 or outputs[1] is None:
         raise ValueError(f"{FUSED_ATTENTION_OP}: needs inputs (Q, K^T, V, ...) and outputs (result, scores)")
     q, kt, v = inputs[0], inputs[1], inputs[2]
@@ -51,22 +56,35 @@ def attention_steps(xp: Any, attrs: dict[str, Any], inputs: list, outputs: list)
     if s.dtype.kind != "f" or any(x is not None and x.dtype != s.dtype for x in (q, kt, v, out, mask, sq, sk, fill)):
         raise ValueError(f"{FUSED_ATTENTION_OP}: every input and output must have the scores' float dtype")
 
+    # NumPy: the ufuncs' reduce directly (np.max / np.sum add a Python wrapper per call)
+    row_max = functools.partial(np.maximum.reduce, s, axis=-1, keepdims=True) if xp is np else functools.partial(xp.max, s, axis=-1, keepdims=True)
+    row_sum = functools.partial(np.add.reduce, s, axis=-1, keepdims=True) if xp is np else functools.partial(xp.sum, s, axis=-1, keepdims=True)
+
+    if xp is np:
+        scores_mm, out_mm = matmul_call(q, kt, s, threads), matmul_call(s, v, out, threads)
+    else:
+        scores_mm = functools.partial(xp.matmul, q, kt, out=s)
+        out_mm = functools.partial(xp.matmul, s, v, out=out)
+    sq0 = None if sq is None else sq.reshape(())
+    sk0 = None if sk is None else sk.reshape(())
+    fill0 = None if fill is None else fill.reshape(())
+
     def compute() -> None:
-        xp.matmul(q, kt, out=s)
-        if sq is not None:
-            xp.multiply(s, sq.reshape(()), out=s)
-        if sk is not None:
-            xp.multiply(s, sk.reshape(()), out=s)
+        scores_mm()
+        if sq0 is not None:
+            xp.multiply(s, sq0, out=s)
+        if sk0 is not None:
+            xp.multiply(s, sk0, out=s)
         if mask is not None:
             xp.add(s, mask, out=s)
-        m = xp.max(s, axis=-1, keepdims=True)
+        m = row_max()
         xp.subtract(s, m, out=s)
         xp.exp(s, out=s)
-        total = xp.sum(s, axis=-1, keepdims=True)
+        total = row_sum()
         xp.divide(s, total, out=s)
         if fill is not None:
-            xp.copyto(s, fill.reshape(()), where=xp.isnan(total))
-        xp.matmul(s, v, out=out)
+            xp.copyto(s, fill0, where=xp.isnan(total))
+        out_mm()
 
     if xp is not np:
         return compute
@@ -87,4 +105,4 @@ def fused_attention(ctx: KernelContext, inputs: list, outputs: list) -> None:
 def _prepared(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> Callable[[], Any] | None:
     if any(not isinstance(x, np.ndarray) for x in list(inputs) + list(outputs[:2])):
         return None
-    return attention_steps(np, ctx.attrs, inputs, outputs)
+    return attention_steps(np, ctx.attrs, inputs, outputs, blas_threads())
