@@ -191,3 +191,42 @@ def test_tiled_fused_attention_splits_into_row_blocks_and_matches_onnxruntime(tm
         seen = {x.tensor: plan.tensors[x.tensor].nbytes for x in list(n.inputs) + list(n.outputs) if x is not None}
         assert sum(seen.values()) <= 16 << 10
     assert _matches_onnxruntime(tmp_path, fx, plan)
+
+
+def test_the_planner_budgets_the_scores_as_part_of_the_fused_tasks_working_set():
+    """The working set the residency and the partition pass bound is inputs + result + scores (each aligned)."""
+    from turnipc.partition import task_working_set
+    from turnipc.residency import aligned, task_working_sets
+
+    f = fuse_attention(sdpa_graph())
+    t = f.tasks[0]
+    want = sum(aligned(f.values[v].nbytes) for v in ("q", "kt", "v", "mask", "c", "z", "y", "s"))
+    assert task_working_set(f, t) == want
+    assert task_working_sets(f, [0], [0], 1) == [want]
+
+
+def test_plan_places_the_scores_in_the_arena_live_only_during_the_fused_node():
+    fx, plan = _fixture_plan("gpt2_dynamo18")
+    node = next(n for n in plan.nodes if n.op == FUSED_ATTENTION_OP)
+    scores = node.outputs[1]
+    t = plan.tensors[scores.tensor]
+    assert plan.memories[scores.mem].kind == "gpu" and t.kind == "activation"
+    assert t.shape == (2, 4, 16, 16) and t.dtype == "float32"
+    readers = [n for n in plan.nodes if any(x is not None and x.tensor == scores.tensor for x in n.inputs)]
+    assert readers == []  # workspace: written and read inside the node only
+
+
+@pytest.mark.parametrize("flag, fused", [((), True), (("--fuse",), True), (("--no-fuse",), False)])
+def test_turnipc_plan_fuses_by_default_and_no_fuse_turns_it_off(tmp_path, flag, fused):
+    from click.testing import CliRunner
+    from turnip.plan import FUSED_OP, read_plan
+
+    from turnipc.cli import main
+
+    model = os.path.join(os.path.dirname(__file__), "models", "demo_mlp.onnx")
+    out = str(tmp_path / "m.plan")
+    r = CliRunner().invoke(main, ["plan", model, "--gpu-mem", "100%", "--dim", "batch=8", "-o", out, "-q", *flag])
+    assert r.exit_code == 0, r.output
+    plan = read_plan(out)
+    assert any(n.op == FUSED_OP for n in plan.nodes) is fused  # Add + Relu chains
+    assert plan.options.get("fuse", False) is fused
