@@ -38,6 +38,9 @@ CASES = {
     "pow_cube": ("Pow", 17, {}, [_x(3, 4), np.array([3], F)], [None, None], [(3, 4), F]),
     "gemm_bias": ("Gemm", 13, {}, [_x(5, 3), _x(3, 4), _x(4)], [None] * 3, [(5, 4), F]),
     "gemm_trans_alpha": ("Gemm", 13, {"transA": 1, "transB": 1, "alpha": 0.5}, [_x(3, 5), _x(4, 3), _x(5, 4)], [None] * 3, [(5, 4), F]),
+    "softmax_last": ("Softmax", 13, {}, [_x(2, 3, 8)], [None], [(2, 3, 8), F]),
+    "softmax_opset11_flattened": ("Softmax", 11, {"axis": 1}, [_x(2, 3, 8)], [None], [(2, 3, 8), F]),
+    "sigmoid_wide_range": ("Sigmoid", 13, {}, [_x(4, 8) * 60], [None], [(4, 8), F]),
     "layer_norm": ("LayerNormalization", 17, {"epsilon": 1e-5}, [_x(2, 3, 8), _x(8), _x(8)], [None] * 3, [(2, 3, 8), F]),
     "layer_norm_two_axes_no_bias": ("LayerNormalization", 17, {"axis": 1}, [_x(2, 3, 8), _x(3, 8)], [None] * 2, [(2, 3, 8), F]),
 }

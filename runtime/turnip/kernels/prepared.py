@@ -388,3 +388,52 @@ def _layer_norm(ctx: KernelContext, inputs: list, outputs: list, consts: list) -
             add(o2, bi, out=o2)
 
     return run
+
+
+@prepares("Softmax")
+def _softmax(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> Call | None:
+    """Softmax over trailing axes (the last one from opset 13; opset < 13 flattens at ``axis``), in place in the output."""
+    x, out = inputs[0], outputs[0]
+    if not _plain(x, out) or out.dtype.name not in ("float32", "float64") or x.dtype != out.dtype or x.shape != out.shape:
+        return None
+    if x.ndim == 0 or x.size == 0 or not x.flags.c_contiguous or not out.flags.c_contiguous or np.may_share_memory(x, out):
+        return None
+    if ctx.opset >= 13:
+        if norm_axis(ctx.attr("axis", -1), x.ndim) != x.ndim - 1:
+            return None
+        axis = x.ndim - 1
+    else:
+        axis = norm_axis(ctx.attr("axis", 1), x.ndim)
+    cols = int(np.prod(x.shape[axis:], dtype=np.int64))
+    x2, o2 = x.reshape(-1, cols), out.reshape(-1, cols)
+    row_max = functools.partial(np.maximum.reduce, x2, axis=1, keepdims=True)
+    row_sum = functools.partial(np.add.reduce, o2, axis=1, keepdims=True)
+    subtract, exp, divide = np.subtract, np.exp, np.divide
+
+    def run() -> None:  # as the kernel's fast path (_fast.softmax_rows_into)
+        subtract(x2, row_max(), out=o2)
+        exp(o2, out=o2)
+        divide(o2, row_sum(), out=o2)
+
+    return run
+
+
+@prepares("Sigmoid")
+def _sigmoid(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> Call | None:
+    """1 / (1 + exp(-x)) in place in the output; -x clipped at the float's exp limit instead of an errstate per call."""
+    x, out = inputs[0], outputs[0]
+    if not _plain(x, out) or out.dtype.name not in ("float32", "float64") or x.dtype != out.dtype or x.shape != out.shape:
+        return None
+    dt = out.dtype.type
+    limit = dt(np.floor(np.log(np.finfo(out.dtype).max)))  # exp of it is finite (88, 709); 1 / (1 + exp(88)) is 6e-39, i.e. 0
+    one = dt(1.0)
+    negative, minimum, exp, add, reciprocal = np.negative, np.minimum, np.exp, np.add, np.reciprocal
+
+    def run() -> None:
+        negative(x, out=out)
+        minimum(out, limit, out=out)
+        exp(out, out=out)
+        add(out, one, out=out)
+        reciprocal(out, out=out)
+
+    return run
