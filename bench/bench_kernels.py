@@ -235,7 +235,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=None, help="real-size rows to measure, by label (e.g. 'bert s128')")
     ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts to measure (default: 1 and 2)")
     ap.add_argument("--fixture-rounds", type=int, default=20, help="rounds for the fixtures (a run is ~1 ms: a preempted run is common)")
-    ap.add_argument("--fuse", choices=("off", "on", "both"), default="both", help="plans without / with elementwise fusion (turnipc/fuse.py)")
+    ap.add_argument("--fuse", choices=("off", "on", "both"), default="both", help="plans without / with fusion (attention: turnipc/fuse_attention.py; elementwise chains: turnipc/fuse.py)")
     ap.add_argument("--real-fuse", choices=("off", "on", "both"), default=None, help="the same for the real-size models (default: --fuse)")
     args = ap.parse_args()
     out_dir = os.path.join(HERE, "results")

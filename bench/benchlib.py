@@ -33,7 +33,7 @@ FULL_AND_QUARTER = (("100%", Budget(fraction=1.0)), ("25%", Budget(fraction=0.25
 def plans_at(graph: TaskGraph, model_path: str, fuse: bool = False) -> Iterator[tuple[str, Plan]]:
     """(label, plan) at 100% and 25% of the no-offload peak; ``min`` where 25% is below the smallest feasible budget.
 
-    ``fuse``: plan with elementwise chains fused (turnipc/fuse.py)."""
+    ``fuse``: plan with attention and elementwise chains fused (turnipc/fuse_attention.py, turnipc/fuse.py)."""
     plan_dir = os.path.dirname(model_path)
     for label, budget in FULL_AND_QUARTER:
         try:

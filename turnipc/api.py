@@ -85,6 +85,7 @@ def plan(
     progress: Callable[[str], None] | None = None,
     state: Sequence[str] = (),
     auto_state: bool = True,
+    fuse: bool = True,
 ) -> Plan:
     """Plan the ONNX ``model`` for a GPU memory budget and return the MEMGRAPH plan.
 
@@ -99,6 +100,8 @@ def plan(
     ``progress(message)`` receives planning progress lines. ``state``: graph
     inputs that outlive a run (a KV cache; docs/generate.md), besides those
     found when ``auto_state`` (static-cache and past/present decoders).
+    ``fuse``: fuse attention patterns and elementwise chains into one task
+    each (as ``turnipc plan`` does unless ``--no-fuse``).
 
     Raises a :class:`turnipc.errors.TurnipError` subclass with a one-line
     message (unreadable model, unbound dimension, budget too small, ...).
@@ -121,5 +124,5 @@ def plan(
     opts = plan_options(graph, budgets, gpus, solver, float(effort), prefetch)
     import dataclasses
 
-    opts = dataclasses.replace(opts, state=tuple(state), auto_state=bool(auto_state))
+    opts = dataclasses.replace(opts, state=tuple(state), auto_state=bool(auto_state), fuse=bool(fuse))
     return build_plan(graph, opts, plan_dir=None, progress=progress)

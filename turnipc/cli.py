@@ -81,7 +81,9 @@ def main() -> None:
               help="Mark graph input NAME as state that outlives a run (a KV cache: home in host memory, kept between runs). "
                    "Static-cache (ScatterND) and past/present caches are marked without it (repeatable).")
 @click.option("--no-auto-state", is_flag=True, help="Mark only the --state inputs, not the KV caches found in the graph.")
-@click.option("--fuse", is_flag=True, help="Fuse single-consumer elementwise chains into one task each, evaluated in place (off by default).")
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
+              help="Fuse attention (scores and softmax in one planned buffer) and single-consumer elementwise chains "
+                   "into one task each, evaluated in place; --no-fuse plans every ONNX node as its own task.")
 @click.option("--decode", "decode_prompt", type=click.IntRange(min=1), metavar="PROMPT_LEN", default=None,
               help="MODEL is a KV-cache decoder: write its decode plan (seq 1) to -o and its prompt plan (seq PROMPT_LEN) "
                    "beside it as NAME.prefill.plan (batch: --dim, default 1).")
@@ -93,7 +95,7 @@ def main() -> None:
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
              solver: str, effort: float, time_budget: float | None, no_prefetch: bool, max_task_bytes: str | None, as_json: bool,
              quiet: bool, verbose: bool = False, state: tuple[str, ...] = (), no_auto_state: bool = False,
-             decode_prompt: int | None = None, prefill_model: str | None = None, fuse: bool = False) -> None:
+             decode_prompt: int | None = None, prefill_model: str | None = None, fuse: bool = True) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b

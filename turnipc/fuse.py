@@ -23,8 +23,11 @@ and per step the operands ``a`` and ``b``, each an index into the task's
 inputs, :data:`CHAIN` (the value of the steps so far) or :data:`NONE` (a
 unary step has no ``b``).
 
-The pass is off by default (``PlanOptions.fuse``): the partition pass has no
-split rule for fused tasks, so a plan that needs tiling is not fused.
+The planner runs it (after :mod:`turnipc.fuse_attention`) when
+``PlanOptions.fuse`` is on, which ``turnipc plan`` makes the default
+(``--no-fuse`` turns it off). It runs before the partition pass, which splits a
+fused task like any elementwise op (turnipc/partition.py), so a tiled plan
+holds one fused task per block.
 """
 
 from __future__ import annotations

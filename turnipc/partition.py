@@ -37,6 +37,7 @@ import numpy as np
 from turnip.plan import FUSED_DOMAIN, FUSED_OP
 
 from .cost import estimate
+from .fuse_attention import attention_split_rule, is_fused_attention
 from .output_blocks import finish_outputs
 from .partition_attention import attention_rule, scratch_bytes, scratch_share
 from .partition_conv import CNN_OPS, block_attrs, cnn_split_rule, input_partition
@@ -152,6 +153,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
     an output, that the output is omitted. Returns None when a blockwise
     computation along ``k`` would not be exactly the whole one.
     """
+    if is_fused_attention(task):  # turnipc/fuse_attention.py: batch axes and query rows
+        return attention_split_rule(graph, task, k)
     fused = task.domain == FUSED_DOMAIN and task.op_type == FUSED_OP  # turnipc/fuse.py: every step elementwise
     if task.domain not in ("", "ai.onnx") and not fused and task.op_type not in ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"):
         return None

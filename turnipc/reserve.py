@@ -29,7 +29,8 @@ from .partition_attention import scratch_bytes
 from .taskgraph import TaskGraph
 
 LIBRARY_WORKSPACE_BYTES = 32 << 20
-MATMUL_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "MatMulNBits", "Attention", "MultiHeadAttention", "Conv", "ConvTranspose"})
+MATMUL_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "MatMulNBits", "Attention", "MultiHeadAttention", "Conv", "ConvTranspose",
+                        "FusedAttention"})
 #: Output-sized temporaries the shared kernels make, by op (1 when not listed).
 TEMP_FACTOR = {
     "MatMul": 0,  # written straight into its planned output (matmul(out=))
@@ -40,6 +41,7 @@ TEMP_FACTOR = {
     "Gelu": 2, "BiasGelu": 2, "FastGelu": 3, "Erf": 1,
     "Conv": 2, "ConvTranspose": 2,  # im2col-style column buffers and the product
     "Attention": 4, "MultiHeadAttention": 4,
+    "FusedAttention": 0,  # its scores are planned (output 1); the kernel makes row-sized temporaries only
 }
 
 

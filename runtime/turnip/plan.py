@@ -118,6 +118,10 @@ FUSED_OP = "FusedElementwise"
 FUSED_DOMAIN = "ai.turnip"
 FUSED_CHAIN = -1  # the value of the steps so far
 FUSED_NONE = -2  # no operand (a unary step's ``b``)
+#: Fused attention (turnipc/fuse_attention.py; docs/plan-format.md, "Fused attention"): a compute node in
+#: :data:`FUSED_DOMAIN` with inputs (Q, K^T, V, optional mask, Q scale, K scale, NaN fill) and outputs (the
+#: result, the scores: planned workspace the softmax runs in); attrs name each optional input's index or FUSED_NONE.
+FUSED_ATTENTION_OP = "FusedAttention"
 
 
 from .errors import PlanFormatError as PlanFormatError  # noqa: E402  (defined with every runtime error; re-exported)

@@ -81,6 +81,9 @@ def temp_bytes(op: str, inputs: Sequence[Any], outputs: Sequence[Any], attrs: di
         params = sum(_wide(s) for s in inputs[1:] if s is not None)  # scale/bias widened or broadcast
         # the fast paths need a block (widening or log-softmax's exp); the generic paths (other axes) a few full copies
         return SMALL_OBJECTS + max(2 * block + row_stats + params, 4 * rows * cols * wd + params)
+    if op == "FusedAttention" and len(outputs) > 1 and outputs[1] is not None:
+        rows = _n(outputs[1]) // max(1, int(outputs[1][1][-1]) if outputs[1][1] else 1)
+        return SMALL_OBJECTS + 3 * rows * wd  # each row's maximum, sum and NaN test; the scores are planned
     if op == "MatMul":
         a, b = inputs[0], inputs[1]
         if a is not None and b is not None and np_dtype(a[0]) == np_dtype(out[0]) and np_dtype(out[0]).itemsize >= 4:
