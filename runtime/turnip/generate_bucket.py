@@ -324,11 +324,13 @@ class BucketRunner:
         lp = self.loaded.get(key)
         if lp is None or lp.closed:
             plan = self.plan_for(batch, capacity)
-            # weights from the bucket plan in use (same graph: it holds every weight this one needs, some of which
-            # the session's plan may have folded away), else from the session's plan
+            shared = self.weights_from.shared
+            # with the session's memory: its arena and its host weight store (turnip/session_memory.py); else weights
+            # from the bucket plan in use (same graph: it holds every weight this one needs, some of which the
+            # session's plan may have folded away), else from the session's plan
             source = self.current if self.current is not None and not self.current.closed else self.weights_from
             lp = LoadedPlan(plan, backend=self.backend, order=self.order, seed=self.seed, model_path=self.model_path,
-                            weights_from=source)
+                            weights_from=None if shared is not None else source, shared=shared)
             missing = [s.past for s in self.sig.slots if s.past not in lp.state or lp.state[s.past].update is None]
             if missing:
                 lp.close()
@@ -346,13 +348,15 @@ class BucketRunner:
         if self.current is not None and self.current_key == key:
             return self.current
         old, old_key = self.current, self.current_key
+        # the cache's [0, past) out of the old plan's state home first: the next plan may share its buffers
+        if self.pending is not None:
+            carried = {s.past: self.pending[s.present] for s in self.sig.slots}
+        else:
+            assert old is not None
+            carried = {s.past: np.array(old.state_views(s.past)[0][:, :, : self.past]) for s in self.sig.slots}
         lp = self._load(batch, capacity)
         for s in self.sig.slots:
-            if self.pending is not None:
-                src = self.pending[s.present]
-            else:
-                assert old is not None
-                src = old.state_views(s.past)[0]
+            src = carried[s.past]
             for dst in lp.state_views(s.past):
                 _put(lp.backend, dst, src, slice(0, self.past), slice(0, self.past))
                 if self.pending is not None:

@@ -99,7 +99,8 @@ class PastPlanRunner:
         if lp is None:
             plan = self.plan_for(int(ids.shape[0]), int(ids.shape[1]), past)
             lp = LoadedPlan(plan, backend=self.backend, order=self.order, seed=self.seed, model_path=self.model_path,
-                            verify_weights=self.verify_weights, weights_from=self.first)  # weights from the first plan, not the files
+                            verify_weights=self.verify_weights, weights_from=self.first,  # weights from the first plan, not the files
+                            shared=None if self.first is None else self.first.shared)  # (or the session's weight store and arena)
             self.plans_loaded += 1
             self.weight_loads += lp.weight_loads
             self.weight_bytes_at_load += lp.source_bytes_at_load

@@ -415,6 +415,11 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
     # the prompt: the prompt graph, else the decoder with an empty past (this session's plan, or one planned for that step)
     prompt_runner: Any = _LoadedRunner(prefill) if prefill is not None else \
         PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
+    if lp.shared is not None:  # one arena for all: sized once to the largest bucket plan this generation uses
+        from .generate_bucket import bucket_of
+
+        used = sorted({bucket_of(past + 1, buckets) for past in range(prompt, prompt + max(max_new_tokens - 1, 0))})
+        lp.shared.reserve([lp.plan, *(bucket_for(batch, b) for b in used)])
     runner = BucketRunner(sig, bucket_for, model, buckets, prompt_runner=_EmptyPast(prompt_runner, sig), weights_from=lp,
                           backend=lp.backend.name, order=lp.order, seed=lp.seed, keep_loaded=store is not None, loaded=store)
     try:
