@@ -83,6 +83,10 @@ def test_bucketed_generation_holds_one_arena_and_reads_weights_once(model, gpu_m
         assert sum(used.values()) <= sum(inits.values()) < sum(used.values()) + 256  # the rest: tiny plan constants
         assert c.weight_file_bytes_read == sum(v for k, v in used.items() if inits[k] >= 4096)  # inline >= 4 KiB: file ranges
         assert out.stats.weight_file_bytes_read == c.weight_file_bytes_read
+        assert out.stats.memory == c.to_dict()  # the counters, in the stats (and turnip-run --generate --json)
+        # no GPU here: the host-to-device bandwidth is not measured, and the report says why instead of a number
+        h2d = out.stats.h2d_bandwidth
+        assert h2d is not None and h2d["bytes_per_s"] is None and "no GPU" in h2d["reason"]
         # a second generation reads nothing, allocates nothing, and switches plans by rewriting their resident bytes
         again = s.generate(prompt, 32, keep_plans=keep_plans)
         np.testing.assert_array_equal(again.new_token_ids, expected)

@@ -149,6 +149,9 @@ def test_cli_past_present_with_prefill_model():
     obj = json.loads(r.stdout)
     assert obj["new_token_ids"] == expected[:, :10].tolist() and obj["plans_loaded"] == 4  # decode, prompt, buckets 16 and 32
     assert obj["buckets"] == [16, 32]
+    # one arena (the session plan's, grown once to the largest bucket's), the weights read once, no measured h2d bandwidth
+    assert obj["memory"]["arena_allocations"] == 2 and obj["memory"]["host_weight_copy_bytes"] == 0
+    assert obj["h2d_bandwidth"]["bytes_per_s"] is None and "no GPU" in obj["h2d_bandwidth"]["reason"]
     r = CliRunner().invoke(run_main, args)  # text; without --prefill-model the prompt runs with an empty past
     assert r.exit_code == 0, r.output
     rows = [ln.split(": ", 1)[1].split() for ln in r.stdout.splitlines() if ln.startswith("row ")]

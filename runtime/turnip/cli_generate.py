@@ -149,11 +149,17 @@ def run_generate(
     """Load the decode plan once, generate, print ids (and tokens/s); exit status."""
     buckets = parse_buckets(past_buckets)
     from .generate import CacheConvention, GenerateError
+    from .plan import Plan, read_plan
     from .run import LoadedPlan
     from .session_generate import PastPlans, past_present_generate, plan_signature, session_generate
+    from .session_memory import session_memory_for
 
+    if not isinstance(plan, Plan):
+        plan = read_plan(plan)
+    # a past/present decoder's bucket plans share this plan's arena and host weight store (turnip/session_memory.py)
+    shared = session_memory_for(plan)
     with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path,
-                    verify_weights=verify_weights) as lp:
+                    verify_weights=verify_weights, shared=shared) as lp:
         say(f"loaded the decode plan in {lp.load_s:.2f} s")
         bar = _TokenBar(new_tokens) if not as_json and not quiet and sys.stderr.isatty() else None
         pre = None
@@ -177,6 +183,8 @@ def run_generate(
             if pre is not None:
                 pre.close()
         load_s = lp.load_s
+    if shared is not None:
+        shared.close()
     st = res.stats
     texts = decode_text(tokenizer, res.new_token_ids) if tokenizer else None
     if as_json:

@@ -317,6 +317,7 @@ class BucketRunner:
         self.current: LoadedPlan | None = None
         self.current_key: tuple[int, int] | None = None
         self.pending: dict[str, np.ndarray] | None = None  # the prompt's presents, until the first bucket plan takes them
+        self.h2d: Any = None  # a turnip.session_generate.H2DMeter timing the reloads of the plans loaded here
 
     # -- plans ---------------------------------------------------------------
     def _load(self, batch: int, capacity: int) -> LoadedPlan:
@@ -336,6 +337,8 @@ class BucketRunner:
                 lp.close()
                 raise GenerateError(f"the bucket plan does not keep {missing[0]!r} as state; plan it with the cache as state (auto_state)")
             self.loaded[key] = lp
+            if self.h2d is not None:
+                self.h2d.attach(lp)
             self.c.plans_loaded += 1
             self.c.weight_loads += lp.weight_loads
             self.c.weight_bytes_at_load += lp.source_bytes_at_load
@@ -388,6 +391,8 @@ class BucketRunner:
             raise GenerateError(f"a bucket plan runs one position per step (got {seq})")
         capacity = bucket_of(self.past + 1, self.buckets)  # room for the new position in the state
         lp = self._switch(batch, capacity)
+        if self.h2d is not None:
+            self.h2d.attach(lp)  # a plan kept from an earlier call
         step: dict[str, np.ndarray] = {sig.input_ids: ids, PAST_LENGTH: np.array(self.past, dtype=np.int64),
                                        ATTENTION_BIAS: attention_bias(batch, self.past, capacity, 1, _bias_dtype(lp))}
         if sig.position_ids:

@@ -84,6 +84,7 @@ class PastPlanRunner:
         self.runs = 0
         self.cache_bytes_fed = 0
         self.bytes_reloaded = 0
+        self.h2d: Any = None  # a turnip.session_generate.H2DMeter timing the reloads of the plans loaded here
 
     def _shapes_of(self, lp: LoadedPlan) -> dict[str, tuple[int, ...]]:
         ts = lp.plan.tensors
@@ -102,6 +103,8 @@ class PastPlanRunner:
                             verify_weights=self.verify_weights, weights_from=self.first,  # weights from the first plan, not the files
                             shared=None if self.first is None else self.first.shared)  # (or the session's weight store and arena)
             self.plans_loaded += 1
+            if self.h2d is not None:
+                self.h2d.attach(lp)
             self.weight_loads += lp.weight_loads
             self.weight_bytes_at_load += lp.source_bytes_at_load
         try:

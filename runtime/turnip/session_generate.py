@@ -72,6 +72,11 @@ class GenerateStats:
     cache_bytes_refilled_per_token: float = 0.0
     plans_loaded: int = 1  # loaded plans used (past/present: one per past length or bucket, plus the prefill plan)  # per decode run: state arena copies the plan reused, refilled from the home (reload traffic)
     buckets: tuple[int, ...] = ()  # past/present with buckets: the capacities used, in order
+    # the session's shared memory (turnip/session_memory.py: one arena, one weight store), its counters over the
+    # session so far; None when the plans do not share (a static-cache decoder's one plan)
+    memory: dict[str, Any] | None = None
+    # host-to-device bandwidth of the plans' reload copies: measured (CuPy events around each reload), or null with why
+    h2d_bandwidth: dict[str, Any] | None = None
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -288,7 +293,9 @@ def session_generate(
     runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
     rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
-    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+    h2d = H2DMeter(lp.backend)
+    with h2d.on(lp, prefill):
+        res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
     batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
     runs = max(runner.runs, 1)
     lp_runs = max(lp.runs - lp_runs0, 1)
@@ -312,6 +319,8 @@ def session_generate(
         weight_file_bytes_read=lp.weight_file_bytes_read + (prefill.weight_file_bytes_read if prefill is not None else 0),
         cache_is_state=runner.state,
         cache_bytes_refilled_per_token=runner.decode_refilled / runner.decode_runs if runner.decode_runs else 0.0,
+        memory=_memory(lp),
+        h2d_bandwidth=h2d.report(),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
 
@@ -373,7 +382,10 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
     pre_runner = None
     if prefill is not None:
         pre_runner = _LoadedRunner(prefill)
-    res = generate(runner, sig, ids, max_new_tokens, prefill_runner=pre_runner, **loop)
+    h2d = H2DMeter(lp.backend)
+    runner.h2d = h2d
+    with h2d.on(lp, prefill):
+        res = generate(runner, sig, ids, max_new_tokens, prefill_runner=pre_runner, **loop)
     runs = runner.runs + (pre_runner.runs if pre_runner is not None else 0)
     decode_runs = max(runner.runs - (0 if pre_runner is not None else 1), 1)
     cache_bytes = _cache_bytes(sig, batch, prompt + int(res.new_token_ids.shape[1]) - 1)
@@ -396,8 +408,65 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
         weight_file_bytes_read=lp.weight_file_bytes_read,
         cache_is_state=False,
         plans_loaded=1 + runner.plans_loaded + (1 if prefill is not None else 0),
+        memory=_memory(lp),
+        h2d_bandwidth=h2d.report(),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
+
+
+def _memory(lp: LoadedPlan) -> dict[str, Any] | None:
+    return None if lp.shared is None else lp.shared.c.to_dict()
+
+
+class H2DMeter:
+    """Host-to-device bandwidth of the reload copies of the plans one generation runs.
+
+    On the CuPy backend each reload copy is bracketed by two timing events on
+    its stream (:meth:`turnip.backends.cupy_backend.CupyBackend.start_h2d_timing`);
+    bandwidth = bytes / summed event time (the copy engine's busy time, not the
+    wall time around it). The NumPy backend has no device: a reload is a host
+    memcpy, so there is no host-to-device bandwidth to measure, and the report
+    says so (``bytes_per_s`` null, ``reason``) rather than give a number.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.timed = hasattr(backend, "start_h2d_timing")
+        self.name = backend.name
+        self.timer: Any = None
+        if self.timed:
+            self.timer = backend.new_h2d_timer()
+
+    def attach(self, lp: LoadedPlan | None) -> None:
+        """Time ``lp``'s reloads too (a plan loaded during the generation: a bucket, a past length)."""
+        if lp is not None and self.timer is not None and hasattr(lp.backend, "start_h2d_timing"):
+            lp.backend.start_h2d_timing(self.timer)
+
+    def on(self, *plans: LoadedPlan | None) -> Any:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def scope() -> Any:
+            for lp in plans:
+                self.attach(lp)
+            try:
+                yield self
+            finally:
+                for lp in plans:
+                    if lp is not None and hasattr(lp.backend, "stop_h2d_timing") and not lp.closed:
+                        lp.backend.stop_h2d_timing()
+
+        return scope()
+
+    def report(self) -> dict[str, Any]:
+        if self.timer is None:
+            return {"bytes_per_s": None, "bytes": None, "seconds": None,
+                    "reason": f"the {self.name} backend has no GPU: reloads are host memory copies, so no host-to-device bandwidth is measured"}
+        nbytes, seconds = self.timer.total()
+        if not nbytes or seconds <= 0:
+            return {"bytes_per_s": None, "bytes": nbytes, "seconds": seconds,
+                    "reason": "no reload copies ran (the plans keep everything on the GPU)"}
+        return {"bytes_per_s": nbytes / seconds, "bytes": nbytes, "seconds": seconds,
+                "reason": "measured: CUDA events around each reload copy, bytes / summed copy time"}
 
 
 def _cache_bytes(sig: DecoderSignature, batch: int, length: int) -> int:
@@ -422,8 +491,13 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
         lp.shared.reserve([lp.plan, *(bucket_for(batch, b) for b in used)])
     runner = BucketRunner(sig, bucket_for, model, buckets, prompt_runner=_EmptyPast(prompt_runner, sig), weights_from=lp,
                           backend=lp.backend.name, order=lp.order, seed=lp.seed, keep_loaded=store is not None, loaded=store)
+    h2d = H2DMeter(lp.backend)
+    runner.h2d = h2d
+    if isinstance(prompt_runner, PastPlanRunner):
+        prompt_runner.h2d = h2d
     try:
-        res = generate(runner, sig, ids, max_new_tokens, **loop)
+        with h2d.on(lp, prefill):
+            res = generate(runner, sig, ids, max_new_tokens, **loop)
     finally:
         runner.close()
     c = runner.c
@@ -453,6 +527,8 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
         # plans used: the session's, each bucket's (loaded now or kept from an earlier call), a prompt plan, the prefill's
         plans_loaded=1 + len(set(c.buckets_used)) + getattr(prompt_runner, "plans_loaded", 0) + (1 if prefill is not None else 0),
         buckets=c.buckets_used and tuple(dict.fromkeys(c.buckets_used)),
+        memory=_memory(lp),
+        h2d_bandwidth=h2d.report(),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
 
