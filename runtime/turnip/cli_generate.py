@@ -145,8 +145,13 @@ def run_generate(
     use_cache: bool = True,
     tokenizer: str | None = None,
     past_buckets: str | None = None,
+    plan_file: bool = False,
 ) -> int:
-    """Load the decode plan once, generate, print ids (and tokens/s); exit status."""
+    """Load the decode plan once, generate, print ids (and tokens/s); exit status.
+
+    ``plan_file``: the user gave a plan file (not a model): a past/present decoder's bucket plans are then
+    looked for beside it (``turnipc plan --decode`` writes them), and planning one here is said on stderr.
+    """
     buckets = parse_buckets(past_buckets)
     from .generate import CacheConvention, GenerateError
     from .plan import Plan, read_plan
@@ -166,9 +171,13 @@ def run_generate(
         try:
             sig = plan_signature(lp)
             if sig.convention is CacheConvention.PAST_PRESENT:
-                pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache) if prefill_model else None
+                if prefill_model:
+                    pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache)
+                elif plan_file:
+                    pre = _written_prefill_plan(plan_path, ids, backend, order, seed, verify_weights)
                 res = past_present_generate(lp, sig, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar, prefill=pre,
-                                            past_plans=PastPlans(plan_path, cache_dir, use_cache, buckets))
+                                            past_plans=PastPlans(plan_path if plan_file else None, cache_dir, use_cache, buckets,
+                                                                 say=None if quiet else _note))
             elif prefill_model is not None:
                 raise TurnipError("--prefill-model is for past/present decoders; a static-cache decoder runs the prompt itself: drop it")
             elif past_buckets is not None:
@@ -205,6 +214,30 @@ def run_generate(
             f"cache {format_bytes(st.cache_bytes)}, {format_bytes(int(st.cache_bytes_copied_per_token))} copied per token"
         )
     return 0
+
+
+def _written_prefill_plan(plan_path: str, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool) -> Any:
+    """The prompt plan ``turnipc plan --decode`` wrote beside the decode plan, loaded, when it fits the prompt; else None."""
+    import os
+
+    from .generate_bucket import prefill_plan_path
+    from .plan import read_plan
+    from .run import LoadedPlan
+
+    path = prefill_plan_path(plan_path)
+    if not os.path.isfile(path):
+        return None
+    plan = read_plan(path)
+    idx = plan.tensor_index()
+    if "input_ids" not in idx or tuple(plan.tensors[idx["input_ids"]].shape) != tuple(ids.shape):
+        _note(f"{path} is for input_ids {list(plan.tensors[idx['input_ids']].shape) if 'input_ids' in idx else '?'}, "
+              f"the prompt is {list(ids.shape)}: the prompt runs through the decoder instead")
+        return None
+    return LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=path, verify_weights=verify_weights)
+
+
+def _note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
 
 
 def _prefill_plan(prefill_model: str, lp: Any, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool,

@@ -456,8 +456,6 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
     shares them with the session's plan (same sha256). ``options["rewrite"]``
     records that the graph is the rewrite, not the file.
     """
-    import dataclasses
-
     from .autoplan import plan_model
     from .cache import cache_dir
     from .weights import file_sha256
@@ -467,16 +465,14 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
     original_sha = file_sha256(model_path)
 
     def plan_for(batch: int, capacity: int) -> Plan:
-        dims = names.bind(base_dims, batch, 1, capacity)
-        dims[KV_DIM] = capacity + 1
+        dims = bucket_dims(names, base_dims, batch, capacity)
         key = (masked, original_sha, gpu_mem, tuple(sorted(dims.items())), gpus, solver, folder)
         got = _PLANS.get(key) if use_cache else None
         if got is not None:
             return got
         plan = plan_model(masked, gpu_mem, [f"{k}={v}" for k, v in sorted(dims.items())], (), gpus,
                           use_cache=use_cache, folder=folder, solver=solver).plan
-        options = dict(plan.options, rewrite=REWRITE)
-        plan = dataclasses.replace(plan, model_path=os.path.abspath(model_path), model_sha256=original_sha, options=options)
+        plan = as_bucket_plan(plan, model_path, original_sha)
         if use_cache:
             if len(_PLANS) >= _PLANS_KEPT:
                 _PLANS.pop(next(iter(_PLANS)))
@@ -484,3 +480,80 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
         return plan
 
     return masked, plan_for
+
+
+def as_bucket_plan(plan: Plan, model_path: str, original_sha: str) -> Plan:
+    """A plan of the masked decoder re-labelled with the ORIGINAL model (path, sha256): its weights are read from there by name."""
+    import dataclasses
+
+    return dataclasses.replace(plan, model_path=os.path.abspath(model_path), model_sha256=original_sha,
+                               options=dict(plan.options, rewrite=REWRITE))
+
+
+def bucket_dims(names: Any, base_dims: Mapping[str, int], batch: int, capacity: int) -> dict[str, int]:
+    """The dims of the bucket plan of ``capacity`` (seq 1, past = capacity, the bias's kv length = capacity + 1)."""
+    dims = names.bind(base_dims, batch, 1, capacity)
+    dims[KV_DIM] = capacity + 1
+    return dims
+
+
+def prefill_plan_path(decode_plan: str) -> str:
+    """Where ``turnipc plan --decode`` writes the prompt plan: ``out.plan`` -> ``out.prefill.plan``."""
+    root, ext = os.path.splitext(decode_plan)
+    return f"{root}.prefill{ext or '.plan'}"
+
+
+def bucket_plan_path(decode_plan: str, capacity: int) -> str:
+    """Where ``turnipc plan --decode`` writes the bucket plan of ``capacity``: ``out.plan`` -> ``out.bucket16.plan``."""
+    root, ext = os.path.splitext(decode_plan)
+    return f"{root}.bucket{capacity}{ext or '.plan'}"
+
+
+def written_bucket_plans(decode_plan: str) -> dict[int, str]:
+    """Capacity -> path of the bucket plans written beside a decode plan file (:func:`bucket_plan_path`), if any."""
+    import glob
+    import re
+
+    root, ext = os.path.splitext(decode_plan)
+    ext = ext or ".plan"
+    out = {}
+    for path in glob.glob(f"{glob.escape(root)}.bucket*{glob.escape(ext)}"):
+        m = re.fullmatch(re.escape(root) + r"\.bucket(\d+)" + re.escape(ext), path)
+        if m:
+            out[int(m.group(1))] = path
+    return dict(sorted(out.items()))
+
+
+def from_written(plan_for: BucketPlanFor, written: Mapping[int, str], original_sha: str, say: Callable[[str], None] | None) -> BucketPlanFor:
+    """``plan_for`` that reads the bucket plan written beside the decode plan when there is one for (batch, capacity).
+
+    A missing file, or one of another batch or model, is planned at generation time by ``plan_for``, and ``say`` is told.
+    """
+    from .plan import read_plan
+
+    got: dict[tuple[int, int], Plan] = {}  # each file read (or each missing one said) once per generation
+
+    def plan_or_read(batch: int, capacity: int) -> Plan:
+        if (batch, capacity) not in got:
+            got[(batch, capacity)] = _plan_or_read(batch, capacity)
+        return got[(batch, capacity)]
+
+    def _plan_or_read(batch: int, capacity: int) -> Plan:
+        path = written.get(capacity)
+        why = "no such file"
+        if path is not None:
+            plan = read_plan(path)
+            ids = plan.tensors[plan.tensor_index()["input_ids"]].shape if "input_ids" in plan.tensor_index() else ()
+            if plan.options.get("rewrite") != REWRITE:
+                why = f"{path} is no bucket plan of this runtime's rewrite ({REWRITE}); re-plan with turnipc plan --decode"
+            elif plan.model_sha256 != original_sha:
+                why = f"{path} was planned from another model file; re-plan with turnipc plan --decode"
+            elif not ids or ids[0] != batch:
+                why = f"{path} is for batch {ids[0] if ids else '?'}, not {batch}"
+            else:
+                return plan
+        if say is not None:
+            say(f"bucket plan {capacity} not written beside the decode plan ({why}): planning it now")
+        return plan_for(batch, capacity)
+
+    return plan_or_read

@@ -340,6 +340,7 @@ class PastPlans:
     plan_folder: str | None = None
     use_cache: bool = True
     buckets: tuple[int, ...] | None = ()
+    say: Any = None  # told (one line) when a bucket plan written beside ``plan_path`` is missing and is planned instead
 
 
 def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any, max_new_tokens: int, *,
@@ -366,7 +367,7 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
     ids = np.asarray(input_ids)
     batch, prompt = ids.reshape(-1, ids.shape[-1]).shape
     if past_plans.buckets is not None:
-        from .generate_bucket import bucket_plan_for, default_buckets
+        from .generate_bucket import bucket_plan_for, default_buckets, from_written, written_bucket_plans
 
         try:
             _, bucket_for = bucket_plan_for(model, sig, gpu_mem, base, names, gpus=max(lp.plan.num_devices, 1),
@@ -376,6 +377,13 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
                 raise
         else:
             buckets = past_plans.buckets or tuple(default_buckets(prompt, prompt + max_new_tokens - 2))
+            written = written_bucket_plans(past_plans.plan_path) if past_plans.plan_path else {}
+            if written:  # turnipc plan --decode wrote them beside the decode plan: theirs, if they cover the generation
+                if not past_plans.buckets and max(written) >= prompt + max_new_tokens - 1:
+                    buckets = tuple(written)
+                bucket_for = from_written(bucket_for, written, lp.plan.model_sha256, past_plans.say)
+            elif past_plans.plan_path and past_plans.say is not None:
+                past_plans.say("no bucket plans beside the decode plan (turnipc plan --decode writes them): planning them now")
             return _bucket_generate(lp, sig, ids, max_new_tokens, prefill, plan_for, bucket_for, model, buckets, loop, bucket_store)
     # by name: each loaded plan gets its own backend (closing one must not free this session's memories)
     runner = PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
