@@ -160,3 +160,22 @@ def test_memories_view_external_bytes():
     other = Loc(p.loc.mem, p.loc.offset + t.nbytes, p.tensor)
     if other.offset + t.nbytes <= int(plan.memories[p.loc.mem].size):
         assert not np.shares_memory(m.raw(other), ext)
+
+
+def test_tiled_plans_share_the_arena_and_keep_their_cache_blocks():
+    """LLaMA fixture, batch 8 at 25%: the session's plan and bucket 64 are tiled (the cache kept in batch blocks); ids = onnxruntime's loop."""
+    from turnip.generate import DecoderSignature, OrtRunner, generate
+
+    path, pre_path = os.path.join(DEC, "llama_past.onnx"), os.path.join(DEC, "llama_prefill.onnx")
+    prompt = np.random.default_rng(8).integers(1, 256, (8, 8))
+    want = generate(OrtRunner(path), DecoderSignature.from_onnx(path), prompt, 32, prefill_runner=OrtRunner(pre_path)).new_token_ids
+    plan = turnipc.plan(path, gpu_mem="25%", dims={"batch": 8, "seq": 8, "past": 0}, solver="greedy")
+    assert plan.stats.tiling is not None
+    with turnip.Session(plan, backend="numpy") as s:
+        mem = s.memory
+        assert mem is not None  # found a decoder although the tiled plan returns its outputs in blocks
+        out = s.generate(prompt, 32)
+        np.testing.assert_array_equal(out.new_token_ids, want)
+        tiled = [p.stats.tiling is not None for p in mem.plans_used]
+        assert tiled[0] and any(tiled[1:])
+        assert mem.c.device_bytes_live_peak == max(_arena(p) for p in mem.plans_used)

@@ -359,8 +359,8 @@ class BucketRunner:
             carried = {s.past: np.array(old.state_views(s.past)[0][:, :, : self.past]) for s in self.sig.slots}
         lp = self._load(batch, capacity)
         for s in self.sig.slots:
-            src = carried[s.past]
-            for dst in lp.state_views(s.past):
+            for dst, part in lp.state_parts(s.past):  # a tiled plan's block copy takes its block (part) of the cache
+                src = _block(carried[s.past], part)
                 _put(lp.backend, dst, src, slice(0, self.past), slice(0, self.past))
                 if self.pending is not None:
                     self.c.cache_bytes_copied_prompt += _part_bytes(dst, self.past)
@@ -406,8 +406,8 @@ class BucketRunner:
         self.c.cache_bytes_refilled += lp.state_bytes_refilled - refilled0
         self.c.bytes_reloaded += sum(_node_bytes(lp.plan, n) for n in lp.plan.nodes if n.kind == RELOAD)
         for s in sig.slots:  # the one new position: present[:, :, capacity] -> state[:, :, past]
-            for dst in lp.state_views(s.past):
-                _put(lp.backend, dst, out[s.present], self.past, capacity)
+            for dst, part in lp.state_parts(s.past):
+                _put(lp.backend, dst, _block(out[s.present], part), self.past, capacity)
                 self.c.cache_bytes_copied += _part_bytes(dst, 1)
         self.past += 1
         return {sig.logits: np.array(lp.backend.read(out[sig.logits]))}
@@ -418,6 +418,14 @@ class BucketRunner:
             for lp in self.loaded.values():
                 lp.close()
             self.loaded.clear()
+
+
+def _block(a: Any, part: tuple[Any, ...]) -> Any:
+    """The part of a cache tensor ``[batch, heads, positions, head_dim]`` a (block) state copy holds; positions are never cut."""
+    if part[2] != slice(None):
+        raise GenerateError("the bucket plan tiles the KV cache along its positions, which the bucket runner cannot write; "
+                            "plan it with a larger budget")
+    return a[part]
 
 
 def _bias_dtype(lp: LoadedPlan) -> np.dtype:

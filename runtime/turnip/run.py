@@ -343,13 +343,28 @@ class LoadedPlan:
 
     def state_views(self, name: str) -> list[Any]:
         """Where state ``name`` is kept between runs: its home (host memory), then its arena copies no node overwrites."""
+        return [v for v, _ in self.state_parts(name)]
+
+    def state_parts(self, name: str) -> list[tuple[Any, tuple[Any, ...]]]:
+        """:meth:`state_views` with the part of the whole state each view holds (an index into it).
+
+        A tiled plan keeps blocks of a state in the arena (``TensorInfo.block``:
+        cut along one axis), so a view may hold only ``state[index]``; the home
+        and untiled copies hold all of it (``index`` selects everything).
+        """
         self._check_open()
         st = self.state[name]
-        views = [self.backend.view(st.home)]
+        whole = (slice(None),) * len(self.plan.tensors[st.input].shape)
+        parts = [(self.backend.view(st.home), whole)]
         for p, src, again in self._placements:
             if src is None and not again and p.loc != st.home and self._input_root(p.tensor) == name:
-                views.append(self.backend.view(p.loc))
-        return views
+                block = self.plan.tensors[p.tensor].block
+                index = whole
+                if block is not None:
+                    _, axis, start, stop = block
+                    index = tuple(slice(start, stop) if a == axis else slice(None) for a in range(len(whole)))
+                parts.append((self.backend.view(p.loc), index))
+        return parts
 
     def write_back_state(self, index: tuple[Any, ...], names: Iterable[str] | None = None) -> int:
         """After a run: copy ``update[index]`` into ``state[index]`` for each state with an update output; bytes copied.
@@ -369,8 +384,8 @@ class LoadedPlan:
             if st.update is None:
                 continue
             src = be.view(out_loc[self.plan.tensors[st.update].name])
-            for dst in self.state_views(name):
-                copied += _copy_part(be, dst, src, index)
+            for dst, part in self.state_parts(name):  # a block copy (tiled plan) takes its block of the update
+                copied += _copy_part(be, dst, src[part] if part != (slice(None),) * len(part) else src, index)
         self.state_bytes_written_back += copied
         return copied
 

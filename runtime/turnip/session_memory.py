@@ -290,11 +290,12 @@ class SessionMemory:
 def session_memory_for(plan: Plan) -> SessionMemory | None:
     """A :class:`SessionMemory` for a session whose plan is a past/present decoder (it will run bucket plans), else None."""
     from .generate import CacheConvention, DecoderSignature, GenerateError
+    from .outblocks import graph_outputs
 
     ts = plan.tensors
     try:
         sig = DecoderSignature.from_io({ts[i].name: (list(ts[i].shape), np.dtype(ts[i].dtype)) for i in plan.inputs},
-                                       [ts[o.tensor].name for o in plan.outputs])
+                                       [ts[o.tensor].name for o in graph_outputs(plan)])  # a tiled plan's outputs: whole
     except (GenerateError, TypeError, ValueError):
         return None
     return SessionMemory() if sig.convention is CacheConvention.PAST_PRESENT else None
