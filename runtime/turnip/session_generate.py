@@ -182,11 +182,16 @@ class DecodePlanRunner:
 
     def _dests(self, s: Any) -> list[Any]:
         """Where cache slot ``s`` lives between runs: the state's home and kept arena copy, the kept input, or the host copy."""
+        return [v for v, _ in self._dest_parts(s)]
+
+    def _dest_parts(self, s: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+        """:meth:`_dests` with the part of the cache each holds (a tiled plan keeps blocks: ``LoadedPlan.state_parts``)."""
         if self.state:
-            return list(self.lp.state_views(s.past))
+            return self.lp.state_parts(s.past)
+        whole = (slice(None),) * 4
         if s in self.kept:
-            return [self.lp.input_views()[s.past]]
-        return [self.host_cache[s.past]]
+            return [(self.lp.input_views()[s.past], whole)]
+        return [(self.host_cache[s.past], whole)]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig, lp = self.sig, self.lp
@@ -244,8 +249,8 @@ class DecodePlanRunner:
         self.runs += 1
         self.bytes_reloaded += _reload_bytes(pre)
         for s in sig.slots:
-            for dst in self._dests(s):
-                _copy_position(pre.backend, dst, out[s.present], slice(0, n))
+            for dst, part in self._dest_parts(s):
+                _copy_position(pre.backend, dst, out[s.present][part], slice(0, n))
                 self.cache_bytes_copied += n * self.position_bytes[s.past]  # n positions out
             self.cache_bytes_copied += self.slot_bytes[s.past]  # zeros in
         return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
