@@ -443,18 +443,19 @@ class H2DMeter:
     """
 
     def __init__(self, backend: Any) -> None:
-        self.timed = hasattr(backend, "start_h2d_timing")
         self.name = backend.name
-        self.timer: Any = None
-        if self.timed:
-            self.timer = backend.new_h2d_timer()
+        self.timer: Any = backend.new_h2d_timer() if hasattr(backend, "start_h2d_timing") else None
+        self.timing: list[Any] = []  # the backends timing into ``timer`` now
 
     def attach(self, lp: LoadedPlan | None) -> None:
         """Time ``lp``'s reloads too (a plan loaded during the generation: a bucket, a past length)."""
         if lp is not None and self.timer is not None and hasattr(lp.backend, "start_h2d_timing"):
             lp.backend.start_h2d_timing(self.timer)
+            if lp.backend not in self.timing:
+                self.timing.append(lp.backend)
 
     def on(self, *plans: LoadedPlan | None) -> Any:
+        """A scope timing ``plans`` (and those attached inside it); every backend stops timing at its end."""
         from contextlib import contextmanager
 
         @contextmanager
@@ -464,9 +465,9 @@ class H2DMeter:
             try:
                 yield self
             finally:
-                for lp in plans:
-                    if lp is not None and hasattr(lp.backend, "stop_h2d_timing") and not lp.closed:
-                        lp.backend.stop_h2d_timing()
+                for be in self.timing:
+                    be.stop_h2d_timing()
+                self.timing.clear()
 
         return scope()
 
