@@ -68,7 +68,7 @@ def test_bucketed_generation_holds_one_arena_and_reads_weights_once(model, gpu_m
         assert largest > _arena(s.plan)
         # (a) device memory: never more than the largest plan's arena at once (the host region is its own buffer,
         # host memory: not counted here); the session's plan's arena, then one grown to the largest before any bucket
-        assert c.device_bytes_live_peak == largest
+        assert c.device_bytes_live_peak == largest == c.largest_plan_arena_bytes
         assert c.arena_allocations == 2 and c.device_bytes_allocated == _arena(s.plan) + largest
         assert [k for k in mem.buffers if k[0] == str(GPU)] == [(str(GPU), 0, 0)]
         assert c.host_region_bytes_live_peak == max(sum(int(m.size) for m in p.memories if m.kind == HOST) for p in plans)
@@ -179,3 +179,27 @@ def test_tiled_plans_share_the_arena_and_keep_their_cache_blocks():
         tiled = [p.stats.tiling is not None for p in mem.plans_used]
         assert tiled[0] and any(tiled[1:])
         assert mem.c.device_bytes_live_peak == max(_arena(p) for p in mem.plans_used)
+
+
+def test_prompt_graph_session_shares_the_arena():
+    """A ``prefill=`` session on the prompt graph made with ``memory=`` the decode session's: one arena for all five plans."""
+    prompt, expected = _expected("gpt2")
+    n = prompt.shape[1]
+    past, pre_path = os.path.join(DEC, "gpt2_past.onnx"), os.path.join(DEC, "gpt2_prefill.onnx")
+    plan = turnipc.plan(past, gpu_mem="25%", dims={"batch": 2, "seq": 1, "past": n}, solver="greedy")
+    pre_plan = turnipc.plan(pre_path, gpu_mem="25%", dims={"batch": 2, "seq": n})
+    with turnip.Session(plan, backend="numpy") as s, turnip.Session(pre_plan, backend="numpy", memory=s.memory) as pre:
+        mem = s.memory
+        assert pre.memory is mem and pre.loaded.shared is mem
+        out = s.generate(prompt, 32, prefill=pre)
+        np.testing.assert_array_equal(out.new_token_ids, expected)
+        c = mem.c
+        assert len(mem.plans_used) == 5 and mem.plans_used[1] is pre.plan  # decode, prompt, buckets 16 / 32 / 64
+        assert c.device_bytes_live_peak == max(_arena(p) for p in mem.plans_used) == c.largest_plan_arena_bytes
+        assert [k for k in mem.buffers if k[0] == str(GPU)] == [(str(GPU), 0, 0)]
+        # two model files, two stores, each weight of each read once
+        assert sorted(mem.stores) == sorted({plan.model_sha256, pre_plan.model_sha256})
+        assert c.weight_bytes_read == sum(_weights(pre_plan).values()) + sum(
+            {k: v for p in mem.plans_used if p is not pre_plan for k, v in _weights(p).items()}.values())
+        again = s.generate(prompt, 32, prefill=pre)  # the prompt plan and the kept buckets take turns on the arena
+        np.testing.assert_array_equal(again.new_token_ids, expected)

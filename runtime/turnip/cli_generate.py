@@ -174,7 +174,7 @@ def run_generate(
                 if prefill_model:
                     pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache)
                 elif plan_file:
-                    pre = _written_prefill_plan(plan_path, ids, backend, order, seed, verify_weights)
+                    pre = _written_prefill_plan(plan_path, ids, backend, order, seed, verify_weights, shared)
                 res = past_present_generate(lp, sig, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar, prefill=pre,
                                             past_plans=PastPlans(plan_path if plan_file else None, cache_dir, use_cache, buckets,
                                                                  say=None if quiet else _note))
@@ -216,7 +216,7 @@ def run_generate(
     return 0
 
 
-def _written_prefill_plan(plan_path: str, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool) -> Any:
+def _written_prefill_plan(plan_path: str, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool, shared: Any) -> Any:
     """The prompt plan ``turnipc plan --decode`` wrote beside the decode plan, loaded, when it fits the prompt; else None."""
     import os
 
@@ -233,7 +233,8 @@ def _written_prefill_plan(plan_path: str, ids: np.ndarray, backend: str, order: 
         _note(f"{path} is for input_ids {list(plan.tensors[idx['input_ids']].shape) if 'input_ids' in idx else '?'}, "
               f"the prompt is {list(ids.shape)}: the prompt runs through the decoder instead")
         return None
-    return LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=path, verify_weights=verify_weights)
+    return LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=path, verify_weights=verify_weights,
+                      shared=shared)  # the decode plan's arena (its weights: another file, its own store)
 
 
 def _note(message: str) -> None:
@@ -261,6 +262,7 @@ def _prefill_plan(prefill_model: str, lp: Any, ids: np.ndarray, backend: str, or
     auto = plan_model(prefill_model, str(lp.plan.options.get("gpu_mem", "100%")), [f"{k}={v}" for k, v in sorted(dims.items())],
                       (), max(lp.plan.num_devices, 1), use_cache=use_cache, folder=cache_dir)
     return LoadedPlan(auto.plan, backend=backend, order=order, seed=seed, plan_path=auto.plan_path, model_path=auto.model_path,
+                      shared=lp.shared,  # the decode plan's arena (its weights: another file, its own store)
                       verify_weights=verify_weights)
 
 

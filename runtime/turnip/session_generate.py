@@ -502,7 +502,8 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
         from .generate_bucket import bucket_of
 
         used = sorted({bucket_of(past + 1, buckets) for past in range(prompt, prompt + max(max_new_tokens - 1, 0))})
-        lp.shared.reserve([lp.plan, *(bucket_for(batch, b) for b in used)])
+        shares = [p.plan for p in (prefill,) if p is not None and p.shared is lp.shared]  # a prompt plan on the same memory
+        lp.shared.reserve([lp.plan, *shares, *(bucket_for(batch, b) for b in used)])
     runner = BucketRunner(sig, bucket_for, model, buckets, prompt_runner=_EmptyPast(prompt_runner, sig), weights_from=lp,
                           backend=lp.backend.name, order=lp.order, seed=lp.seed, keep_loaded=store is not None, loaded=store)
     h2d = H2DMeter(lp.backend)

@@ -59,6 +59,7 @@ class MemoryCounters:
     arena_allocations: int = 0  # device (GPU-kind) buffers allocated: 1 per GPU, +1 each time a larger plan grows one
     device_bytes_allocated: int = 0  # their bytes, summed over the session
     device_bytes_live_peak: int = 0  # most device bytes held at once (never two arenas of one GPU)
+    largest_plan_arena_bytes: int = 0  # the largest arena (all GPUs) of the plans that ran: what the peak may reach
     host_region_allocations: int = 0  # host regions (offloaded tensors, state homes) allocated
     host_region_bytes_live_peak: int = 0
     weight_store_bytes: int = 0  # the host weight stores' size (one buffer per model file)
@@ -241,6 +242,8 @@ class SessionMemory:
             self.plans.append(lp)
         if not any(p is lp.plan for p in self.plans_used):
             self.plans_used.append(lp.plan)
+            arena = sum(int(m.size) for m in lp.plan.memories if m.kind == GPU)
+            self.c.largest_plan_arena_bytes = max(self.c.largest_plan_arena_bytes, arena)
         self.c.plan_binds += 1
         self.active = lp
 
