@@ -203,3 +203,34 @@ def test_prompt_graph_session_shares_the_arena():
             {k: v for p in mem.plans_used if p is not pre_plan for k, v in _weights(p).items()}.values())
         again = s.generate(prompt, 32, prefill=pre)  # the prompt plan and the kept buckets take turns on the arena
         np.testing.assert_array_equal(again.new_token_ids, expected)
+
+
+def _bytes_read_by_process() -> int | None:
+    """``rchar`` of /proc/self/io: bytes this process read through read() calls (files, page cache included); None off Linux."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def test_the_operating_system_sees_the_weights_read_once():
+    """Independent of the counters: what the process reads in a session and two generations is the weight file ranges once."""
+    if _bytes_read_by_process() is None:
+        pytest.skip("no /proc/self/io here")
+    prompt, expected = _expected("gpt2")
+    plan = turnipc.plan(os.path.join(DEC, "gpt2_past.onnx"), gpu_mem="25%", dims={"batch": 2, "seq": 8, "past": 0}, solver="greedy")
+    with turnip.Session(plan, backend="numpy") as warm:  # imports, plan caches: what a first session reads besides weights
+        warm.generate(prompt, 32)
+    r0 = _bytes_read_by_process()
+    with turnip.Session(plan, backend="numpy") as s:
+        first = s.generate(prompt, 32, keep_plans=False)
+        r1 = _bytes_read_by_process()
+        second = s.generate(prompt, 32, keep_plans=False)  # every bucket plan loaded again: no weight read again
+        r2 = _bytes_read_by_process()
+        np.testing.assert_array_equal(first.new_token_ids, expected)
+        np.testing.assert_array_equal(second.new_token_ids, expected)
+        file_ranges = s.memory.c.weight_file_bytes_read
+    assert file_ranges > 500_000
+    assert file_ranges <= r1 - r0 < file_ranges + 4096  # the session's and the first generation's reads: the weights, once
+    assert r2 - r1 < 4096

@@ -52,9 +52,9 @@ class DimNames:
 
     @staticmethod
     def of(model_path: str, sig: DecoderSignature) -> "DimNames":
-        import onnx
+        from .onnx_lazy import load_model_lazily
 
-        m = onnx.load(model_path, load_external_data=False)
+        m = load_model_lazily(model_path)  # the structure only: inline weights stay in the file (not read per generation)
         shapes = {vi.name: [d.dim_param or None for d in vi.type.tensor_type.shape.dim] for vi in m.graph.input}
         ids = shapes.get(sig.input_ids, [])
         past = shapes.get(sig.slots[0].past, []) if sig.slots else []
