@@ -254,7 +254,8 @@ class LoadedPlan:
 
         plan = self.plan
         model = getattr(self.initial, "_model", None)
-        store = shared.store_for(plan.model_sha256, model, self.backend) if model is not None else None
+        model_dir = getattr(self.initial, "_model_dir", "")
+        store = shared.store_for(plan.model_sha256, model, self.backend, model_dir) if model is not None else None
         host_mems = {m.id for m in plan.memories if m.kind == HOST}
         external: dict[tuple[int, int, int], Any] = {}
         for k, (p, src, again) in enumerate(self._placements):

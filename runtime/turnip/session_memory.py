@@ -91,7 +91,7 @@ class WeightStore:
             pos += -(-int(n) // ALIGN) * ALIGN
         self.nbytes = pos
         self.buffer = alloc(pos) if pos else np.zeros(0, dtype=np.uint8)
-        self.filled: dict[str, int] = {}  # name -> times read from the files (1, or the test fails)
+        self.filled: set[str] = set()  # weights read in (never again)
         self.c = counters
         counters.weight_store_bytes += pos
 
@@ -114,12 +114,14 @@ class WeightStore:
             else:
                 np.copyto(view, np.ascontiguousarray(source).reshape(-1).view(np.uint8))
             self.c.weight_bytes_read += n
-            self.filled[name] = 1
+            self.filled.add(name)
         return view
 
 
-def initializer_sizes(model: Any) -> dict[str, int]:
+def initializer_sizes(model: Any, model_dir: str = "") -> dict[str, int]:
     """Initializer name -> its bytes in the model (external length, raw bytes, or typed fields' array)."""
+    import os
+
     import onnx
     from onnx import numpy_helper
 
@@ -129,7 +131,12 @@ def initializer_sizes(model: Any) -> dict[str, int]:
             info = {e.key: e.value for e in init.external_data}
             if "length" in info:
                 out[init.name] = int(info["length"])
-                continue
+            elif info.get("location"):  # no length: to the end of its file
+                try:
+                    out[init.name] = os.path.getsize(os.path.join(model_dir, info["location"])) - int(info.get("offset", 0))
+                except (OSError, ValueError):
+                    pass  # unreadable here: the plan's own loading says so
+            continue
         if init.HasField("raw_data"):
             out[init.name] = len(init.raw_data)
         elif init.data_location != onnx.TensorProto.EXTERNAL:
@@ -266,7 +273,7 @@ class SessionMemory:
         lp._write_resident()  # noqa: SLF001
         self.active = lp
 
-    def store_for(self, sha256: str, model: Any, backend: Any) -> WeightStore:
+    def store_for(self, sha256: str, model: Any, backend: Any, model_dir: str = "") -> WeightStore:
         """The weight store of the model file ``sha256`` (made from ``model``'s initializers the first time)."""
         st = self.stores.get(sha256)
         if st is None:
@@ -277,7 +284,7 @@ class SessionMemory:
             def alloc(n: int) -> Any:
                 return be.allocate(Memory(-1, HOST, -1, n, n))
 
-            st = self.stores[sha256] = WeightStore(sha256, initializer_sizes(model), alloc, self.c)
+            st = self.stores[sha256] = WeightStore(sha256, initializer_sizes(model, model_dir), alloc, self.c)
         return st
 
     def close(self) -> None:
