@@ -322,11 +322,15 @@ def past_speed_part(lines, data, dec, one_thread):
     lines += ["### Past/present decoders (past-length bucket plans; prompt graph as `prefill=`)", "",
               "Decode steps run on bucket plans of capacity 16, 32 and 64 (the past padded and masked, "
               "turnip/generate_bucket.py), with the session plan's weights and the cache kept in them as state "
-              "(one position written per token; [0, past) copied once per bucket move). \"kept\": the session "
-              "keeps its bucket plans loaded between generate calls (the default on the CPU backend); \"per "
-              "generation\": each bucket plan is loaded when first needed and closed when the next is loaded "
-              "(the default on a GPU, where each loaded plan has its own arena), its load time inside the decode "
-              "time (column \"loads\"). A first generation plans the buckets (plan cache) before timing. The prompt "
+              "(one position written per token; [0, past) copied once per bucket move). The session's plan and its "
+              "bucket plans share ONE arena (sized to the largest plan) and one host weight store "
+              "(turnip/session_memory.py). \"kept\": the session keeps its bucket plans loaded between generate calls "
+              "(the default); \"per generation\": each bucket plan is loaded when first needed and closed when the "
+              "next is loaded, its load time inside the decode time (column \"loads\"). Arena columns: over the "
+              "whole session (a warm-up generation and 5 timed ones), the most device bytes held at once against the "
+              "largest plan's arena, and the arena allocations (the session plan's, then one grown to the largest); "
+              "\"weights into store\": weight bytes read from the model file in the whole session (each weight once). "
+              "A first generation plans the buckets (plan cache) before timing. The prompt "
               "plan is made at the same budget, or at `min` where that budget is below its minimum. onnxruntime: "
               "the same decoder_with_past + prompt graph pair in `OrtRunner`s, feeding the whole past each step (the "
               "convention). Side by side: 5 rounds of (onnxruntime generation, Session generation) in one process, "
@@ -335,7 +339,8 @@ def past_speed_part(lines, data, dec, one_thread):
               "0.006-0.028.", "",
               "| model | batch | budget | bucket plans | onnxruntime decode tok/s | Session.generate decode tok/s | turnip / onnxruntime | "
               "plans used (buckets) | loads s per generation | cache bytes copied per token (of the whole cache) | "
-              "weight file bytes read (session plans' own) | same ids |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "weight file bytes read (session plans' own) | arena held at most / largest plan's | arena allocations | "
+              "weights into store | same ids |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     load_s = [0.0]
     original_init = turnip_run.LoadedPlan.__init__
 
@@ -370,12 +375,17 @@ def past_speed_part(lines, data, dec, one_thread):
                             finally:
                                 turnip_run.LoadedPlan.__init__ = original_init
                             own = s.loaded.weight_file_bytes_read + pre.loaded.weight_file_bytes_read
+                            mem = s.memory.c
+                            largest = max(sum(m.size for m in p.memories if str(m.kind) == "gpu") for p in s.memory.plans_used)
                         st, same = _fastest(outs, ref)
                         lines.append(_row_head(model, batch, budget, "kept" if keep else "per generation", o, st, ratio)
                                      + f"{st.plans_loaded} ({', '.join(map(str, st.buckets))}) | {load_s[0] / len(outs):.3f} | "
-                                     f"{_copied(st)} | {st.weight_file_bytes_read:,} ({own:,}) | {same} |")
+                                     f"{_copied(st)} | {st.weight_file_bytes_read:,} ({own:,}) | "
+                                     f"{mem.device_bytes_live_peak:,} / {largest:,} | {mem.arena_allocations} | {mem.weight_bytes_read:,} | {same} |")
                         data.append(_data_row(dict(model=model, batch=batch, budget=budget, convention="past_present", bucket_plans_kept=keep,
-                                                   load_s_per_generation=load_s[0] / len(outs)), o, ratio, same, st))
+                                                   load_s_per_generation=load_s[0] / len(outs), arena_bytes_held_at_most=mem.device_bytes_live_peak,
+                                                   largest_plan_arena_bytes=largest, arena_allocations=mem.arena_allocations,
+                                                   weight_bytes_into_store=mem.weight_bytes_read), o, ratio, same, st))
                         print(lines[-1], flush=True)
     lines.append("")
 

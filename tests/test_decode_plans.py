@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import turnip
 from click.testing import CliRunner
+from turnip.cli import main as run_main
 from turnip.plan import read_plan
 
 from turnipc.cli import main as plan_main
@@ -52,4 +53,53 @@ def test_cli_writes_both_and_they_generate(tmp_path):
     r = CliRunner().invoke(plan_main, ["plan", _m("gpt2_past"), "--gpu-mem", "25%", "--decode", "8", "-o", out])
     assert r.exit_code == 2 and "--prefill-model" in r.stderr
     r = CliRunner().invoke(plan_main, ["plan", _m("gpt2_static"), "--gpu-mem", "25%", "-o", out, "--prefill-model", _m("gpt2_prefill")])
+    assert r.exit_code == 2 and "goes with --decode" in r.stderr
+
+
+def _ids(prompt) -> str:
+    return ";".join(",".join(map(str, row)) for row in prompt)
+
+
+def test_past_present_decode_writes_bucket_plans_that_turnip_run_uses(tmp_path):
+    """--decode on a past/present decoder also writes NAME.bucketB.plan; turnip-run NAME.plan --generate uses them (and the prompt plan)."""
+    with open(os.path.join(DEC, "gpt2_expected.json")) as f:
+        exp = json.load(f)
+    outs = []
+    for sub in ("a", "b"):  # two folders: the same bytes (no folder, clock or temporary path in a plan)
+        os.makedirs(tmp_path / sub)
+        out = str(tmp_path / sub / "g.plan")
+        r = CliRunner().invoke(plan_main, ["plan", _m("gpt2_past"), "--gpu-mem", "25%", "--decode", "8", "--dim", "batch=2",
+                                           "--prefill-model", _m("gpt2_prefill"), "-o", out, "--json"])
+        assert r.exit_code == 0, r.output
+        outs.append(out)
+    obj = json.loads(r.stdout)
+    caps = [b["capacity"] for b in obj["decode"]["bucket_plans"]]
+    assert caps == [16, 32, 64]  # pasts 8 .. 38 (32 new tokens) plus the new position
+    assert obj["decode"]["prefill_plan"] == str(tmp_path / "b" / "g.prefill.plan")
+    for b in obj["decode"]["bucket_plans"]:
+        assert b["path"] == str(tmp_path / "b" / f"g.bucket{b['capacity']}.plan")
+        with open(b["path"], "rb") as f1, open(str(tmp_path / "a" / f"g.bucket{b['capacity']}.plan"), "rb") as f2:
+            assert f1.read() == f2.read()
+        bp = read_plan(b["path"])
+        assert bp.options["rewrite"] == "masked_past/1" and len(bp.state) == 4
+        assert bp.model_sha256 == read_plan(outs[1]).model_sha256  # the ORIGINAL model: weights read from it by name
+    args = [outs[1], "--generate", "32", "--input-ids", _ids(exp["prompt"]), "--backend", "numpy", "--json"]
+    r = CliRunner().invoke(run_main, args)
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["new_token_ids"] == exp["new_token_ids"] and got["buckets"] == [16, 32, 64]
+    assert "note:" not in r.stderr  # nothing planned at generation time
+    assert got["plans_loaded"] == 5  # the decode plan, the prompt plan written beside it, three bucket plans
+    os.remove(str(tmp_path / "b" / "g.bucket64.plan"))  # 16 and 32 do not cover the generation: 64 is planned now, and said
+    r = CliRunner().invoke(run_main, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["new_token_ids"] == exp["new_token_ids"] and json.loads(r.stdout)["buckets"] == [16, 32, 64]
+    assert r.stderr.count("note:") == 1 and "bucket plan 64 not written" in r.stderr
+    # given capacities
+    out = str(tmp_path / "c.plan")
+    r = CliRunner().invoke(plan_main, ["plan", _m("gpt2_past"), "--gpu-mem", "100%", "--decode", "8", "--prefill-model", _m("gpt2_prefill"),
+                                       "--past-buckets", "40,12", "-o", out, "-q"])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c.bucket12.plan", "c.bucket40.plan", "c.plan", "c.prefill.plan"]
+    r = CliRunner().invoke(plan_main, ["plan", _m("gpt2_past"), "--gpu-mem", "100%", "--past-buckets", "16", "-o", out])
     assert r.exit_code == 2 and "goes with --decode" in r.stderr

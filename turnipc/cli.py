@@ -89,13 +89,19 @@ def main() -> None:
                    "beside it as NAME.prefill.plan (batch: --dim, default 1).")
 @click.option("--prefill-model", "prefill_model", type=click.Path(dir_okay=False), default=None,
               help="With --decode and a past/present decoder: its prompt graph (optimum's decoder_model.onnx).")
+@click.option("--new-tokens", "new_tokens", type=click.IntRange(min=1), default=32, show_default=True, metavar="N",
+              help="With --decode and a past/present decoder: also write the past-length bucket plans covering N new tokens "
+                   "beside -o as NAME.bucketB.plan (B: powers of two from 8).")
+@click.option("--past-buckets", "past_buckets", default=None, metavar="LIST",
+              help="With --decode and a past/present decoder: the bucket capacities to write instead, e.g. 16,32,64.")
 @json_option("Print the plan summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved options: budget per GPU, reserve, dims.")
 def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input_shapes: tuple[str, ...], gpus: int,
              solver: str, effort: float, time_budget: float | None, no_prefetch: bool, max_task_bytes: str | None, as_json: bool,
              quiet: bool, verbose: bool = False, state: tuple[str, ...] = (), no_auto_state: bool = False,
-             decode_prompt: int | None = None, prefill_model: str | None = None, fuse: bool = True) -> None:
+             decode_prompt: int | None = None, prefill_model: str | None = None, fuse: bool = True, new_tokens: int = 32,
+             past_buckets: str | None = None) -> None:
     """Plan MODEL (ONNX) for a GPU memory budget and write the MEMGRAPH plan file.
 
     \b
@@ -149,6 +155,16 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             fail(f"--max-task-bytes: {e}")
     if prefill_model is not None and decode_prompt is None:
         fail("--prefill-model goes with --decode PROMPT_LEN; add it, or drop --prefill-model")
+    if past_buckets is not None and decode_prompt is None:
+        fail("--past-buckets goes with --decode PROMPT_LEN; add it, or drop --past-buckets")
+    capacities: tuple[int, ...] = ()
+    if past_buckets is not None:
+        try:
+            capacities = tuple(sorted({int(x) for x in past_buckets.split(",") if x.strip()}))
+        except ValueError:
+            fail(f"--past-buckets {past_buckets!r} is not comma-separated integers; write e.g. 16,32,64")
+        if not capacities or capacities[0] < 1:
+            fail(f"--past-buckets {past_buckets!r}: give capacities of at least 1, e.g. 16,32,64")
 
     def plan_one(path: str, dim_map: dict[str, int], shape_map: dict, out: str) -> Any:
         t0 = time.perf_counter()
@@ -163,6 +179,7 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
     try:
         dim_map, shape_map = parse_dim_options(list(dims), list(input_shapes))
         prefill_plan = None
+        buckets: list[tuple[Any, Any]] = []  # (BucketPlan, its plan)
         if decode_prompt is not None:
             from .decode_plans import decode_plans
 
@@ -170,6 +187,10 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             check_target(pair.prefill_output, "plan")
             plan = plan_one(pair.decode[0], pair.decode[1], shape_map, output)
             prefill_plan = plan_one(pair.prefill[0], pair.prefill[1], {}, pair.prefill_output)
+            if pair.prefill[0] != model:  # a past/present decoder: its later steps' bucket plans
+                buckets = _plan_buckets(model, decode_prompt, pair.decode[1], output, new_tokens, capacities, plan_one)
+        elif past_buckets is not None:
+            fail("--past-buckets goes with --decode PROMPT_LEN; add it, or drop --past-buckets")
         else:
             plan = plan_one(model, dim_map, shape_map, output)
     except TurnipError:
@@ -182,8 +203,19 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
         if not quiet and not as_json:
             click.echo(f"wrote {pair.prefill_output}: the prompt plan (seq {decode_prompt}), "
                        f"peak {format_bytes(prefill_plan.stats.peak_bytes or 0)}, {len(prefill_plan.state)} state inputs")
+    for b, bplan in buckets:
+        write_plan(bplan, b.output)
+        if not quiet and not as_json:
+            click.echo(f"wrote {b.output}: the bucket plan of past capacity {b.capacity} (seq 1), "
+                       f"peak {format_bytes(bplan.stats.peak_bytes or 0)}, {len(bplan.state)} state inputs")
     if as_json:
-        click.echo(json.dumps(summary_obj(plan), indent=2))
+        obj = summary_obj(plan)
+        if decode_prompt is not None:
+            obj["decode"] = {
+                "prefill_plan": pair.prefill_output,
+                "bucket_plans": [{"capacity": b.capacity, "path": b.output, "peak_bytes": bplan.stats.peak_bytes} for b, bplan in buckets],
+            }
+        click.echo(json.dumps(obj, indent=2))
     elif not quiet:
         s = plan.stats
         click.echo(
@@ -196,6 +228,40 @@ def plan_cmd(model: str, gpu_mem: str, output: str, dims: tuple[str, ...], input
             per_gpu = ", ".join(f"GPU {m.device}: arena {format_bytes(m.size)} of {format_bytes(m.budget)}" for m in plan.gpu_memories())
             click.echo(f"  {per_gpu}; reserve {format_bytes(s.reserve_bytes or 0)} per GPU for kernel temporaries and workspaces")
             click.echo(f"  options: {json.dumps(plan.options, sort_keys=True)}")
+
+
+def _plan_buckets(model: str, prompt_len: int, decode_dims: dict[str, int], output: str, new_tokens: int,
+                  capacities: tuple[int, ...], plan_one: Any) -> list[tuple[Any, Any]]:
+    """Plan a past/present decoder's bucket plans (turnipc/decode_plans.py): the masked decoder, re-labelled with ``model``.
+
+    The masked graph is written to a temporary folder and planned like the
+    decode plan; each plan names the ORIGINAL model for its weights. A graph
+    the rewrite cannot mask gets no bucket plans (the runtime then plans one
+    per past length): said on stderr.
+    """
+    import tempfile
+
+    from turnip.atomic import check_target
+    from turnip.generate import DecoderSignature, GenerateError
+    from turnip.generate_bucket import as_bucket_plan, masked_model_path
+    from turnip.weights import file_sha256
+
+    from .decode_plans import bucket_plans
+
+    todo = bucket_plans(model, prompt_len, decode_dims, output, new_tokens, capacities)
+    for b in todo:
+        check_target(b.output, "plan")
+    sha = file_sha256(model)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="turnipc-buckets-") as folder:
+        try:
+            masked = masked_model_path(model, DecoderSignature.from_onnx(model), folder)
+        except GenerateError as e:
+            click.echo(f"note: no bucket plans written ({e})", err=True)
+            return []
+        for b in todo:
+            out.append((b, as_bucket_plan(plan_one(masked, b.dims, {}, b.output), model, sha)))
+    return out
 
 
 @main.command("verify")

@@ -3,19 +3,22 @@
 A static-cache decoder (``cache_position`` input) is planned twice from the
 same file: ``seq = 1`` (the decode plan) and ``seq = PROMPT_LEN`` (the
 prefill plan). A past/present decoder's decode plan is the first decode step
-(``seq = 1``, ``past = PROMPT_LEN``; the past-length bucket plans of later
-steps are planned when generating, see turnip/generate_bucket.py) and its prefill plan is the prompt
-graph given with ``--prefill-model`` (optimum's ``decoder_model.onnx``).
-Dims the user binds with ``--dim`` are kept; the batch defaults to 1.
+(``seq = 1``, ``past = PROMPT_LEN``), its prefill plan is the prompt graph
+given with ``--prefill-model`` (optimum's ``decoder_model.onnx``), and the
+later steps run on past-length bucket plans (turnip/generate_bucket.py: the
+decoder rewritten to take a padded, masked past), written beside the decode
+plan as ``NAME.bucketB.plan`` (:func:`bucket_plans`) so that ``turnip-run
+NAME.plan --generate N`` plans nothing. Dims the user binds with ``--dim``
+are kept; the batch defaults to 1.
 
 WHY only dims here: each plan is an ordinary plan made by the usual pipeline
-(the cache marked as state in both). The two plans do not share one weight
-layout yet: a session per plan loads its own weights (docs/generate.md).
+(the cache marked as state). The plans share no layout; at run time a
+past/present session's plans share one arena and one host weight store
+(turnip/session_memory.py).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .errors import TurnipError
@@ -44,9 +47,10 @@ def _input_dims(model: str) -> dict[str, list[str | None]]:
 
 
 def prefill_output_path(output: str) -> str:
-    """``out.plan`` -> ``out.prefill.plan``."""
-    root, ext = os.path.splitext(output)
-    return f"{root}.prefill{ext or '.plan'}"
+    """``out.plan`` -> ``out.prefill.plan`` (the runtime finds it by the same name: turnip.generate_bucket.prefill_plan_path)."""
+    from turnip.generate_bucket import prefill_plan_path
+
+    return prefill_plan_path(output)
 
 
 def decode_plans(model: str, prompt_len: int, dims: dict[str, int], output: str, prefill_model: str | None = None) -> DecodePlans:
@@ -90,3 +94,31 @@ def decode_plans(model: str, prompt_len: int, dims: dict[str, int], output: str,
     if len(pre_ids) == 2:
         pre = bind(pre, {pre_ids[0]: base.get(batch_dim or "", 1), pre_ids[1]: prompt_len})
     return DecodePlans((model, dec), (prefill_model, pre), output, prefill_output_path(output))
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """One past-length bucket plan to write: its capacity, the file, the masked decoder's dims."""
+
+    capacity: int
+    output: str
+    dims: dict[str, int]
+
+
+def bucket_plans(model: str, prompt_len: int, decode_dims: dict[str, int], output: str, new_tokens: int = 32,
+                 buckets: tuple[int, ...] = ()) -> list[BucketPlan]:
+    """The bucket plans of a past/present decoder for ``new_tokens`` after a prompt of ``prompt_len`` (or ``buckets``).
+
+    Default capacities: powers of two from 8 holding the pasts ``prompt_len ..
+    prompt_len + new_tokens - 2`` plus the new position, as the runtime picks
+    them (:func:`turnip.generate_bucket.default_buckets`).
+    """
+    from turnip.generate import DecoderSignature
+    from turnip.generate_bucket import bucket_dims, bucket_plan_path, default_buckets
+    from turnip.generate_past import DimNames
+
+    sig = DecoderSignature.from_onnx(model)
+    names = DimNames.of(model, sig)
+    batch = int(decode_dims.get(names.batch or "", 1))
+    caps = tuple(sorted(set(buckets))) or tuple(default_buckets(prompt_len, prompt_len + max(new_tokens, 2) - 2))
+    return [BucketPlan(b, bucket_plan_path(output, b), bucket_dims(names, decode_dims, batch, b)) for b in caps]

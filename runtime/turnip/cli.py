@@ -247,7 +247,7 @@ def _main(
 
         return run_generate(plan, plan_path, model_path, gen_ids, generate_n, eos_token_id, backend, order, seed,
                             not no_verify_weights, as_json, quiet, say, prefill_model=prefill_model, cache_dir=cache_dir,
-                            use_cache=not no_cache, tokenizer=tokenizer, past_buckets=past_buckets)
+                            use_cache=not no_cache, tokenizer=tokenizer, past_buckets=past_buckets, plan_file=kind != FileKind.ONNX)
     feeds = _load_feeds(inputs_npz, input_files)
     if random_inputs:
         for k, v in random_feeds(plan, seed).items():

@@ -145,24 +145,39 @@ def run_generate(
     use_cache: bool = True,
     tokenizer: str | None = None,
     past_buckets: str | None = None,
+    plan_file: bool = False,
 ) -> int:
-    """Load the decode plan once, generate, print ids (and tokens/s); exit status."""
+    """Load the decode plan once, generate, print ids (and tokens/s); exit status.
+
+    ``plan_file``: the user gave a plan file (not a model): a past/present decoder's bucket plans are then
+    looked for beside it (``turnipc plan --decode`` writes them), and planning one here is said on stderr.
+    """
     buckets = parse_buckets(past_buckets)
     from .generate import CacheConvention, GenerateError
+    from .plan import Plan, read_plan
     from .run import LoadedPlan
     from .session_generate import PastPlans, past_present_generate, plan_signature, session_generate
+    from .session_memory import session_memory_for
 
+    if not isinstance(plan, Plan):
+        plan = read_plan(plan)
+    # a past/present decoder's bucket plans share this plan's arena and host weight store (turnip/session_memory.py)
+    shared = session_memory_for(plan)
     with LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model_path,
-                    verify_weights=verify_weights) as lp:
+                    verify_weights=verify_weights, shared=shared) as lp:
         say(f"loaded the decode plan in {lp.load_s:.2f} s")
         bar = _TokenBar(new_tokens) if not as_json and not quiet and sys.stderr.isatty() else None
         pre = None
         try:
             sig = plan_signature(lp)
             if sig.convention is CacheConvention.PAST_PRESENT:
-                pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache) if prefill_model else None
+                if prefill_model:
+                    pre = _prefill_plan(prefill_model, lp, ids, backend, order, seed, verify_weights, cache_dir, use_cache)
+                elif plan_file:
+                    pre = _written_prefill_plan(plan_path, ids, backend, order, seed, verify_weights, shared)
                 res = past_present_generate(lp, sig, ids, new_tokens, eos_token_id=eos_token_id, on_token=bar, prefill=pre,
-                                            past_plans=PastPlans(plan_path, cache_dir, use_cache, buckets))
+                                            past_plans=PastPlans(plan_path if plan_file else None, cache_dir, use_cache, buckets,
+                                                                 say=None if quiet else _note))
             elif prefill_model is not None:
                 raise TurnipError("--prefill-model is for past/present decoders; a static-cache decoder runs the prompt itself: drop it")
             elif past_buckets is not None:
@@ -177,6 +192,8 @@ def run_generate(
             if pre is not None:
                 pre.close()
         load_s = lp.load_s
+    if shared is not None:
+        shared.close()
     st = res.stats
     texts = decode_text(tokenizer, res.new_token_ids) if tokenizer else None
     if as_json:
@@ -197,6 +214,31 @@ def run_generate(
             f"cache {format_bytes(st.cache_bytes)}, {format_bytes(int(st.cache_bytes_copied_per_token))} copied per token"
         )
     return 0
+
+
+def _written_prefill_plan(plan_path: str, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool, shared: Any) -> Any:
+    """The prompt plan ``turnipc plan --decode`` wrote beside the decode plan, loaded, when it fits the prompt; else None."""
+    import os
+
+    from .generate_bucket import prefill_plan_path
+    from .plan import read_plan
+    from .run import LoadedPlan
+
+    path = prefill_plan_path(plan_path)
+    if not os.path.isfile(path):
+        return None
+    plan = read_plan(path)
+    idx = plan.tensor_index()
+    if "input_ids" not in idx or tuple(plan.tensors[idx["input_ids"]].shape) != tuple(ids.shape):
+        _note(f"{path} is for input_ids {list(plan.tensors[idx['input_ids']].shape) if 'input_ids' in idx else '?'}, "
+              f"the prompt is {list(ids.shape)}: the prompt runs through the decoder instead")
+        return None
+    return LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=path, verify_weights=verify_weights,
+                      shared=shared)  # the decode plan's arena (its weights: another file, its own store)
+
+
+def _note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
 
 
 def _prefill_plan(prefill_model: str, lp: Any, ids: np.ndarray, backend: str, order: str, seed: int, verify_weights: bool,
@@ -220,6 +262,7 @@ def _prefill_plan(prefill_model: str, lp: Any, ids: np.ndarray, backend: str, or
     auto = plan_model(prefill_model, str(lp.plan.options.get("gpu_mem", "100%")), [f"{k}={v}" for k, v in sorted(dims.items())],
                       (), max(lp.plan.num_devices, 1), use_cache=use_cache, folder=cache_dir)
     return LoadedPlan(auto.plan, backend=backend, order=order, seed=seed, plan_path=auto.plan_path, model_path=auto.model_path,
+                      shared=lp.shared,  # the decode plan's arena (its weights: another file, its own store)
                       verify_weights=verify_weights)
 
 

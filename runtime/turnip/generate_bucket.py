@@ -317,6 +317,7 @@ class BucketRunner:
         self.current: LoadedPlan | None = None
         self.current_key: tuple[int, int] | None = None
         self.pending: dict[str, np.ndarray] | None = None  # the prompt's presents, until the first bucket plan takes them
+        self.h2d: Any = None  # a turnip.session_generate.H2DMeter timing the reloads of the plans loaded here
 
     # -- plans ---------------------------------------------------------------
     def _load(self, batch: int, capacity: int) -> LoadedPlan:
@@ -324,16 +325,20 @@ class BucketRunner:
         lp = self.loaded.get(key)
         if lp is None or lp.closed:
             plan = self.plan_for(batch, capacity)
-            # weights from the bucket plan in use (same graph: it holds every weight this one needs, some of which
-            # the session's plan may have folded away), else from the session's plan
+            shared = self.weights_from.shared
+            # with the session's memory: its arena and its host weight store (turnip/session_memory.py); else weights
+            # from the bucket plan in use (same graph: it holds every weight this one needs, some of which the
+            # session's plan may have folded away), else from the session's plan
             source = self.current if self.current is not None and not self.current.closed else self.weights_from
             lp = LoadedPlan(plan, backend=self.backend, order=self.order, seed=self.seed, model_path=self.model_path,
-                            weights_from=source)
+                            weights_from=None if shared is not None else source, shared=shared)
             missing = [s.past for s in self.sig.slots if s.past not in lp.state or lp.state[s.past].update is None]
             if missing:
                 lp.close()
                 raise GenerateError(f"the bucket plan does not keep {missing[0]!r} as state; plan it with the cache as state (auto_state)")
             self.loaded[key] = lp
+            if self.h2d is not None:
+                self.h2d.attach(lp)
             self.c.plans_loaded += 1
             self.c.weight_loads += lp.weight_loads
             self.c.weight_bytes_at_load += lp.source_bytes_at_load
@@ -346,14 +351,16 @@ class BucketRunner:
         if self.current is not None and self.current_key == key:
             return self.current
         old, old_key = self.current, self.current_key
+        # the cache's [0, past) out of the old plan's state home first: the next plan may share its buffers
+        if self.pending is not None:
+            carried = {s.past: self.pending[s.present] for s in self.sig.slots}
+        else:
+            assert old is not None
+            carried = {s.past: np.array(old.state_views(s.past)[0][:, :, : self.past]) for s in self.sig.slots}
         lp = self._load(batch, capacity)
         for s in self.sig.slots:
-            if self.pending is not None:
-                src = self.pending[s.present]
-            else:
-                assert old is not None
-                src = old.state_views(s.past)[0]
-            for dst in lp.state_views(s.past):
+            for dst, part in lp.state_parts(s.past):  # a tiled plan's block copy takes its block (part) of the cache
+                src = _block(carried[s.past], part)
                 _put(lp.backend, dst, src, slice(0, self.past), slice(0, self.past))
                 if self.pending is not None:
                     self.c.cache_bytes_copied_prompt += _part_bytes(dst, self.past)
@@ -384,6 +391,8 @@ class BucketRunner:
             raise GenerateError(f"a bucket plan runs one position per step (got {seq})")
         capacity = bucket_of(self.past + 1, self.buckets)  # room for the new position in the state
         lp = self._switch(batch, capacity)
+        if self.h2d is not None:
+            self.h2d.attach(lp)  # a plan kept from an earlier call
         step: dict[str, np.ndarray] = {sig.input_ids: ids, PAST_LENGTH: np.array(self.past, dtype=np.int64),
                                        ATTENTION_BIAS: attention_bias(batch, self.past, capacity, 1, _bias_dtype(lp))}
         if sig.position_ids:
@@ -397,8 +406,8 @@ class BucketRunner:
         self.c.cache_bytes_refilled += lp.state_bytes_refilled - refilled0
         self.c.bytes_reloaded += sum(_node_bytes(lp.plan, n) for n in lp.plan.nodes if n.kind == RELOAD)
         for s in sig.slots:  # the one new position: present[:, :, capacity] -> state[:, :, past]
-            for dst in lp.state_views(s.past):
-                _put(lp.backend, dst, out[s.present], self.past, capacity)
+            for dst, part in lp.state_parts(s.past):
+                _put(lp.backend, dst, _block(out[s.present], part), self.past, capacity)
                 self.c.cache_bytes_copied += _part_bytes(dst, 1)
         self.past += 1
         return {sig.logits: np.array(lp.backend.read(out[sig.logits]))}
@@ -409,6 +418,14 @@ class BucketRunner:
             for lp in self.loaded.values():
                 lp.close()
             self.loaded.clear()
+
+
+def _block(a: Any, part: tuple[Any, ...]) -> Any:
+    """The part of a cache tensor ``[batch, heads, positions, head_dim]`` a (block) state copy holds; positions are never cut."""
+    if part[2] != slice(None):
+        raise GenerateError("the bucket plan tiles the KV cache along its positions, which the bucket runner cannot write; "
+                            "plan it with a larger budget")
+    return a[part]
 
 
 def _bias_dtype(lp: LoadedPlan) -> np.dtype:
@@ -447,8 +464,6 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
     shares them with the session's plan (same sha256). ``options["rewrite"]``
     records that the graph is the rewrite, not the file.
     """
-    import dataclasses
-
     from .autoplan import plan_model
     from .cache import cache_dir
     from .weights import file_sha256
@@ -458,16 +473,14 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
     original_sha = file_sha256(model_path)
 
     def plan_for(batch: int, capacity: int) -> Plan:
-        dims = names.bind(base_dims, batch, 1, capacity)
-        dims[KV_DIM] = capacity + 1
+        dims = bucket_dims(names, base_dims, batch, capacity)
         key = (masked, original_sha, gpu_mem, tuple(sorted(dims.items())), gpus, solver, folder)
         got = _PLANS.get(key) if use_cache else None
         if got is not None:
             return got
         plan = plan_model(masked, gpu_mem, [f"{k}={v}" for k, v in sorted(dims.items())], (), gpus,
                           use_cache=use_cache, folder=folder, solver=solver).plan
-        options = dict(plan.options, rewrite=REWRITE)
-        plan = dataclasses.replace(plan, model_path=os.path.abspath(model_path), model_sha256=original_sha, options=options)
+        plan = as_bucket_plan(plan, model_path, original_sha)
         if use_cache:
             if len(_PLANS) >= _PLANS_KEPT:
                 _PLANS.pop(next(iter(_PLANS)))
@@ -475,3 +488,80 @@ def bucket_plan_for(model_path: str, sig: DecoderSignature, gpu_mem: str, base_d
         return plan
 
     return masked, plan_for
+
+
+def as_bucket_plan(plan: Plan, model_path: str, original_sha: str) -> Plan:
+    """A plan of the masked decoder re-labelled with the ORIGINAL model (path, sha256): its weights are read from there by name."""
+    import dataclasses
+
+    return dataclasses.replace(plan, model_path=os.path.abspath(model_path), model_sha256=original_sha,
+                               options=dict(plan.options, rewrite=REWRITE))
+
+
+def bucket_dims(names: Any, base_dims: Mapping[str, int], batch: int, capacity: int) -> dict[str, int]:
+    """The dims of the bucket plan of ``capacity`` (seq 1, past = capacity, the bias's kv length = capacity + 1)."""
+    dims = names.bind(base_dims, batch, 1, capacity)
+    dims[KV_DIM] = capacity + 1
+    return dims
+
+
+def prefill_plan_path(decode_plan: str) -> str:
+    """Where ``turnipc plan --decode`` writes the prompt plan: ``out.plan`` -> ``out.prefill.plan``."""
+    root, ext = os.path.splitext(decode_plan)
+    return f"{root}.prefill{ext or '.plan'}"
+
+
+def bucket_plan_path(decode_plan: str, capacity: int) -> str:
+    """Where ``turnipc plan --decode`` writes the bucket plan of ``capacity``: ``out.plan`` -> ``out.bucket16.plan``."""
+    root, ext = os.path.splitext(decode_plan)
+    return f"{root}.bucket{capacity}{ext or '.plan'}"
+
+
+def written_bucket_plans(decode_plan: str) -> dict[int, str]:
+    """Capacity -> path of the bucket plans written beside a decode plan file (:func:`bucket_plan_path`), if any."""
+    import glob
+    import re
+
+    root, ext = os.path.splitext(decode_plan)
+    ext = ext or ".plan"
+    out = {}
+    for path in glob.glob(f"{glob.escape(root)}.bucket*{glob.escape(ext)}"):
+        m = re.fullmatch(re.escape(root) + r"\.bucket(\d+)" + re.escape(ext), path)
+        if m:
+            out[int(m.group(1))] = path
+    return dict(sorted(out.items()))
+
+
+def from_written(plan_for: BucketPlanFor, written: Mapping[int, str], original_sha: str, say: Callable[[str], None] | None) -> BucketPlanFor:
+    """``plan_for`` that reads the bucket plan written beside the decode plan when there is one for (batch, capacity).
+
+    A missing file, or one of another batch or model, is planned at generation time by ``plan_for``, and ``say`` is told.
+    """
+    from .plan import read_plan
+
+    got: dict[tuple[int, int], Plan] = {}  # each file read (or each missing one said) once per generation
+
+    def plan_or_read(batch: int, capacity: int) -> Plan:
+        if (batch, capacity) not in got:
+            got[(batch, capacity)] = _plan_or_read(batch, capacity)
+        return got[(batch, capacity)]
+
+    def _plan_or_read(batch: int, capacity: int) -> Plan:
+        path = written.get(capacity)
+        why = "no such file"
+        if path is not None:
+            plan = read_plan(path)
+            ids = plan.tensors[plan.tensor_index()["input_ids"]].shape if "input_ids" in plan.tensor_index() else ()
+            if plan.options.get("rewrite") != REWRITE:
+                why = f"{path} is no bucket plan of this runtime's rewrite ({REWRITE}); re-plan with turnipc plan --decode"
+            elif plan.model_sha256 != original_sha:
+                why = f"{path} was planned from another model file; re-plan with turnipc plan --decode"
+            elif not ids or ids[0] != batch:
+                why = f"{path} is for batch {ids[0] if ids else '?'}, not {batch}"
+            else:
+                return plan
+        if say is not None:
+            say(f"bucket plan {capacity} not written beside the decode plan ({why}): planning it now")
+        return plan_for(batch, capacity)
+
+    return plan_or_read

@@ -52,9 +52,9 @@ class DimNames:
 
     @staticmethod
     def of(model_path: str, sig: DecoderSignature) -> "DimNames":
-        import onnx
+        from .onnx_lazy import load_model_lazily
 
-        m = onnx.load(model_path, load_external_data=False)
+        m = load_model_lazily(model_path)  # the structure only: inline weights stay in the file (not read per generation)
         shapes = {vi.name: [d.dim_param or None for d in vi.type.tensor_type.shape.dim] for vi in m.graph.input}
         ids = shapes.get(sig.input_ids, [])
         past = shapes.get(sig.slots[0].past, []) if sig.slots else []
@@ -84,6 +84,7 @@ class PastPlanRunner:
         self.runs = 0
         self.cache_bytes_fed = 0
         self.bytes_reloaded = 0
+        self.h2d: Any = None  # a turnip.session_generate.H2DMeter timing the reloads of the plans loaded here
 
     def _shapes_of(self, lp: LoadedPlan) -> dict[str, tuple[int, ...]]:
         ts = lp.plan.tensors
@@ -99,8 +100,11 @@ class PastPlanRunner:
         if lp is None:
             plan = self.plan_for(int(ids.shape[0]), int(ids.shape[1]), past)
             lp = LoadedPlan(plan, backend=self.backend, order=self.order, seed=self.seed, model_path=self.model_path,
-                            verify_weights=self.verify_weights, weights_from=self.first)  # weights from the first plan, not the files
+                            verify_weights=self.verify_weights, weights_from=self.first,  # weights from the first plan, not the files
+                            shared=None if self.first is None else self.first.shared)  # (or the session's weight store and arena)
             self.plans_loaded += 1
+            if self.h2d is not None:
+                self.h2d.attach(lp)
             self.weight_loads += lp.weight_loads
             self.weight_bytes_at_load += lp.source_bytes_at_load
         try:

@@ -49,6 +49,11 @@ class Memories:
         self._views: dict[Loc, Any] = {}
         self._raw: dict[Loc, Any] = {}
         self._dtypes: dict[str, Any] = {}  # dtype name -> NumPy dtype
+        # locations backed by a buffer outside the plan's memories: (memory id, offset, nbytes) -> bytes
+        # (a session's host weight store, turnip/session_memory.py); an allocator may name them
+        self._external: dict[int, list[tuple[int, int, Any]]] = {}
+        for (mem, off, n), buf in dict(getattr(allocator, "external", None) or {}).items():
+            self._external.setdefault(mem, []).append((off, off + n, buf))
         ids = set()
         for m in plan.memories:
             if m.id in ids:
@@ -82,9 +87,18 @@ class Memories:
         v = self._raw.get(loc)
         if v is None:
             n = self._check(loc)
-            v = self.buffers[loc.mem][loc.offset : loc.offset + n]
+            v = self._external_bytes(loc, n)
+            if v is None:
+                v = self.buffers[loc.mem][loc.offset : loc.offset + n]
             self._raw[loc] = v
         return v
+
+    def _external_bytes(self, loc: Loc, n: int) -> Any:
+        """The bytes of ``loc`` when an external buffer backs them (wholly inside one), else None."""
+        for lo, hi, buf in self._external.get(loc.mem, ()):
+            if lo <= loc.offset and loc.offset + n <= hi:
+                return buf[loc.offset - lo : loc.offset - lo + n]
+        return None
 
     def view(self, loc: Loc) -> Any:
         """The tensor at ``loc``: dtype and shape of ``plan.tensors[loc.tensor]``, zero-copy."""

@@ -16,7 +16,7 @@ import bisect
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .queues import QUEUE_OF_KIND, dynamic_priorities
 from .trace import TimelineEvent
 from .weights import InitialData, _FileRange, host_bytes, validate_feeds, write_source
 from .weightstream import StreamedWeight
+
+if TYPE_CHECKING:
+    from .session_memory import SessionMemory
 
 
 @dataclass
@@ -124,6 +127,7 @@ class LoadedPlan:
         verify_weights: bool = True,
         weights_from: "LoadedPlan | None" = None,
         weight_homes: bool = True,
+        shared: "SessionMemory | None" = None,
     ) -> None:
         """``weights_from``: a loaded plan of the SAME model (same sha256) whose weights are already in
         place; weights are copied from it (its arena or host memory) instead of read from the files again,
@@ -132,7 +136,13 @@ class LoadedPlan:
         ``weight_homes``: a weight whose memory the plan reuses must be rewritten before every run. True
         (for many runs: sessions, token generation): its bytes are read once into a host copy (its home) and
         rewritten from there. False (a one-shot run, ``run_plan``): no home; it is rewritten from the model's
-        file (the OS page cache, not this process' memory), so the weights are held once, in the memories."""
+        file (the OS page cache, not this process' memory), so the weights are held once, in the memories.
+
+        ``shared``: the memory of a session that runs several plans one at a time
+        (:mod:`turnip.session_memory`): this plan's memories are views of the session's buffers (one arena
+        per GPU, sized to the largest plan), its weights come from the session's host weight store (read
+        from the files once per session; ``weights_from`` is then not used), and it is activated before
+        each use (its once-placed bytes rewritten if another plan ran since)."""
         if order not in ORDERS:
             raise TurnipError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
         if not isinstance(plan, Plan):
@@ -144,40 +154,35 @@ class LoadedPlan:
         self.seed = seed
         self.runs = 0
         self._closed = False
+        self.shared = shared
+        self._external: set[int] = set()  # placements whose location is the store's bytes (nothing to write)
         t0 = time.perf_counter()
         self.backend: Backend = get_backend(backend)
         self.weight_loads = 1  # the weight files are opened (and their bytes written) here, once per loaded plan
         self.initial: InitialData | None = InitialData(
-            plan, plan_path, None if model_path is None else os.fspath(model_path), verify_weights=verify_weights
+            plan, plan_path, None if model_path is None else os.fspath(model_path), verify_weights=verify_weights,
+            keep_model=shared is not None,
         )
         try:
-            self.backend.allocate_all(plan)
-            tasks = self.backend.prepare(plan)
-            nodes = plan.nodes
-            self.executor = Executor(
-                nodes,
-                tasks,
-                order=order,
-                seed=seed,
-                priorities=dynamic_priorities(plan) if order == "dynamic" else None,
-                describe=lambda i: describe_node(nodes[i], plan),
-                # no thread binding to do (the CPU backend): a one-queue plan may then run on the calling thread
-                thread_init=None if type(self.backend).thread_init is Backend.thread_init else self.backend.thread_init,
-                synchronous=self.backend.synchronous,
-            )
             # (placement, bytes or None for a feed, rewrite before every run?)
             self._placements = list(zip(plan.placements, _placement_sources(self.initial), _overwritten(plan), strict=True))
+            store_file0 = shared.c.weight_file_bytes_read if shared is not None else 0
+            if shared is not None:
+                self._take_from_store(shared)
+                self.initial.drop_model()
+                weights_from = None
+            self._bind()
             # bytes of weights / constants written from their sources: once here, and
             # per run for those whose memory the plan reuses (counted for token generation)
             self.source_bytes_at_load = 0
             self.source_bytes_per_run = 0
             self.weight_file_bytes_read = 0  # bytes read from the model's weight files: each weight once per loaded plan
             self.weight_bytes_shared = 0  # bytes copied from ``weights_from`` instead of read from the files
-            shared = _shared_weights(weights_from, plan)
+            from_other = _shared_weights(weights_from, plan)
             for k, (p, src, again) in enumerate(self._placements):
                 t = plan.tensors[p.tensor]
-                if isinstance(src, _FileRange) and t.block is None and t.name in shared and (weight_homes or not again):
-                    got = shared[t.name]
+                if isinstance(src, _FileRange) and t.block is None and t.name in from_other and (weight_homes or not again):
+                    got = from_other[t.name]
                     # written once here when this plan never overwrites it; else copied into host memory once and
                     # rewritten from there every run (the other plan may close first)
                     src = got if not again else np.array(self._read_any(got))
@@ -185,6 +190,8 @@ class LoadedPlan:
                     self.weight_bytes_shared += t.nbytes
                 if isinstance(src, _FileRange):
                     self.weight_file_bytes_read += src.size
+                if k in self._external:
+                    continue  # the location is the store's bytes
                 if src is not None and not again:
                     if isinstance(src, (np.ndarray, _FileRange, StreamedWeight)):
                         write_source(self.backend, self.backend.raw(p.loc), src)
@@ -199,6 +206,11 @@ class LoadedPlan:
                         self._placements[k] = (p, host_bytes(src), again)
             if self.weight_file_bytes_read == 0 and self.weight_bytes_shared:
                 self.weight_loads = 0  # every weight came from ``weights_from``: the files were not read again
+            if shared is not None:
+                self.weight_file_bytes_read = shared.c.weight_file_bytes_read - store_file0  # read into the store for this plan
+                self.weight_loads = 1 if self.weight_file_bytes_read else 0
+                shared.c.weight_bytes_to_device += self.source_bytes_at_load
+                shared.bound(self)
             self.source_bytes_rewritten = 0  # grows by source_bytes_per_run each write_inputs
             self.backend.synchronize()
         except BaseException:
@@ -211,6 +223,78 @@ class LoadedPlan:
         self.state_bytes_written_back = 0  # parts of update outputs written back into the state (write_back_state)
         self.graph_outputs = graph_outputs(plan)  # outputs a tiled plan returns in blocks are assembled on the host
         self.output_names = [plan.tensors[o.tensor].name for o in self.graph_outputs]
+
+    # -- shared session memory (turnip/session_memory.py) ----------------------
+    def _bind(self) -> None:
+        """Allocate (or, with ``shared``, view) the memories, prepare every node and make the executor."""
+        plan = self.plan
+        if self.shared is not None:
+            self.backend.allocator = self._allocator
+        self.backend.allocate_all(plan)
+        tasks = self.backend.prepare(plan)
+        nodes = plan.nodes
+        self.executor = Executor(
+            nodes,
+            tasks,
+            order=self.order,
+            seed=self.seed,
+            priorities=dynamic_priorities(plan) if self.order == "dynamic" else None,
+            describe=lambda i: describe_node(nodes[i], plan),
+            # no thread binding to do (the CPU backend): a one-queue plan may then run on the calling thread
+            thread_init=None if type(self.backend).thread_init is Backend.thread_init else self.backend.thread_init,
+            synchronous=self.backend.synchronous,
+        )
+
+    def _unbind(self) -> None:
+        """Drop every view of the shared buffers (one is about to grow); :meth:`_bind` again when next activated."""
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.close()
+        self.executor = None  # type: ignore[assignment]
+        self.backend.free()
+        if self.shared is not None:
+            self.shared.unbound(self)
+
+    def _take_from_store(self, shared: "SessionMemory") -> None:
+        """Weight sources -> the session's store (read from the files there once); host-homed ones become external."""
+        from .plan import HOST
+
+        plan = self.plan
+        model = getattr(self.initial, "_model", None)
+        model_dir = getattr(self.initial, "_model_dir", "")
+        store = shared.store_for(plan.model_sha256, model, self.backend, model_dir) if model is not None else None
+        host_mems = {m.id for m in plan.memories if m.kind == HOST}
+        external: dict[tuple[int, int, int], Any] = {}
+        for k, (p, src, again) in enumerate(self._placements):
+            t = plan.tensors[p.tensor]
+            if src is None or p.source != TensorKind.WEIGHT:
+                continue
+            got = None if store is None or t.block is not None or t.derive is not None else store.get(t.name, src)
+            if got is None:  # a derived weight or a cut block: this plan's own host bytes
+                shared.c.host_weight_copy_bytes += t.nbytes
+                continue
+            self._placements[k] = (p, got, again)
+            if p.loc.mem in host_mems and not again:
+                external[(p.loc.mem, p.loc.offset, t.nbytes)] = got
+                self._external.add(k)
+        self._allocator = shared.allocator_for(self)
+        self._allocator.external = external
+
+    def _write_resident(self) -> None:
+        """Write again what this plan places once (weights, constants), after another plan used the shared buffers."""
+        be = self.backend
+        n = 0
+        for k, (p, src, again) in enumerate(self._placements):
+            if src is None or again or k in self._external:
+                continue
+            if isinstance(src, (np.ndarray, _FileRange, StreamedWeight)):
+                write_source(be, be.raw(p.loc), src)
+            else:
+                be_write_any(be, be.raw(p.loc), src)
+            n += self.plan.tensors[p.tensor].nbytes
+        be.synchronize()
+        if self.shared is not None:
+            self.shared.c.weight_bytes_to_device += n
 
     def _read_any(self, a: Any) -> np.ndarray:
         """Host bytes of an array of this backend (or of NumPy)."""
@@ -267,13 +351,28 @@ class LoadedPlan:
 
     def state_views(self, name: str) -> list[Any]:
         """Where state ``name`` is kept between runs: its home (host memory), then its arena copies no node overwrites."""
+        return [v for v, _ in self.state_parts(name)]
+
+    def state_parts(self, name: str) -> list[tuple[Any, tuple[Any, ...]]]:
+        """:meth:`state_views` with the part of the whole state each view holds (an index into it).
+
+        A tiled plan keeps blocks of a state in the arena (``TensorInfo.block``:
+        cut along one axis), so a view may hold only ``state[index]``; the home
+        and untiled copies hold all of it (``index`` selects everything).
+        """
         self._check_open()
         st = self.state[name]
-        views = [self.backend.view(st.home)]
+        whole = (slice(None),) * len(self.plan.tensors[st.input].shape)
+        parts = [(self.backend.view(st.home), whole)]
         for p, src, again in self._placements:
             if src is None and not again and p.loc != st.home and self._input_root(p.tensor) == name:
-                views.append(self.backend.view(p.loc))
-        return views
+                block = self.plan.tensors[p.tensor].block
+                index = whole
+                if block is not None:
+                    _, axis, start, stop = block
+                    index = tuple(slice(start, stop) if a == axis else slice(None) for a in range(len(whole)))
+                parts.append((self.backend.view(p.loc), index))
+        return parts
 
     def write_back_state(self, index: tuple[Any, ...], names: Iterable[str] | None = None) -> int:
         """After a run: copy ``update[index]`` into ``state[index]`` for each state with an update output; bytes copied.
@@ -293,8 +392,8 @@ class LoadedPlan:
             if st.update is None:
                 continue
             src = be.view(out_loc[self.plan.tensors[st.update].name])
-            for dst in self.state_views(name):
-                copied += _copy_part(be, dst, src, index)
+            for dst, part in self.state_parts(name):  # a block copy (tiled plan) takes its block of the update
+                copied += _copy_part(be, dst, src[part] if part != (slice(None),) * len(part) else src, index)
         self.state_bytes_written_back += copied
         return copied
 
@@ -382,6 +481,8 @@ class LoadedPlan:
     def _check_open(self) -> None:
         if self._closed:
             raise TurnipError("this loaded plan (session) is closed; create a new turnip.Session")
+        if self.shared is not None and self.shared.active is not self:
+            self.shared.activate(self)  # another plan of the session used the shared buffers since
 
     @property
     def closed(self) -> bool:
@@ -398,6 +499,8 @@ class LoadedPlan:
         try:
             self.backend.free()
         finally:
+            if self.shared is not None:
+                self.shared.unbound(self)
             if self.initial is not None:
                 self.initial.close()
                 self.initial = None

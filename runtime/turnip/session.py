@@ -62,6 +62,10 @@ class Session:
     random order. ``weights_from``: an open session on the SAME model file
     (e.g. the decode plan's, for a prompt-length plan): weights are copied from
     it instead of read from the weight files again (``weight_loads`` 0).
+    ``memory``: a :class:`turnip.session_memory.SessionMemory` to share (default:
+    a new one for a past/present decoder, whose bucket plans then use one arena
+    and one host weight store with this plan; none otherwise). ``memory`` (the
+    attribute) holds its counters.
 
     Not thread-safe: one ``run`` at a time per session.
     """
@@ -74,10 +78,17 @@ class Session:
         order: str = "dynamic",
         seed: int = 0,
         weights_from: "Session | None" = None,
+        memory: Any = None,
     ) -> None:
+        from .session_memory import session_memory_for
+
         plan_path = None if isinstance(plan, Plan) else os.fspath(plan)
+        if not isinstance(plan, Plan):
+            plan = read_plan(plan)
+        # a past/present decoder runs bucket plans too: one arena and one weight store for all (turnip/session_memory.py)
+        self.memory = session_memory_for(plan) if memory is None else memory
         self._loaded = LoadedPlan(plan, backend=backend, order=order, seed=seed, plan_path=plan_path, model_path=model,
-                                  weights_from=None if weights_from is None else weights_from.loaded)
+                                  weights_from=None if weights_from is None else weights_from.loaded, shared=self.memory)
         self.plan: Plan = self._loaded.plan
         self.plan_path = plan_path
         self._last: RunStats | None = None
@@ -213,10 +224,14 @@ class Session:
         past length (:mod:`turnip.generate_past`). ``prefill`` is then a
         session on the prompt graph (optimum's ``decoder_model.onnx``,
         ``seq = prompt length``); without it the prompt runs through this
-        decoder with an empty past. ``keep_plans``: keep the bucket plans
-        loaded for later calls (closed with the session); default: on the
-        CPU backend (their memories are host memory), not on a GPU (each
-        loaded plan has its own arena: one bucket plan at a time).
+        decoder with an empty past. The session's plan and its bucket plans
+        share ONE arena per GPU, sized to the largest, and one host weight
+        store, read from the files once per session (``self.memory``,
+        :mod:`turnip.session_memory`); they run one at a time. ``keep_plans``:
+        keep the bucket plans loaded for later calls (closed with the
+        session; they hold views of the shared arena, not arenas of their
+        own); default: yes when the session shares its memory (a
+        past/present decoder) or runs on the CPU backend.
         """
         from .generate import Sampling
         from .session_generate import session_generate
@@ -225,7 +240,8 @@ class Session:
         return session_generate(self._loaded, input_ids, max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token,
                                 prefill=None if prefill is None else prefill.loaded,
                                 past_buckets=None if past_buckets is None else tuple(int(b) for b in past_buckets),
-                                bucket_store=self._generate_plans if (self.backend == "numpy" if keep_plans is None else keep_plans) else None)
+                                bucket_store=self._generate_plans if (self.backend == "numpy" or self.memory is not None
+                                                                      if keep_plans is None else keep_plans) else None)
 
     # -- lifetime ------------------------------------------------------------
     @property
@@ -238,6 +254,9 @@ class Session:
             lp.close()
         self._generate_plans.clear()
         self._loaded.close()
+        memory = getattr(self, "memory", None)
+        if memory is not None and not memory.plans:
+            memory.close()
 
     def __enter__(self) -> "Session":
         return self

@@ -72,6 +72,11 @@ class GenerateStats:
     cache_bytes_refilled_per_token: float = 0.0
     plans_loaded: int = 1  # loaded plans used (past/present: one per past length or bucket, plus the prefill plan)  # per decode run: state arena copies the plan reused, refilled from the home (reload traffic)
     buckets: tuple[int, ...] = ()  # past/present with buckets: the capacities used, in order
+    # the session's shared memory (turnip/session_memory.py: one arena, one weight store), its counters over the
+    # session so far; None when the plans do not share (a static-cache decoder's one plan)
+    memory: dict[str, Any] | None = None
+    # host-to-device bandwidth of the plans' reload copies: measured (CuPy events around each reload), or null with why
+    h2d_bandwidth: dict[str, Any] | None = None
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -177,11 +182,16 @@ class DecodePlanRunner:
 
     def _dests(self, s: Any) -> list[Any]:
         """Where cache slot ``s`` lives between runs: the state's home and kept arena copy, the kept input, or the host copy."""
+        return [v for v, _ in self._dest_parts(s)]
+
+    def _dest_parts(self, s: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+        """:meth:`_dests` with the part of the cache each holds (a tiled plan keeps blocks: ``LoadedPlan.state_parts``)."""
         if self.state:
-            return list(self.lp.state_views(s.past))
+            return self.lp.state_parts(s.past)
+        whole = (slice(None),) * 4
         if s in self.kept:
-            return [self.lp.input_views()[s.past]]
-        return [self.host_cache[s.past]]
+            return [(self.lp.input_views()[s.past], whole)]
+        return [(self.host_cache[s.past], whole)]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig, lp = self.sig, self.lp
@@ -239,8 +249,8 @@ class DecodePlanRunner:
         self.runs += 1
         self.bytes_reloaded += _reload_bytes(pre)
         for s in sig.slots:
-            for dst in self._dests(s):
-                _copy_position(pre.backend, dst, out[s.present], slice(0, n))
+            for dst, part in self._dest_parts(s):
+                _copy_position(pre.backend, dst, out[s.present][part], slice(0, n))
                 self.cache_bytes_copied += n * self.position_bytes[s.past]  # n positions out
             self.cache_bytes_copied += self.slot_bytes[s.past]  # zeros in
         return {sig.logits: np.array(pre.backend.read(out[sig.logits]))[:, -1:, :]}
@@ -288,7 +298,9 @@ def session_generate(
     runner = DecodePlanRunner(lp, sig, prefill)
     runner.reset()
     rewritten0, lp_runs0 = lp.source_bytes_rewritten, lp.runs
-    res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
+    h2d = H2DMeter(lp.backend)
+    with h2d.on(lp, prefill):
+        res = generate(runner, sig, np.asarray(input_ids), max_new_tokens, eos_token_id=eos_token_id, sampling=sampling, on_token=on_token)
     batch, prompt = np.asarray(input_ids).reshape(-1, np.shape(input_ids)[-1]).shape
     runs = max(runner.runs, 1)
     lp_runs = max(lp.runs - lp_runs0, 1)
@@ -312,6 +324,8 @@ def session_generate(
         weight_file_bytes_read=lp.weight_file_bytes_read + (prefill.weight_file_bytes_read if prefill is not None else 0),
         cache_is_state=runner.state,
         cache_bytes_refilled_per_token=runner.decode_refilled / runner.decode_runs if runner.decode_runs else 0.0,
+        memory=_memory(lp),
+        h2d_bandwidth=h2d.report(),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
 
@@ -331,6 +345,7 @@ class PastPlans:
     plan_folder: str | None = None
     use_cache: bool = True
     buckets: tuple[int, ...] | None = ()
+    say: Any = None  # told (one line) when a bucket plan written beside ``plan_path`` is missing and is planned instead
 
 
 def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any, max_new_tokens: int, *,
@@ -357,7 +372,7 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
     ids = np.asarray(input_ids)
     batch, prompt = ids.reshape(-1, ids.shape[-1]).shape
     if past_plans.buckets is not None:
-        from .generate_bucket import bucket_plan_for, default_buckets
+        from .generate_bucket import bucket_plan_for, default_buckets, from_written, written_bucket_plans
 
         try:
             _, bucket_for = bucket_plan_for(model, sig, gpu_mem, base, names, gpus=max(lp.plan.num_devices, 1),
@@ -367,13 +382,23 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
                 raise
         else:
             buckets = past_plans.buckets or tuple(default_buckets(prompt, prompt + max_new_tokens - 2))
+            written = written_bucket_plans(past_plans.plan_path) if past_plans.plan_path else {}
+            if written:  # turnipc plan --decode wrote them beside the decode plan: theirs, if they cover the generation
+                if not past_plans.buckets and max(written) >= prompt + max_new_tokens - 1:
+                    buckets = tuple(written)
+                bucket_for = from_written(bucket_for, written, lp.plan.model_sha256, past_plans.say)
+            elif past_plans.plan_path and past_plans.say is not None:
+                past_plans.say("no bucket plans beside the decode plan (turnipc plan --decode writes them): planning them now")
             return _bucket_generate(lp, sig, ids, max_new_tokens, prefill, plan_for, bucket_for, model, buckets, loop, bucket_store)
     # by name: each loaded plan gets its own backend (closing one must not free this session's memories)
     runner = PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
     pre_runner = None
     if prefill is not None:
         pre_runner = _LoadedRunner(prefill)
-    res = generate(runner, sig, ids, max_new_tokens, prefill_runner=pre_runner, **loop)
+    h2d = H2DMeter(lp.backend)
+    runner.h2d = h2d
+    with h2d.on(lp, prefill):
+        res = generate(runner, sig, ids, max_new_tokens, prefill_runner=pre_runner, **loop)
     runs = runner.runs + (pre_runner.runs if pre_runner is not None else 0)
     decode_runs = max(runner.runs - (0 if pre_runner is not None else 1), 1)
     cache_bytes = _cache_bytes(sig, batch, prompt + int(res.new_token_ids.shape[1]) - 1)
@@ -396,8 +421,66 @@ def past_present_generate(lp: LoadedPlan, sig: DecoderSignature, input_ids: Any,
         weight_file_bytes_read=lp.weight_file_bytes_read,
         cache_is_state=False,
         plans_loaded=1 + runner.plans_loaded + (1 if prefill is not None else 0),
+        memory=_memory(lp),
+        h2d_bandwidth=h2d.report(),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
+
+
+def _memory(lp: LoadedPlan) -> dict[str, Any] | None:
+    return None if lp.shared is None else lp.shared.c.to_dict()
+
+
+class H2DMeter:
+    """Host-to-device bandwidth of the reload copies of the plans one generation runs.
+
+    On the CuPy backend each reload copy is bracketed by two timing events on
+    its stream (:meth:`turnip.backends.cupy_backend.CupyBackend.start_h2d_timing`);
+    bandwidth = bytes / summed event time (the copy engine's busy time, not the
+    wall time around it). The NumPy backend has no device: a reload is a host
+    memcpy, so there is no host-to-device bandwidth to measure, and the report
+    says so (``bytes_per_s`` null, ``reason``) rather than give a number.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.name = backend.name
+        self.timer: Any = backend.new_h2d_timer() if hasattr(backend, "start_h2d_timing") else None
+        self.timing: list[Any] = []  # the backends timing into ``timer`` now
+
+    def attach(self, lp: LoadedPlan | None) -> None:
+        """Time ``lp``'s reloads too (a plan loaded during the generation: a bucket, a past length)."""
+        if lp is not None and self.timer is not None and hasattr(lp.backend, "start_h2d_timing"):
+            lp.backend.start_h2d_timing(self.timer)
+            if lp.backend not in self.timing:
+                self.timing.append(lp.backend)
+
+    def on(self, *plans: LoadedPlan | None) -> Any:
+        """A scope timing ``plans`` (and those attached inside it); every backend stops timing at its end."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def scope() -> Any:
+            for lp in plans:
+                self.attach(lp)
+            try:
+                yield self
+            finally:
+                for be in self.timing:
+                    be.stop_h2d_timing()
+                self.timing.clear()
+
+        return scope()
+
+    def report(self) -> dict[str, Any]:
+        if self.timer is None:
+            return {"bytes_per_s": None, "bytes": None, "seconds": None,
+                    "reason": f"the {self.name} backend has no GPU: reloads are host memory copies, so no host-to-device bandwidth is measured"}
+        nbytes, seconds = self.timer.total()
+        if not nbytes or seconds <= 0:
+            return {"bytes_per_s": None, "bytes": nbytes, "seconds": seconds,
+                    "reason": "no reload copies ran (the plans keep everything on the GPU)"}
+        return {"bytes_per_s": nbytes / seconds, "bytes": nbytes, "seconds": seconds,
+                "reason": "measured: CUDA events around each reload copy, bytes / summed copy time"}
 
 
 def _cache_bytes(sig: DecoderSignature, batch: int, length: int) -> int:
@@ -415,10 +498,21 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
     # the prompt: the prompt graph, else the decoder with an empty past (this session's plan, or one planned for that step)
     prompt_runner: Any = _LoadedRunner(prefill) if prefill is not None else \
         PastPlanRunner(plan_for, model, backend=lp.backend.name, order=lp.order, seed=lp.seed, first=lp)
+    if lp.shared is not None:  # one arena for all: sized once to the largest bucket plan this generation uses
+        from .generate_bucket import bucket_of
+
+        used = sorted({bucket_of(past + 1, buckets) for past in range(prompt, prompt + max(max_new_tokens - 1, 0))})
+        shares = [p.plan for p in (prefill,) if p is not None and p.shared is lp.shared]  # a prompt plan on the same memory
+        lp.shared.reserve([lp.plan, *shares, *(bucket_for(batch, b) for b in used)])
     runner = BucketRunner(sig, bucket_for, model, buckets, prompt_runner=_EmptyPast(prompt_runner, sig), weights_from=lp,
                           backend=lp.backend.name, order=lp.order, seed=lp.seed, keep_loaded=store is not None, loaded=store)
+    h2d = H2DMeter(lp.backend)
+    runner.h2d = h2d
+    if isinstance(prompt_runner, PastPlanRunner):
+        prompt_runner.h2d = h2d
     try:
-        res = generate(runner, sig, ids, max_new_tokens, **loop)
+        with h2d.on(lp, prefill):
+            res = generate(runner, sig, ids, max_new_tokens, **loop)
     finally:
         runner.close()
     c = runner.c
@@ -448,6 +542,8 @@ def _bucket_generate(lp: LoadedPlan, sig: DecoderSignature, ids: np.ndarray, max
         # plans used: the session's, each bucket's (loaded now or kept from an earlier call), a prompt plan, the prefill's
         plans_loaded=1 + len(set(c.buckets_used)) + getattr(prompt_runner, "plans_loaded", 0) + (1 if prefill is not None else 0),
         buckets=c.buckets_used and tuple(dict.fromkeys(c.buckets_used)),
+        memory=_memory(lp),
+        h2d_bandwidth=h2d.report(),
     )
     return SessionGenerateResult(res.new_token_ids, res, stats)
 

@@ -309,7 +309,10 @@ class InitialData:
         plan_path: str | os.PathLike[str] | None = None,
         model_path: str | None = None,
         verify_weights: bool = True,
+        keep_model: bool = False,
     ) -> None:
+        """``keep_model``: keep the parsed graph after the sources are made (a session's weight store sizes
+        itself from its initializers; the caller drops it with :meth:`drop_model`)."""
         self.plan = plan
         self.model_path = model_path
         self.verify_weights = verify_weights
@@ -359,6 +362,11 @@ class InitialData:
             self._sources.append(src)
         # the parsed graph is not needed any more: a small inline weight's bytes were copied out of it
         # (protobuf hands out new ``bytes``), the others are file ranges
+        if not keep_model:
+            self._model = None
+
+    def drop_model(self) -> None:
+        """Forget the parsed graph kept by ``keep_model``."""
         self._model = None
 
     # -- model ------------------------------------------------------------

@@ -81,6 +81,9 @@ class Backend(ABC):
     def __init__(self) -> None:
         self.plan: Plan | None = None
         self.memories: Memories | None = None
+        #: Where :meth:`allocate_all` gets the plan's memories: None for this backend's own allocations, or an
+        #: allocator handing out views of buffers shared by a session's plans (turnip/session_memory.py).
+        self.allocator: Any = None
         #: (node id, op, domain, name) of compute nodes that use the onnxruntime fallback.
         self.fallback_nodes: list[tuple[int, str, str, str]] = []
 
@@ -97,7 +100,7 @@ class Backend(ABC):
         """Allocate every memory of ``plan`` once."""
         self.free()
         self.plan = plan
-        self.memories = Memories(plan, self)
+        self.memories = Memories(plan, self if self.allocator is None else self.allocator)
         return self.memories
 
     def free(self) -> None:

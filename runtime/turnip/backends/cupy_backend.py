@@ -100,6 +100,36 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class H2DTimer:
+    """Timing events around reload copies: bytes and the summed time the copies took on their streams.
+
+    WHY summed event intervals, not the wall time of a run: the copies overlap
+    compute (that is the point of the plan), so bandwidth is bytes over the
+    time the copy engine spent on them.
+    """
+
+    def __init__(self, cp: Any) -> None:
+        self.cp = cp
+        self.pairs: list[tuple[Any, Any, int]] = []
+
+    def pair(self) -> tuple[Any, Any]:
+        return self.cp.cuda.Event(), self.cp.cuda.Event()  # timing enabled (the default)
+
+    def add(self, start: Any, end: Any, nbytes: int) -> None:
+        self.pairs.append((start, end, int(nbytes)))
+
+    def total(self) -> tuple[int, float]:
+        """(bytes, seconds) of every copy timed so far (waits for the last one)."""
+        if not self.pairs:
+            return 0, 0.0
+        self.pairs[-1][1].synchronize()
+        seconds = 0.0
+        for start, end, _ in self.pairs:
+            end.synchronize()
+            seconds += self.cp.cuda.get_elapsed_time(start, end) / 1e3
+        return sum(n for _, _, n in self.pairs), seconds
+
+
 def _check_free_memory(plan: Plan, free: dict[int, int]) -> None:
     """Refuse to start when a GPU has less free memory than the plan needs there: its arena plus the plan's reserve."""
     reserve = int(plan.stats.reserve_bytes or 0)
@@ -249,6 +279,7 @@ class CupyBackend(Backend):
         self._reset_run_state()
         #: What the last run did beyond RunStats (memory outside the plan, fallbacks, pinning, peers).
         self.report: dict[str, Any] = {}
+        self._h2d_timer: H2DTimer | None = None  # reload copies timed with events while set (start_h2d_timing)
 
     # -- bookkeeping ----------------------------------------------------------
     def _reset_run_state(self) -> None:
@@ -293,7 +324,8 @@ class CupyBackend(Backend):
             with cp.cuda.Device(d):
                 free, _total = cp.cuda.runtime.memGetInfo()
                 self._free_base[d] = int(free)
-        _check_free_memory(plan, self._free_base)
+        if self.allocator is None:  # a shared allocator's buffers may already be there (turnip/session_memory.py)
+            _check_free_memory(plan, self._free_base)
         return super().allocate_all(plan)
 
     def allocate(self, mem: Memory) -> Any:
@@ -360,6 +392,17 @@ class CupyBackend(Backend):
         self._streams = {}
         self._events = []
         self._pending = []
+
+    # -- host-to-device bandwidth (token generation's report) ---------------------
+    def new_h2d_timer(self) -> "H2DTimer":
+        return H2DTimer(self.cp)
+
+    def start_h2d_timing(self, timer: "H2DTimer") -> None:
+        """Bracket every later reload copy with timing events recorded into ``timer`` (until :meth:`stop_h2d_timing`)."""
+        self._h2d_timer = timer
+
+    def stop_h2d_timing(self) -> None:
+        self._h2d_timer = None
 
     # -- helpers ------------------------------------------------------------
     def _is_dev(self, a: Any) -> bool:
@@ -650,7 +693,15 @@ class CupyBackend(Backend):
             kind = rt.memcpyHostToDevice
 
             def enqueue() -> None:
-                rt.memcpyAsync(dst_ptr, src_ptr, n, kind, sp)
+                timer = self._h2d_timer
+                if timer is None:
+                    rt.memcpyAsync(dst_ptr, src_ptr, n, kind, sp)
+                else:  # timed (start_h2d_timing): events on the copy's own stream bracket exactly this copy
+                    start, end = timer.pair()
+                    start.record(stream)
+                    rt.memcpyAsync(dst_ptr, src_ptr, n, kind, sp)
+                    end.record(stream)
+                    timer.add(start, end, n)
 
         elif node.kind == OFFLOAD:
             if sdev == -1 or ddev != -1:
