@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from turnip.plan import DEFAULT_ALIGNMENT, aligned_size
 
 from .errors import BudgetError
@@ -393,10 +394,14 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
     """Move each reload as early as the budget allows, first come first served
     (or, with ``hoist_to``, to the step named there, never before the previous stay ends)."""
     ndev = len(budgets)
-    live = [[0] * (n + 1) for _ in range(ndev)]
+    # bytes resident per device and step (n + 1 steps), from a difference array: stays can span the whole run
+    diff = np.zeros((ndev, n + 2), dtype=np.int64)
     for st in stays:
-        for k in range(st.start, min(st.end, n + 1)):
-            live[st.device][k] += size[st.storage]
+        hi = min(st.end, n + 1)
+        if st.start < hi:
+            diff[st.device, st.start] += size[st.storage]
+            diff[st.device, hi] -= size[st.storage]
+    live = np.cumsum(diff[:, : n + 1], axis=1)
     prev_end: dict[int, int] = {}  # id(stay) -> end of the previous stay of that storage on that device
     by_storage: dict[tuple[str, int], list[_Stay]] = {}
     for st in stays:
@@ -414,15 +419,31 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
         s = st.start
         if hoist_to is not None:
             s = max(lo, min(s, hoist_to.get((st.storage, st.device, st.start), s)))
-        while hoist_to is None and s - 1 >= lo and row[s - 1] + nbytes <= cap:
-            s -= 1
-        for k in range(s, st.start):
-            row[k] += nbytes
+        else:
+            s = _earliest_room(row, lo, s, cap - nbytes)
+        if s < st.start:
+            row[s : st.start] += nbytes
         if s == 0 and lo == 0 and st.storage in initial:
             st.via = "preload"
             st.prefetch_start = 0
         elif s < st.start:
             st.prefetch_start = s
+
+
+def _earliest_room(row: np.ndarray, lo: int, start: int, room: int) -> int:
+    """The smallest ``s`` >= ``lo`` with ``row[k] <= room`` for every k in [s, start).
+
+    Scanned backwards from ``start`` in windows that double (a reload usually
+    rises a few steps; a whole-run scan per reload would be quadratic).
+    """
+    s, w = start, 64
+    while s > lo:
+        a = max(lo, s - w)
+        over = np.flatnonzero(row[a:s] > room)
+        if over.size:
+            return a + int(over[-1]) + 1
+        s, w = a, w * 2
+    return s
 
 
 def _stays_of(actions: list[Action]) -> list[_Stay]:
