@@ -21,6 +21,7 @@ import heapq
 from turnip.graph import DependencyGraph
 from turnip.plan import TensorKind
 
+from .graphio import consumers_of, graph_io, producers_of
 from .taskgraph import TaskGraph
 
 
@@ -37,18 +38,20 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
     the ready one with the largest (score, -id), exactly as a full scan picks.
     """
     n = len(graph.tasks)
-    producers = graph.producers()
-    consumers = graph.consumers()
+    io = graph_io(graph)
+    reads = io.reads
+    producers = producers_of(io)
+    consumers = consumers_of(io)
     remaining_uses = {s: len(c) for s, c in consumers.items()}
     outputs = set(graph.output_storages())
     frees_kind = (TensorKind.ACTIVATION,)
 
     preds: list[set[int]] = [set() for _ in range(n)]
-    for t in graph.tasks:
-        for s in t.storages_read(graph):
+    for t in range(n):
+        for s in reads[t]:
             p = producers.get(s)
-            if p is not None and p != t.id:
-                preds[t.id].add(p)
+            if p is not None and p != t:
+                preds[t].add(p)
     deps = DependencyGraph(preds)
     on_demand = constant_only_tasks(graph, preds, outputs)
     # a task becomes ready when its greedy-picked predecessors are done; on-demand ones are pulled in then
@@ -56,8 +59,7 @@ def memory_aware_order(graph: TaskGraph) -> list[int]:
     in_ready = [indeg[i] == 0 and not on_demand[i] for i in range(n)]
     done = [False] * n
     taken = [False] * n  # run, or being run (pulled in by an on-demand task)
-    reads = [t.storages_read(graph) for t in graph.tasks]
-    alloc = [sum(graph.storage_bytes(s) for s in t.storages_written(graph)) for t in graph.tasks]
+    alloc = [sum(graph.storage_bytes(s) for s in ws) for ws in io.writes]
     # bytes a storage frees when its last reader runs (0: never freed by a reader)
     freeable = {s: graph.storage_bytes(s) if graph.storage_kind(s) in frees_kind and s not in outputs else 0
                 for s in remaining_uses}
@@ -129,9 +131,10 @@ def constant_only_tasks(graph: TaskGraph, preds: list[set[int]], outputs: set[st
     n = len(graph.tasks)
     const = [False] * n
     out = [False] * n
-    producers = graph.producers()
-    for t in sorted(graph.tasks, key=lambda t: t.id):
-        read = t.storages_read(graph)
+    io = graph_io(graph)
+    producers = producers_of(io)
+    for t in range(n):  # task ids are positions, topologically sorted
+        read = io.reads[t]
         ok = bool(read)
         for s in read:
             p = producers.get(s)
@@ -139,9 +142,11 @@ def constant_only_tasks(graph: TaskGraph, preds: list[set[int]], outputs: set[st
                 kind = graph.storage_kind(s)
                 ok &= kind == TensorKind.CONSTANT or (kind == TensorKind.WEIGHT and graph.storage_bytes(s) <= SMALL_WEIGHT)
             else:
-                ok &= p < t.id and const[p]
-        const[t.id] = ok
-        written = t.storages_written(graph)
+                ok &= p < t and const[p]
+        const[t] = ok
+        if not ok:
+            continue
+        written = io.writes[t]
         grows = sum(graph.storage_bytes(s) for s in written) > sum(graph.storage_bytes(s) for s in read)
-        out[t.id] = ok and grows and not any(s in outputs for s in written)
+        out[t] = grows and not any(s in outputs for s in written)
     return out

@@ -36,6 +36,7 @@ import numpy as np
 from turnip.plan import DEFAULT_ALIGNMENT, aligned_size
 
 from .errors import BudgetError
+from .graphio import graph_io
 from .taskgraph import TaskGraph
 
 #: Alignment of every buffer the compiler lays out, in bytes; recorded in the plan (``Plan.alignment``).
@@ -199,11 +200,12 @@ class Residency:
 
 def task_working_sets(graph: TaskGraph, order: list[int], device_of: list[int], num_devices: int) -> list[int]:
     """Per device, the most bytes one task needs resident at once: no budget below it can work."""
+    ws = graph_io(graph).working_set
     lb = [0] * num_devices
     for t in order:
-        task = graph.tasks[t]
-        need = set(task.storages_read(graph)) | set(task.storages_written(graph))
-        lb[device_of[t]] = max(lb[device_of[t]], sum(aligned(graph.storage_bytes(s)) for s in need))
+        d = device_of[t]
+        if ws[t] > lb[d]:
+            lb[d] = ws[t]
     return lb
 
 
@@ -237,11 +239,12 @@ def simulate(
     """
     n = len(order)
     ndev = len(budgets)
-    size = {s: aligned(graph.storage_bytes(s)) for s in graph.storages()}
+    io = graph_io(graph)
+    size = io.size
     outputs = set(graph.output_storages())
     initial = set(graph.initial_storages())
-    reads = {t: graph.tasks[t].storages_read(graph) for t in order}
-    writes = {t: graph.tasks[t].storages_written(graph) for t in order}
+    reads = io.reads
+    writes = io.writes
     lower_bound = task_working_sets(graph, order, device_of, ndev)
     for d in range(ndev):
         if lower_bound[d] > budgets[d]:
@@ -287,7 +290,7 @@ def simulate(
     used = [0] * ndev
     host_valid = set(initial)
     actions: list[Action] = []  # every decision, in the order taken (steps ascending)
-    storage_rank = {s: k for k, s in enumerate(graph.storages())}
+    storage_rank = io.rank
 
     proactive: dict[int, list[tuple[str, int, int]]] = {}
 
@@ -480,7 +483,8 @@ def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: l
     no event: a drop leaves the bytes to be reused, and the occupant's last
     reader already bounds its lifetime.
     """
-    size = {s: aligned(graph.storage_bytes(s)) for s in graph.storages()}
+    io = graph_io(graph)
+    size = io.size
     stays = _stays_of(actions)
     by_key: dict[tuple[str, int], list[int]] = {}
     for k, st in enumerate(stays):
@@ -543,14 +547,13 @@ def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: l
             i, d = a.step, a.device
             for r in hoisted.get(i, []):
                 do_reload(r, i)
-            task = graph.tasks[a.task]
             events.append(Event("compute", d, i, task=a.task))
             e = len(events) - 1
-            for s in task.storages_read(graph):
+            for s in io.reads[a.task]:
                 o = _current(stays, by_key, gpu_occ, s, d, i)
                 events[e].reads.append(o)
                 occupants[o].readers.append(e)
-            for s in task.storages_written(graph):
+            for s in io.writes[a.task]:
                 o = new_occ(s, d, e)
                 gpu_occ[allocated.pop(s)] = o
                 events[e].writes.append(o)
