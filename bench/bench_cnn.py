@@ -1,6 +1,6 @@
 """The nine light CNNs of the onnx wheel planned at 50%, 25% and 10% of their no-offload peak.
 
-    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run]
+    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run] [--timeout S]
     python bench/bench_cnn.py --compare-weights bvlc_alexnet   # fill per block vs stored weights
 
 For each model and budget: planned or refused (the reason), peak / max-live,
@@ -8,7 +8,10 @@ peak / no-offload peak, ``turnipc verify``, the ``--check`` comparison with
 onnxruntime (NumPy backend, atol 1e-4, rtol 1e-3, input
 ``np.arange(n).reshape(shape) / n`` as the shipped expected outputs use),
 whether ``--orders`` random execution orders give bit-identical outputs,
-nodes, ops tiled and plan seconds (wall clock on a shared machine).
+nodes, ops tiled and plan seconds (wall clock on a shared machine), with the
+1-minute load average before and after each row (the machine is shared).
+``--timeout S``: each row runs in a child process and is recorded as "not
+finished in S s" when it takes longer (so one slow row cannot stall the table).
 Writes bench/results/cnn.json and cnn.md.
 
 ``--compare-weights M``: why the light models' ``ConstantOfShape`` weights are
@@ -81,6 +84,28 @@ def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
     return row
 
 
+def one_limited(fx, graph, frac: float, orders: int, run: bool, timeout: float | None) -> dict:
+    """:func:`one`, in a child process stopped after ``timeout`` seconds (None: in this process, no limit)."""
+    if timeout is None:
+        return one(fx, graph, frac, orders, run)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(one(fx, graph, frac, orders, run)), daemon=True)
+    t0 = time.perf_counter()
+    p.start()
+    try:
+        return q.get(timeout=timeout)
+    except Exception:  # noqa: BLE001  (queue.Empty: the row did not finish)
+        return {"planned": False, "reason": f"not finished in {timeout:g} s (stopped)", "seconds": round(time.perf_counter() - t0, 2),
+                "timed_out": True}
+    finally:
+        if p.is_alive():
+            p.terminate()
+        p.join()
+
+
 def logits_check(fx, budget: int, feeds: dict) -> str:
     """Where the softmax output differs: the same model with its logits also an output, planned at the same bytes.
 
@@ -104,6 +129,14 @@ def logits_check(fx, budget: int, feeds: dict) -> str:
         return f"logits {'ok' if c.ok else 'FAIL'} (max rel {c.max_rel:.1e})"
 
 
+#: Notes written under the table (what a reader needs to read the rows).
+NOTES = [
+    "Rows with \"-\" for --check were planned and verified only (`--no-run`).",
+    "alexnet 25%: the softmax of its logits (3.6e12, equal in exact arithmetic: every weight is 0.02) is decided",
+    "by one rounding between output columns (fc8 in two column blocks); the logits agree to 1.3e-5 relative.",
+]
+
+
 def _pct(x: float) -> str:
     return f"{x:.0%}"
 
@@ -116,17 +149,20 @@ def write(rows: list[dict], out: str) -> None:
         json.dump(rows, f, indent=1)
     md = ["Light CNNs (onnx wheel, onnx/backend/test/data/light) planned at a fraction of their no-offload peak",
           "(`python bench/bench_cnn.py`; default options; NumPy backend for --check and the random orders).",
-          "Seconds: whole-plan wall clock on a shared 2-core machine.", "",
+          "Seconds: whole-plan wall clock on a shared 2-core machine; load: its 1-minute load average before / after the row.", "",
           "| model | budget | planned | peak / max-live | peak / no-offload peak | verify | --check | random orders "
-          "| nodes | ops tiled | plan s |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| nodes | ops tiled | plan s | load |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        load = r.get("load", "")
         if not r["planned"]:
-            md.append(f"| {r['model']} | {r['budget']} | refused: {r['reason']} | | | | | | | | {r['seconds']} |")
+            what = r["reason"] if r.get("timed_out") else f"refused: {r['reason']}"
+            md.append(f"| {r['model']} | {r['budget']} | {what} | | | | | | | | {r['seconds']} | {load} |")
             continue
         md.append(f"| {r['model']} | {r['budget']} | yes | {r['peak_over_max_live']:.3f} | {r['peak_over_no_offload']:.3f} "
                   f"| {r['verify']} | {r.get('check', '-')[:40]}{'; ' + r['logits'] if 'logits' in r else ''} | {r.get('orders', '-')} | {r['nodes']} | {r['ops_tiled']} "
-                  f"| {r['seconds']} |")
+                  f"| {r['seconds']} | {load} |")
+    md += [""] + NOTES
     with open(os.path.join(out, "cnn.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -163,6 +199,8 @@ def main() -> int:
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.5, 0.25, 0.1])
     ap.add_argument("--orders", type=int, default=20, help="random execution orders compared bit for bit")
     ap.add_argument("--no-run", action="store_true", help="plan and verify only (no --check, no random orders)")
+    ap.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="stop a row after S seconds (run in a child process) and record it as not finished")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--compare-weights", metavar="MODEL", help="e.g. bvlc_alexnet: fills per block vs stored weights")
     args = ap.parse_args()
@@ -179,7 +217,9 @@ def main() -> int:
             continue
         g = import_model(fx.path, None, None)
         for frac in args.fractions:
-            r = {"model": fx.name, "budget": _pct(frac), **one(fx, g, frac, args.orders, not args.no_run)}
+            before = os.getloadavg()[0]
+            r = {"model": fx.name, "budget": _pct(frac), **one_limited(fx, g, frac, args.orders, not args.no_run, args.timeout)}
+            r["load"] = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
             rows = [x for x in rows if (x["model"], x["budget"]) != (r["model"], r["budget"])] + [r]
             print(json.dumps(r), flush=True)
             write(rows, args.out)
