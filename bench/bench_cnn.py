@@ -136,6 +136,17 @@ NOTES = [
     "Rows with \"-\" for --check were planned and verified only (`--no-run`).",
     "alexnet 25%: the softmax of its logits (3.6e12, equal in exact arithmetic: every weight is 0.02) is decided",
     "by one rounding between output columns (fc8 in two column blocks); the logits agree to 1.3e-5 relative.",
+    "",
+    "This table (branch cnnspeed, 2026-12-03): `--no-run --timeout 120` while the load fell from 15 to 3, then the rows",
+    "that had not finished re-run with `--timeout 150` at a lower load; `plan s` is inflated up to ~10x where the load",
+    "was high (compare `cpu s`). The table before (earlier main, partly under load): densenet121 25% 182.96 s,",
+    "inception_v1 10% refused in 1876 s, shufflenet 10% in 656 s, squeezenet 10% in 210 s, no result for resnet50 and",
+    "inception_v2. Same machine, one after the other, main 6c59d76 vs cnnspeed: squeezenet 10% refusal 82.9 s wall /",
+    "64.5 s CPU -> 19.5 / 17.0; inception_v2 25% 20.4 -> 14.3 s CPU; densenet121 25% 17.2 -> 15.5 s CPU (its time is",
+    "the layout search and prefetch-into-holes); identical plan bytes (and refusal messages) before and after.",
+    "resnet50 25% and 10% are refused: the partition splits Conv n86 (1x1, stride 2, a 2 MB weight) along output",
+    "channels, reading its whole 1.6 MB input, whose row blocks must then be assembled (a 3.2 MB Concat) at every",
+    "task-size limit; planning it below 40% needs a two-axis (channels x rows) convolution split.",
 ]
 
 
