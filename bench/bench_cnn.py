@@ -1,6 +1,6 @@
 """The nine light CNNs of the onnx wheel planned at 50%, 25% and 10% of their no-offload peak.
 
-    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run]
+    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run] [--timeout S]
     python bench/bench_cnn.py --compare-weights bvlc_alexnet   # fill per block vs stored weights
 
 For each model and budget: planned or refused (the reason), peak / max-live,
@@ -8,7 +8,10 @@ peak / no-offload peak, ``turnipc verify``, the ``--check`` comparison with
 onnxruntime (NumPy backend, atol 1e-4, rtol 1e-3, input
 ``np.arange(n).reshape(shape) / n`` as the shipped expected outputs use),
 whether ``--orders`` random execution orders give bit-identical outputs,
-nodes, ops tiled and plan seconds (wall clock on a shared machine).
+nodes, ops tiled and plan seconds (wall clock on a shared machine), with the
+1-minute load average before and after each row (the machine is shared).
+``--timeout S``: each row runs in a child process and is recorded as "not
+finished in S s" when it takes longer (so one slow row cannot stall the table).
 Writes bench/results/cnn.json and cnn.md.
 
 ``--compare-weights M``: why the light models' ``ConstantOfShape`` weights are
@@ -44,12 +47,14 @@ from turnipc.verify import verify_plan  # noqa: E402
 
 
 def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         plan = build_plan(graph, PlanOptions(Budget(fraction=frac)))
     except BudgetError as e:
-        return {"planned": False, "reason": str(e), "seconds": round(time.perf_counter() - t0, 2)}
+        return {"planned": False, "reason": str(e), "seconds": round(time.perf_counter() - t0, 2),
+                "cpu_seconds": round(time.process_time() - c0, 2)}
     secs = round(time.perf_counter() - t0, 2)
+    cpu = round(time.process_time() - c0, 2)
     st = plan.stats
     ml = max(st.max_live_bytes_per_device)
     row = {"planned": True, "budget_bytes": st.budget_bytes, "peak": st.peak_bytes, "max_live": ml,
@@ -57,7 +62,7 @@ def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
            "peak_over_no_offload": round(st.peak_bytes / st.no_offload_peak_bytes, 4),
            "no_offload_peak": st.no_offload_peak_bytes, "nodes": len(plan.nodes),
            "ops_tiled": (st.tiling or {}).get("tiled_ops", 0), "transfer": st.offload_bytes + st.reload_bytes,
-           "seconds": secs}
+           "seconds": secs, "cpu_seconds": cpu}
     try:
         verify_plan(plan)
         row["verify"] = "ok"
@@ -79,6 +84,28 @@ def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
                for s in range(orders) for k in r.outputs)
     row["orders"] = f"{orders} identical" if same else "DIFFER"
     return row
+
+
+def one_limited(fx, graph, frac: float, orders: int, run: bool, timeout: float | None) -> dict:
+    """:func:`one`, in a child process stopped after ``timeout`` seconds (None: in this process, no limit)."""
+    if timeout is None:
+        return one(fx, graph, frac, orders, run)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(one(fx, graph, frac, orders, run)), daemon=True)
+    t0 = time.perf_counter()
+    p.start()
+    try:
+        return q.get(timeout=timeout)
+    except Exception:  # noqa: BLE001  (queue.Empty: the row did not finish)
+        return {"planned": False, "reason": f"not finished in {timeout:g} s (stopped)", "seconds": round(time.perf_counter() - t0, 2),
+                "timed_out": True}
+    finally:
+        if p.is_alive():
+            p.terminate()
+        p.join()
 
 
 def logits_check(fx, budget: int, feeds: dict) -> str:
@@ -104,6 +131,25 @@ def logits_check(fx, budget: int, feeds: dict) -> str:
         return f"logits {'ok' if c.ok else 'FAIL'} (max rel {c.max_rel:.1e})"
 
 
+#: Notes written under the table (what a reader needs to read the rows).
+NOTES = [
+    "Rows with \"-\" for --check were planned and verified only (`--no-run`).",
+    "alexnet 25%: the softmax of its logits (3.6e12, equal in exact arithmetic: every weight is 0.02) is decided",
+    "by one rounding between output columns (fc8 in two column blocks); the logits agree to 1.3e-5 relative.",
+    "",
+    "This table (branch cnnspeed, 2026-12-03): `--no-run --timeout 120` while the load fell from 15 to 3, then the rows",
+    "that had not finished re-run with `--timeout 150` at a lower load; `plan s` is inflated up to ~10x where the load",
+    "was high (compare `cpu s`). The table before (earlier main, partly under load): densenet121 25% 182.96 s,",
+    "inception_v1 10% refused in 1876 s, shufflenet 10% in 656 s, squeezenet 10% in 210 s, no result for resnet50 and",
+    "inception_v2. Same machine, one after the other, main 6c59d76 vs cnnspeed: squeezenet 10% refusal 82.9 s wall /",
+    "64.5 s CPU -> 19.5 / 17.0; inception_v2 25% 20.4 -> 14.3 s CPU; densenet121 25% 17.2 -> 15.5 s CPU (its time is",
+    "the layout search and prefetch-into-holes); identical plan bytes (and refusal messages) before and after.",
+    "resnet50 25% and 10% are refused: the partition splits Conv n86 (1x1, stride 2, a 2 MB weight) along output",
+    "channels, reading its whole 1.6 MB input, whose row blocks must then be assembled (a 3.2 MB Concat) at every",
+    "task-size limit; planning it below 40% needs a two-axis (channels x rows) convolution split.",
+]
+
+
 def _pct(x: float) -> str:
     return f"{x:.0%}"
 
@@ -116,17 +162,21 @@ def write(rows: list[dict], out: str) -> None:
         json.dump(rows, f, indent=1)
     md = ["Light CNNs (onnx wheel, onnx/backend/test/data/light) planned at a fraction of their no-offload peak",
           "(`python bench/bench_cnn.py`; default options; NumPy backend for --check and the random orders).",
-          "Seconds: whole-plan wall clock on a shared 2-core machine.", "",
+          "Plan s: whole-plan wall clock on a shared 2-core machine; cpu s: the CPU time of planning (what the load",
+          "does not inflate); load: the machine's 1-minute load average before / after the row.", "",
           "| model | budget | planned | peak / max-live | peak / no-offload peak | verify | --check | random orders "
-          "| nodes | ops tiled | plan s |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| nodes | ops tiled | plan s | cpu s | load |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        load = r.get("load", "")
         if not r["planned"]:
-            md.append(f"| {r['model']} | {r['budget']} | refused: {r['reason']} | | | | | | | | {r['seconds']} |")
+            what = r["reason"] if r.get("timed_out") else f"refused: {r['reason']}"
+            md.append(f"| {r['model']} | {r['budget']} | {what} | | | | | | | | {r['seconds']} | {r.get('cpu_seconds', '')} | {load} |")
             continue
         md.append(f"| {r['model']} | {r['budget']} | yes | {r['peak_over_max_live']:.3f} | {r['peak_over_no_offload']:.3f} "
                   f"| {r['verify']} | {r.get('check', '-')[:40]}{'; ' + r['logits'] if 'logits' in r else ''} | {r.get('orders', '-')} | {r['nodes']} | {r['ops_tiled']} "
-                  f"| {r['seconds']} |")
+                  f"| {r['seconds']} | {r.get('cpu_seconds', '')} | {load} |")
+    md += [""] + NOTES
     with open(os.path.join(out, "cnn.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -163,6 +213,8 @@ def main() -> int:
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.5, 0.25, 0.1])
     ap.add_argument("--orders", type=int, default=20, help="random execution orders compared bit for bit")
     ap.add_argument("--no-run", action="store_true", help="plan and verify only (no --check, no random orders)")
+    ap.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="stop a row after S seconds (run in a child process) and record it as not finished")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--compare-weights", metavar="MODEL", help="e.g. bvlc_alexnet: fills per block vs stored weights")
     args = ap.parse_args()
@@ -179,7 +231,9 @@ def main() -> int:
             continue
         g = import_model(fx.path, None, None)
         for frac in args.fractions:
-            r = {"model": fx.name, "budget": _pct(frac), **one(fx, g, frac, args.orders, not args.no_run)}
+            before = os.getloadavg()[0]
+            r = {"model": fx.name, "budget": _pct(frac), **one_limited(fx, g, frac, args.orders, not args.no_run, args.timeout)}
+            r["load"] = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
             rows = [x for x in rows if (x["model"], x["budget"]) != (r["model"], r["budget"])] + [r]
             print(json.dumps(r), flush=True)
             write(rows, args.out)

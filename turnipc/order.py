@@ -16,64 +16,96 @@ need first), so each query-row block's mask -> Softmax chain stays local.
 
 from __future__ import annotations
 
+import heapq
+
 from turnip.graph import DependencyGraph
 from turnip.plan import TensorKind
 
+from .graphio import consumers_of, graph_io, producers_of
 from .taskgraph import TaskGraph
 
 
 def memory_aware_order(graph: TaskGraph) -> list[int]:
+    """The order (see the module docstring), picking the best ready task from a heap.
+
+    Why a heap with lazy scores: a tiled graph has tens of thousands of tasks
+    and a ready set of thousands, so rescanning it at every pick is quadratic.
+    A ready task's score changes only when one of the storages it reads
+    changes its remaining uses: it rises when the count falls to 1 (the task
+    becomes the last reader and would free it), which pushes a fresh entry for
+    that reader; any other change is caught when an entry pops (its score is
+    recomputed and, if it differs, pushed again). So the task taken is always
+    the ready one with the largest (score, -id), exactly as a full scan picks.
+    """
     n = len(graph.tasks)
-    producers = graph.producers()
-    consumers = graph.consumers()
+    io = graph_io(graph)
+    reads = io.reads
+    producers = producers_of(io)
+    consumers = consumers_of(io)
     remaining_uses = {s: len(c) for s, c in consumers.items()}
     outputs = set(graph.output_storages())
     frees_kind = (TensorKind.ACTIVATION,)
 
     preds: list[set[int]] = [set() for _ in range(n)]
-    for t in graph.tasks:
-        for s in t.storages_read(graph):
+    for t in range(n):
+        for s in reads[t]:
             p = producers.get(s)
-            if p is not None and p != t.id:
-                preds[t.id].add(p)
+            if p is not None and p != t:
+                preds[t].add(p)
     deps = DependencyGraph(preds)
     on_demand = constant_only_tasks(graph, preds, outputs)
     # a task becomes ready when its greedy-picked predecessors are done; on-demand ones are pulled in then
     indeg = [sum(1 for p in preds[i] if not on_demand[p]) for i in range(n)]
-    ready = [i for i in range(n) if indeg[i] == 0 and not on_demand[i]]
+    in_ready = [indeg[i] == 0 and not on_demand[i] for i in range(n)]
     done = [False] * n
-    reads = [t.storages_read(graph) for t in graph.tasks]
-    alloc = [sum(graph.storage_bytes(s) for s in t.storages_written(graph)) for t in graph.tasks]
+    taken = [False] * n  # run, or being run (pulled in by an on-demand task)
+    alloc = [sum(graph.storage_bytes(s) for s in ws) for ws in io.writes]
+    # bytes a storage frees when its last reader runs (0: never freed by a reader)
+    freeable = {s: graph.storage_bytes(s) if graph.storage_kind(s) in frees_kind and s not in outputs else 0
+                for s in remaining_uses}
 
     def score(i: int) -> int:
         freed = 0
         for s in reads[i]:
-            if remaining_uses[s] == 1 and graph.storage_kind(s) in frees_kind and s not in outputs:
-                freed += graph.storage_bytes(s)
+            if remaining_uses[s] == 1:
+                freed += freeable[s]
         return freed - alloc[i]
 
+    heap = [(-score(i), i) for i in range(n) if in_ready[i]]
+    heapq.heapify(heap)
     order: list[int] = []
 
     def run(i: int) -> None:
+        taken[i] = True  # its predecessors' runs below must not make it ready again
         for p in sorted(preds[i]):  # what an on-demand task needs and has not run yet (ids are topological)
             if not done[p]:
-                if p in ready:
-                    ready.remove(p)
+                in_ready[p] = False
                 run(p)
         done[i] = True
         order.append(i)
         for s in reads[i]:
             remaining_uses[s] -= 1
+            if remaining_uses[s] == 1 and freeable[s]:
+                for c in consumers[s]:  # the last reader, if ready, now frees s: its score rose
+                    if in_ready[c]:
+                        heapq.heappush(heap, (-score(c), c))
         if on_demand[i]:
             return
         for j in deps.succ[i]:  # increasing, as DependencyGraph keeps them
             indeg[j] -= 1
-            if indeg[j] == 0 and not on_demand[j]:
-                ready.append(j)
+            if indeg[j] == 0 and not on_demand[j] and not taken[j]:
+                in_ready[j] = True
+                heapq.heappush(heap, (-score(j), j))
 
-    while ready:
-        best = max(ready, key=lambda i: (score(i), -i))
-        ready.remove(best)
+    while heap:
+        neg, best = heapq.heappop(heap)
+        if not in_ready[best]:
+            continue  # taken already, or pulled in by an on-demand task
+        now = score(best)
+        if -neg != now:  # stale (its score changed since this entry was pushed)
+            heapq.heappush(heap, (-now, best))
+            continue
+        in_ready[best] = False
         run(best)
     for i in range(n):  # on-demand tasks nothing reads (graph outputs), in graph order
         if on_demand[i] and not done[i]:
@@ -99,9 +131,10 @@ def constant_only_tasks(graph: TaskGraph, preds: list[set[int]], outputs: set[st
     n = len(graph.tasks)
     const = [False] * n
     out = [False] * n
-    producers = graph.producers()
-    for t in sorted(graph.tasks, key=lambda t: t.id):
-        read = t.storages_read(graph)
+    io = graph_io(graph)
+    producers = producers_of(io)
+    for t in range(n):  # task ids are positions, topologically sorted
+        read = io.reads[t]
         ok = bool(read)
         for s in read:
             p = producers.get(s)
@@ -109,9 +142,11 @@ def constant_only_tasks(graph: TaskGraph, preds: list[set[int]], outputs: set[st
                 kind = graph.storage_kind(s)
                 ok &= kind == TensorKind.CONSTANT or (kind == TensorKind.WEIGHT and graph.storage_bytes(s) <= SMALL_WEIGHT)
             else:
-                ok &= p < t.id and const[p]
-        const[t.id] = ok
-        written = t.storages_written(graph)
+                ok &= p < t and const[p]
+        const[t] = ok
+        if not ok:
+            continue
+        written = io.writes[t]
         grows = sum(graph.storage_bytes(s) for s in written) > sum(graph.storage_bytes(s) for s in read)
-        out[t.id] = ok and grows and not any(s in outputs for s in written)
+        out[t] = grows and not any(s in outputs for s in written)
     return out

@@ -21,6 +21,7 @@ from .floor import min_feasible_budget as floor_search
 from .floor import refusal, tiling_floor
 from .fuse import fuse_elementwise
 from .fuse_attention import fuse_attention
+from .graphio import graph_io
 from .layout.greedy import greedy_layout
 from .layout.model import Buffer
 from .memgraph import MemoryMap, build_nodes
@@ -351,6 +352,11 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     )
 
 
+def budgets_of(opts: PlanOptions, budget: int) -> list[int]:
+    """Per-GPU byte budgets, as :func:`plan_residency` takes them."""
+    return list(opts.budgets) if opts.budgets else [budget] * opts.gpus
+
+
 def res_lb(graph: TaskGraph, order: list[int], device_of: list[int], gpus: int) -> list[int]:
     from .residency import task_working_sets
 
@@ -444,6 +450,14 @@ def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget:
         if top and (floor is None or top[0][0] < floor[0]):
             floor = top[0]
         if tg is graph and opts.max_task_bytes is None:
+            continue
+        need = max(graph_io(tg).working_set, default=0)
+        if need > max(budgets_of(opts, budget)):
+            # plan_residency's first check would refuse it (res_lb): say so without ordering 1e5 tasks first
+            err = BudgetError(
+                f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
+                f"(the largest single task needs {need} bytes; try `--gpu-mem min` to find it)"
+            )
             continue
         t_order = memory_aware_order(tg) if tg is not graph else order
         t_dev = place_stages(tg, t_order, opts.gpus) if tg is not graph else device_of

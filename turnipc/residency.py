@@ -32,9 +32,11 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from turnip.plan import DEFAULT_ALIGNMENT, aligned_size
 
 from .errors import BudgetError
+from .graphio import graph_io
 from .taskgraph import TaskGraph
 
 #: Alignment of every buffer the compiler lays out, in bytes; recorded in the plan (``Plan.alignment``).
@@ -198,11 +200,12 @@ class Residency:
 
 def task_working_sets(graph: TaskGraph, order: list[int], device_of: list[int], num_devices: int) -> list[int]:
     """Per device, the most bytes one task needs resident at once: no budget below it can work."""
+    ws = graph_io(graph).working_set
     lb = [0] * num_devices
     for t in order:
-        task = graph.tasks[t]
-        need = set(task.storages_read(graph)) | set(task.storages_written(graph))
-        lb[device_of[t]] = max(lb[device_of[t]], sum(aligned(graph.storage_bytes(s)) for s in need))
+        d = device_of[t]
+        if ws[t] > lb[d]:
+            lb[d] = ws[t]
     return lb
 
 
@@ -236,11 +239,12 @@ def simulate(
     """
     n = len(order)
     ndev = len(budgets)
-    size = {s: aligned(graph.storage_bytes(s)) for s in graph.storages()}
+    io = graph_io(graph)
+    size = io.size
     outputs = set(graph.output_storages())
     initial = set(graph.initial_storages())
-    reads = {t: graph.tasks[t].storages_read(graph) for t in order}
-    writes = {t: graph.tasks[t].storages_written(graph) for t in order}
+    reads = io.reads
+    writes = io.writes
     lower_bound = task_working_sets(graph, order, device_of, ndev)
     for d in range(ndev):
         if lower_bound[d] > budgets[d]:
@@ -286,7 +290,7 @@ def simulate(
     used = [0] * ndev
     host_valid = set(initial)
     actions: list[Action] = []  # every decision, in the order taken (steps ascending)
-    storage_rank = {s: k for k, s in enumerate(graph.storages())}
+    storage_rank = io.rank
 
     proactive: dict[int, list[tuple[str, int, int]]] = {}
 
@@ -393,10 +397,14 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
     """Move each reload as early as the budget allows, first come first served
     (or, with ``hoist_to``, to the step named there, never before the previous stay ends)."""
     ndev = len(budgets)
-    live = [[0] * (n + 1) for _ in range(ndev)]
+    # bytes resident per device and step (n + 1 steps), from a difference array: stays can span the whole run
+    diff = np.zeros((ndev, n + 2), dtype=np.int64)
     for st in stays:
-        for k in range(st.start, min(st.end, n + 1)):
-            live[st.device][k] += size[st.storage]
+        hi = min(st.end, n + 1)
+        if st.start < hi:
+            diff[st.device, st.start] += size[st.storage]
+            diff[st.device, hi] -= size[st.storage]
+    live = np.cumsum(diff[:, : n + 1], axis=1)
     prev_end: dict[int, int] = {}  # id(stay) -> end of the previous stay of that storage on that device
     by_storage: dict[tuple[str, int], list[_Stay]] = {}
     for st in stays:
@@ -414,15 +422,31 @@ def _hoist_reloads(stays: list[_Stay], size: dict[str, int], budgets: list[int],
         s = st.start
         if hoist_to is not None:
             s = max(lo, min(s, hoist_to.get((st.storage, st.device, st.start), s)))
-        while hoist_to is None and s - 1 >= lo and row[s - 1] + nbytes <= cap:
-            s -= 1
-        for k in range(s, st.start):
-            row[k] += nbytes
+        else:
+            s = _earliest_room(row, lo, s, cap - nbytes)
+        if s < st.start:
+            row[s : st.start] += nbytes
         if s == 0 and lo == 0 and st.storage in initial:
             st.via = "preload"
             st.prefetch_start = 0
         elif s < st.start:
             st.prefetch_start = s
+
+
+def _earliest_room(row: np.ndarray, lo: int, start: int, room: int) -> int:
+    """The smallest ``s`` >= ``lo`` with ``row[k] <= room`` for every k in [s, start).
+
+    Scanned backwards from ``start`` in windows that double (a reload usually
+    rises a few steps; a whole-run scan per reload would be quadratic).
+    """
+    s, w = start, 64
+    while s > lo:
+        a = max(lo, s - w)
+        over = np.flatnonzero(row[a:s] > room)
+        if over.size:
+            return a + int(over[-1]) + 1
+        s, w = a, w * 2
+    return s
 
 
 def _stays_of(actions: list[Action]) -> list[_Stay]:
@@ -459,7 +483,8 @@ def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: l
     no event: a drop leaves the bytes to be reused, and the occupant's last
     reader already bounds its lifetime.
     """
-    size = {s: aligned(graph.storage_bytes(s)) for s in graph.storages()}
+    io = graph_io(graph)
+    size = io.size
     stays = _stays_of(actions)
     by_key: dict[tuple[str, int], list[int]] = {}
     for k, st in enumerate(stays):
@@ -522,14 +547,13 @@ def build_events(graph: TaskGraph, n: int, actions: list[Action], lower_bound: l
             i, d = a.step, a.device
             for r in hoisted.get(i, []):
                 do_reload(r, i)
-            task = graph.tasks[a.task]
             events.append(Event("compute", d, i, task=a.task))
             e = len(events) - 1
-            for s in task.storages_read(graph):
+            for s in io.reads[a.task]:
                 o = _current(stays, by_key, gpu_occ, s, d, i)
                 events[e].reads.append(o)
                 occupants[o].readers.append(e)
-            for s in task.storages_written(graph):
+            for s in io.writes[a.task]:
                 o = new_occ(s, d, e)
                 gpu_occ[allocated.pop(s)] = o
                 events[e].writes.append(o)
