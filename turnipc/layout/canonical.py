@@ -8,9 +8,13 @@ search in CPython/NumPy runs about 2-3 orders of magnitude fewer nodes per secon
 (measured in bench/results/layout.md), and the challenging MiniMalloc instances
 need up to a few hundred thousand nodes.
 
-If the library is missing (no compiler at install time), :func:`fit` falls back to
-the pure-Python search of :mod:`.search` once, with a warning: slower, same kind of
-answer (found / proven infeasible / effort spent).
+If the library was not built at install time, it is compiled on first use from the
+same C file into Turnip's cache folder (:func:`build_library`, keyed by the file's
+sha256). WHY: the pure-Python search of :mod:`.search` counts its effort differently
+and can place buffers differently, so a machine without the built library would
+write different plan bytes for the same input. Only when no C compiler exists either
+does :func:`fit` fall back to the Python search, once, with a warning: slower, same
+kind of answer (found / proven infeasible / effort spent), not the same bytes.
 
 Effort is counted in search nodes, never in seconds, so the same input and node
 budget give the same offsets on every machine.
@@ -19,7 +23,12 @@ budget give the same offsets on every machine.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib.machinery
+import os
+import shutil
+import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -65,13 +74,56 @@ def sections(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarr
 _LIB: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
 
+def build_library(source: Path, folder: str | None = None) -> Path | None:
+    """Compile ``source`` (``_canonical.c``) into ``folder`` (Turnip's cache) with the system C compiler.
+
+    The file is named by the source's sha256, so an edited source is rebuilt and a
+    built one is reused; it is written to a temporary name and renamed (two processes
+    building at once both end with a whole library). None when no compiler is found
+    or the build fails.
+    """
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None or not source.exists():
+        return None
+    if folder is None:
+        from turnip.cache import cache_dir
+
+        folder = os.path.join(cache_dir(), "build")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    target = Path(folder) / f"_canonical-{digest}.so"
+    if target.exists():
+        return target
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        done = subprocess.run([cc, "-O2", "-std=c99", "-shared", "-fPIC", str(source), "-o", tmp],
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            os.unlink(tmp)
+            return None
+        os.replace(tmp, target)
+    except OSError:
+        return None
+    return target
+
+
+def _candidates(here: Path) -> list[Path]:
+    """The built library (install time) first, then one built on demand from the shipped C file."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_canonical{suffix}"
+        if path.exists():
+            return [path]
+    built = build_library(here / "_canonical.c")
+    return [built] if built is not None else []
+
+
 def _library() -> ctypes.CDLL | None:
     global _LIB
     if _LIB is None:
         _LIB = False
         here = Path(__file__).resolve().parent
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = here / f"_canonical{suffix}"
+        for path in _candidates(here):
             if path.exists():
                 lib = ctypes.CDLL(str(path))
                 p64 = ctypes.POINTER(ctypes.c_int64)
@@ -86,8 +138,9 @@ def _library() -> ctypes.CDLL | None:
                 break
         else:
             warnings.warn(
-                "turnipc: the compiled layout search (_canonical) is not built; using the much slower "
-                "Python search. Reinstall with a C compiler (gcc) present: pip install -e .",
+                "turnipc: the compiled layout search (_canonical) is not built and no C compiler was found to "
+                "build it; using the much slower Python search, whose plans can differ from the compiled "
+                "search's. Install gcc and reinstall: pip install -e .",
                 RuntimeWarning, stacklevel=3)
     return _LIB if isinstance(_LIB, ctypes.CDLL) else None
 
