@@ -93,3 +93,18 @@ class PlanPerShapeRunner:
         self.calls += 1
         self.bytes_reloaded += res.stats.bytes_reloaded
         return res.outputs
+
+
+def plan_matches_onnxruntime(tmp_path, fx, plan) -> bool:
+    """``plan`` (of fixture ``fx``) written, run by a NumPy session on the fixture's seed-0 inputs, equal to onnxruntime."""
+    import fixtures
+    from turnip import Session
+    from turnip.check import compare, reference_outputs
+    from turnip.plan import write_plan
+
+    p = str(tmp_path / "matches.plan")
+    write_plan(plan, p)
+    feeds = fixtures.make_inputs(fx, 0)
+    with Session(p, model=fx.path, backend="numpy") as s:
+        out = s.run(feeds)
+    return all(c.ok for c in compare(out, reference_outputs(fx.path, feeds), atol=1e-4, rtol=1e-3))

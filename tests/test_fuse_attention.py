@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from turnip.kernels import KernelContext, get_kernel, prepare_call
 from turnip.kernels.workspace import temp_bytes
-from turnip.plan import FUSED_ATTENTION_OP, FUSED_DOMAIN, FUSED_NONE, write_plan
+from turnip.plan import FUSED_ATTENTION_OP, FUSED_DOMAIN, FUSED_NONE
 
 from turnipc.fuse_attention import attention_split_rule, fuse_attention
 from turnipc.taskgraph import Task, TaskGraph, Value
@@ -161,16 +161,9 @@ def _fixture_plan(name: str, **opts):
 
 
 def _matches_onnxruntime(tmp_path, fx, plan) -> bool:
-    import fixtures
-    from turnip import Session
-    from turnip.check import compare, reference_outputs
+    from plan_runner import plan_matches_onnxruntime
 
-    p = str(tmp_path / "a.plan")
-    write_plan(plan, p)
-    feeds = fixtures.make_inputs(fx, 0)
-    with Session(p, model=fx.path, backend="numpy") as s:
-        out = s.run(feeds)
-    return all(c.ok for c in compare(out, reference_outputs(fx.path, feeds), atol=1e-4, rtol=1e-3))
+    return plan_matches_onnxruntime(tmp_path, fx, plan)
 
 
 @pytest.mark.parametrize("name", ["gpt2_dynamo18", "llama_legacy17", "bert_dynamo18"])

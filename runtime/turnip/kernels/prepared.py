@@ -390,11 +390,16 @@ def _layer_norm(ctx: KernelContext, inputs: list, outputs: list, consts: list) -
     return run
 
 
+def _same_float(x: np.ndarray, out: np.ndarray) -> bool:
+    """Plain arrays of one float32/float64 dtype and one shape: what the in-place elementwise calls need."""
+    return _plain(x, out) and out.dtype.name in ("float32", "float64") and x.dtype == out.dtype and x.shape == out.shape
+
+
 @prepares("Softmax")
 def _softmax(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> Call | None:
     """Softmax over trailing axes (the last one from opset 13; opset < 13 flattens at ``axis``), in place in the output."""
     x, out = inputs[0], outputs[0]
-    if not _plain(x, out) or out.dtype.name not in ("float32", "float64") or x.dtype != out.dtype or x.shape != out.shape:
+    if not _same_float(x, out):
         return None
     if x.ndim == 0 or x.size == 0 or not x.flags.c_contiguous or not out.flags.c_contiguous or np.may_share_memory(x, out):
         return None
@@ -422,7 +427,7 @@ def _softmax(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> C
 def _sigmoid(ctx: KernelContext, inputs: list, outputs: list, consts: list) -> Call | None:
     """1 / (1 + exp(-x)) in place in the output; -x clipped at the float's exp limit instead of an errstate per call."""
     x, out = inputs[0], outputs[0]
-    if not _plain(x, out) or out.dtype.name not in ("float32", "float64") or x.dtype != out.dtype or x.shape != out.shape:
+    if not _same_float(x, out):
         return None
     dt = out.dtype.type
     limit = dt(np.floor(np.log(np.finfo(out.dtype).max)))  # exp of it is finite (88, 709); 1 / (1 + exp(88)) is 6e-39, i.e. 0
