@@ -1,6 +1,6 @@
 """The nine light CNNs of the onnx wheel planned at 50%, 25% and 10% of their no-offload peak.
 
-    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run] [--timeout S]
+    python bench/bench_cnn.py [--only NAME ...] [--fractions 0.5 0.25 0.1] [--orders 20] [--no-run] [--timeout S] [--no-fuse]
     python bench/bench_cnn.py --compare-weights bvlc_alexnet   # fill per block vs stored weights
 
 For each model and budget: planned or refused (the reason), peak / max-live,
@@ -10,6 +10,8 @@ onnxruntime (NumPy backend, atol 1e-4, rtol 1e-3, input
 whether ``--orders`` random execution orders give bit-identical outputs,
 nodes, ops tiled and plan seconds (wall clock on a shared machine), with the
 1-minute load average before and after each row (the machine is shared).
+Plans are made with ``turnipc plan``'s defaults, fusion included (``--no-fuse``:
+without it, as the library's ``PlanOptions`` default); each row records which.
 ``--timeout S``: each row runs in a child process and is recorded as "not
 finished in S s" when it takes longer (so one slow row cannot stall the table).
 Writes bench/results/cnn.json and cnn.md.
@@ -46,10 +48,19 @@ from turnipc.units import Budget  # noqa: E402
 from turnipc.verify import verify_plan  # noqa: E402
 
 
+def _unfused(r: dict) -> str:
+    """A row planned without fusion (rows from before it was the default carry no flag) says so."""
+    return "" if r.get("fused") else " (no fusion)"
+
+
+#: Plan with fusion, as ``turnipc plan`` does by default (``--no-fuse`` clears it before any row runs).
+FUSE = True
+
+
 def one(fx, graph, frac: float, orders: int, run: bool) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        plan = build_plan(graph, PlanOptions(Budget(fraction=frac)))
+        plan = build_plan(graph, PlanOptions(Budget(fraction=frac), fuse=FUSE))
     except BudgetError as e:
         return {"planned": False, "reason": str(e), "seconds": round(time.perf_counter() - t0, 2),
                 "cpu_seconds": round(time.process_time() - c0, 2)}
@@ -171,9 +182,9 @@ def write(rows: list[dict], out: str) -> None:
         load = r.get("load", "")
         if not r["planned"]:
             what = r["reason"] if r.get("timed_out") else f"refused: {r['reason']}"
-            md.append(f"| {r['model']} | {r['budget']} | {what} | | | | | | | | {r['seconds']} | {r.get('cpu_seconds', '')} | {load} |")
+            md.append(f"| {r['model']}{_unfused(r)} | {r['budget']} | {what} | | | | | | | | {r['seconds']} | {r.get('cpu_seconds', '')} | {load} |")
             continue
-        md.append(f"| {r['model']} | {r['budget']} | yes | {r['peak_over_max_live']:.3f} | {r['peak_over_no_offload']:.3f} "
+        md.append(f"| {r['model']}{_unfused(r)} | {r['budget']} | yes | {r['peak_over_max_live']:.3f} | {r['peak_over_no_offload']:.3f} "
                   f"| {r['verify']} | {r.get('check', '-')[:40]}{'; ' + r['logits'] if 'logits' in r else ''} | {r.get('orders', '-')} | {r['nodes']} | {r['ops_tiled']} "
                   f"| {r['seconds']} | {r.get('cpu_seconds', '')} | {load} |")
     md += [""] + NOTES
@@ -217,7 +228,10 @@ def main() -> int:
                     help="stop a row after S seconds (run in a child process) and record it as not finished")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--compare-weights", metavar="MODEL", help="e.g. bvlc_alexnet: fills per block vs stored weights")
+    ap.add_argument("--no-fuse", action="store_true", help="plan without fusion (turnipc plan --no-fuse)")
     args = ap.parse_args()
+    global FUSE
+    FUSE = not args.no_fuse
     if args.compare_weights:
         compare_weights(args.compare_weights, args.out)
         return 0
@@ -232,7 +246,7 @@ def main() -> int:
         g = import_model(fx.path, None, None)
         for frac in args.fractions:
             before = os.getloadavg()[0]
-            r = {"model": fx.name, "budget": _pct(frac), **one_limited(fx, g, frac, args.orders, not args.no_run, args.timeout)}
+            r = {"model": fx.name, "budget": _pct(frac), "fused": FUSE, **one_limited(fx, g, frac, args.orders, not args.no_run, args.timeout)}
             r["load"] = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
             rows = [x for x in rows if (x["model"], x["budget"]) != (r["model"], r["budget"])] + [r]
             print(json.dumps(r), flush=True)
