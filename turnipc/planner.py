@@ -88,6 +88,18 @@ class Layouts:
 #: Deterministic effort cap of the default "search" layout per residency try.
 SEARCH_EFFORT = 1.0
 
+#: When a plan's peak / max-live is above 1.01, its residency loop runs again with these
+#: search efforts in turn (:func:`retry_layout`); the plan with the lowest peak / max-live is kept.
+#: WHY: on tiled CNN residencies (one segment of 4,000-14,000 buffers) the exact search lays
+#: out far above max-live (light_resnet50 at 50%: 1.16 at effort 1), and what it reaches,
+#: hence every later try of the loop and the plan, changes with the effort in no monotone way
+#: (light_resnet50 at 50%, plan peak / max-live at efforts 1, 2, 3, 4, 6, 8: 1.041, 1.007,
+#: 1.048, 1.023, 1.015, 1.036; light_inception_v2 at 25%, efforts 1-4: 1.019, 1.000, 1.000, 1.008),
+#: while windows of 100-250 of its buffers fit within 1-3 % of max-live in a few hundred search
+#: nodes (bench/residency_instance.py): the search misses, the instance is not shown to need more.
+#: A second and third deterministic draw fixes the plans that miss without touching the rest.
+RETRY_SEARCH_EFFORTS = (2.0, 3.0)
+
 
 def buffers_by_device(res: Residency) -> dict[int, list[Buffer]]:
     """The layout problem of a residency: each device's occupants as buffers (id, lifetime in events, size)."""
@@ -100,8 +112,10 @@ def buffers_by_device(res: Residency) -> dict[int, list[Buffer]]:
 
 
 def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.0, capacity: int | None = None,
-                     progress: Progress | None = None) -> Layouts:
-    """Give every occupant an offset in its memory (one arena per device, one host region)."""
+                     progress: Progress | None = None, search_effort: float = SEARCH_EFFORT) -> Layouts:
+    """Give every occupant an offset in its memory (one arena per device, one host region).
+
+    ``search_effort``: the cap on the "search" engine's effort (``effort`` is CP-SAT's)."""
     by_dev = buffers_by_device(res)
     offsets: dict[int, int] = {}
     arena: dict[int, int] = {}
@@ -116,7 +130,7 @@ def layout_residency(res: Residency, solver: str = "greedy", effort: float = 10.
             # toward max-live, not just under the budget: a tighter arena is what keeps
             # peak / max-live near 1 once the effective budget has been tightened
             # (two preorder sets in turn: see search_layout_sets)
-            lay = search_layout_sets(bufs, lay, effort=min(effort, SEARCH_EFFORT))
+            lay = search_layout_sets(bufs, lay, effort=min(effort, search_effort))
         if solver == "cpsat" and dev != HOST:
             from .layout.cpsat import cpsat_layout
 
@@ -166,7 +180,7 @@ def _transfer_bytes(res: Residency) -> int:
 
 def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: PlanOptions, solver: str,
          progress: Progress | None, hint: Layouts | None = None, arenas_out: list[int] | None = None,
-         tiled: bool = False) -> Planned | None:
+         tiled: bool = False, search_effort: float = SEARCH_EFFORT) -> Planned | None:
     """One residency + layout at effective budgets ``eff``; None if the layout does not fit ``budgets``.
 
     ``tiled``: ``graph`` is split into blocks (see :func:`_prefetch_into_layout`)."""
@@ -190,12 +204,13 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
             return Planned(full, lay, budgets, eff)
         # greedy misses max-live: the search lays out the same transfer-free residency; taken if it fits
         # (a plan that moves nothing beats one that lays out tighter but reloads)
-        lay = layout_residency(full, "search", opts.effort, capacity=max(budgets))
+        lay = layout_residency(full, "search", opts.effort, capacity=max(budgets), search_effort=search_effort)
         if all(a <= b for a, b in zip(_gpu_arenas(lay, opts.gpus), budgets)):
             return Planned(full, lay, budgets, eff)
     res = simulate(graph, order, device_of, eff, prefetch=opts.prefetch and not into_holes, evict_after=evict_after,
                    state=state_storages(graph, opts.state))
-    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None)
+    lay = layout_residency(res, solver, opts.effort, capacity=max(budgets), progress=progress if solver == "cpsat" else None,
+                           search_effort=search_effort)
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
         if into_holes:
@@ -296,7 +311,8 @@ TIGHTEN_MARGIN = {"greedy": 128, "search": 1024}
 
 
 def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
-                   progress: Progress | None = None, tiled: bool = False) -> Planned:
+                   progress: Progress | None = None, tiled: bool = False,
+                   search_effort: float = SEARCH_EFFORT) -> Planned:
     """Residency + layout that fits ``budget`` bytes per GPU.
 
     The greedy pass tightens the effective (resident-bytes) budget until the
@@ -307,6 +323,7 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     never makes a plan worse than greedy, and its effort is bounded.
     ``tiled``: ``graph`` is split into blocks; prefetch then prefers fewer
     transferred bytes to peak / max-live (:func:`_prefetch_into_layout`).
+    ``search_effort``: the search engine's effort per try (:data:`SEARCH_EFFORT`).
     """
     budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
     lb = res_lb(graph, order, device_of, opts.gpus)
@@ -323,7 +340,8 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     for _attempt in range(opts.max_tries):
         try:
             arenas: list[int] = []
-            greedy = _try(graph, order, device_of, eff, budgets, opts, loop_solver, progress, arenas_out=arenas, tiled=tiled)
+            greedy = _try(graph, order, device_of, eff, budgets, opts, loop_solver, progress, arenas_out=arenas, tiled=tiled,
+                          search_effort=search_effort)
         except BudgetError:
             break
         if greedy is not None:
@@ -350,6 +368,38 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
         f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
         f"(the largest single task needs {need} bytes; try `--gpu-mem min` to find it)"
     )
+
+
+def retry_layout(graph: TaskGraph, planned: Planned, budget: int, opts: PlanOptions, tiled: bool,
+                 progress: Progress | None = None, order: list[int] | None = None,
+                 device_of: list[int] | None = None) -> Planned:
+    """``planned``, or the residency loop run again at :data:`RETRY_SEARCH_EFFORTS` when its
+    peak / max-live is above 1.01: the lowest peak / max-live wins (ties: the earlier).
+
+    ``graph``: the graph ``planned`` was made from (tiled when ``tiled``), ordered and placed
+    by ``order`` and ``device_of`` (made again as :func:`plan_tiled` does when not given). Only the final plan comes here (not the minimum
+    budget's probes, which need a plan, not its quality), and only with the "search" engine.
+    """
+    limit = Fraction(101, 100)
+    if opts.solver != "search" or peak_over_max_live(planned.layouts, opts.gpus) <= limit:
+        return planned
+    if order is None or device_of is None:
+        order = memory_aware_order(graph)
+        device_of = place_stages(graph, order, opts.gpus)
+    best = planned
+    for effort in RETRY_SEARCH_EFFORTS:
+        try:
+            cand = plan_residency(graph, order, device_of, budget, opts, progress, tiled=tiled, search_effort=effort)
+        except BudgetError:
+            continue
+        if progress:
+            progress(f"layout retried at search effort {effort}: peak / max-live "
+                     f"{float(peak_over_max_live(cand.layouts, opts.gpus)):.4f}")
+        if peak_over_max_live(cand.layouts, opts.gpus) < peak_over_max_live(best.layouts, opts.gpus):
+            best = cand
+        if peak_over_max_live(best.layouts, opts.gpus) <= limit:
+            break
+    return best
 
 
 def budgets_of(opts: PlanOptions, budget: int) -> list[int]:
@@ -398,6 +448,8 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
             least = floor_search(graph, order, device_of, dataclasses.replace(opts, min_search_tiled=opts.tiling),
                                  lower_bound, no_offload_peak, floor=floor)
         raise BudgetError(refusal(budget, floor, least, no_offload_peak)) from e
+    planned = retry_layout(tg, planned, budget, opts, tg is not graph, progress,
+                           *((order, device_of) if tg is graph else (None, None)))
     return assemble(tg, planned, opts, budget, no_offload_peak, plan_dir, report, pairs)
 
 
