@@ -158,6 +158,11 @@ NOTES = [
     "resnet50 25% and 10% are refused: the partition splits Conv n86 (1x1, stride 2, a 2 MB weight) along output",
     "channels, reading its whole 1.6 MB input, whose row blocks must then be assembled (a 3.2 MB Concat) at every",
     "task-size limit; planning it below 40% needs a two-axis (channels x rows) convolution split.",
+    "resnet50 50% and inception_v2 25% re-run on branch cnnlay (`--no-run --timeout 300 --only resnet50 --fractions 0.5`,",
+    "then `--only inception_v2 --fractions 0.25`) with turnipc.planner.retry_layout (a final plan above 1.01 x max-live",
+    "runs its residency loop again at search effort 2, then 3): resnet50 50% 1.041 -> 1.007 (transfer 21.0 -> 22.6 MB,",
+    "cpu 6.2 -> 15.6 s), inception_v2 25% 1.019 -> 1.000 (transfer 22.4 -> 18.7 MB, cpu 25.9 -> 50.1 s); no other row",
+    "retries (all at or below 1.01), so their plans are unchanged.",
 ]
 
 
