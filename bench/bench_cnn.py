@@ -162,7 +162,8 @@ NOTES = [
     "then `--only inception_v2 --fractions 0.25`) with turnipc.planner.retry_layout (a final plan above 1.01 x max-live",
     "runs its residency loop again at search effort 2, then 3): resnet50 50% 1.041 -> 1.007 (transfer 21.0 -> 22.6 MB,",
     "cpu 6.2 -> 15.6 s), inception_v2 25% 1.019 -> 1.000 (transfer 22.4 -> 18.7 MB, cpu 25.9 -> 50.1 s); no other row",
-    "retries (all at or below 1.01), so their plans are unchanged.",
+    "retries (all at or below 1.01): every other 50% / 25% row re-run on cnnlay has the same peak / max-live, transfer",
+    "and nodes as before.",
 ]
 
 
