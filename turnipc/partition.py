@@ -41,7 +41,7 @@ from .fuse_attention import attention_split_rule, is_fused_attention
 from .graphio import graph_io
 from .output_blocks import finish_outputs
 from .partition_attention import attention_rule, scratch_bytes, scratch_share
-from .partition_conv import CNN_OPS, block_attrs, cnn_split_rule, input_partition
+from .partition_conv import CNN_OPS, Grid, block_attrs, cnn_split_rule, emit_grid, grid_options, input_partition
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -104,6 +104,7 @@ class TilingReport:
     assembles: list[str] = field(default_factory=list)  # values concatenated because a consumer needed them whole
     splits: list[str] = field(default_factory=list)  # activations cut by Slice tasks (re-partitions)
     recomputed: dict[str, int] = field(default_factory=dict)  # generated task -> consumers it was computed for
+    grids: dict[str, list[int]] = field(default_factory=dict)  # Conv split two ways -> [row blocks, channel blocks]
 
     def to_obj(self) -> dict:
         return {
@@ -114,6 +115,7 @@ class TilingReport:
             "splits": len(self.splits),
             "tiled": dict(sorted(self.tiled.items())),
             **({"recomputed": dict(sorted(self.recomputed.items()))} if self.recomputed else {}),
+            **({"grids": dict(sorted(self.grids.items()))} if self.grids else {}),
         }
 
 
@@ -535,11 +537,16 @@ class _Builder:
             if ext > 1:
                 n, ws = self._fit(lambda size: self.reduce_ws(task, raxes, size, ext), ext)
                 opts.append(("reduce", rax, n, (raxes, [None]), ws))
+        # a Conv cut along rows x channels (turnipc/partition_conv.py), ranked after every one-axis split:
+        # it is picked only where no one-axis split fits, and then only if it needs less memory
+        for blocks, grid, ws in grid_options(self, task):
+            opts.append(("grid", grid.rows.axis, blocks, (grid, split_rule(self.g, task, grid.rows.axis)), ws))
         res = []
+        rank = {"out": 0, "reduce": 1, "grid": 2}
         for kind, k, n, rule, ws in opts:
             fits = ws <= self.limit
             # fewest blocks that fit; a reduction split (partial sums) only when nothing else fits
-            key = (not fits, kind == "reduce", n if fits else ws, k)
+            key = (not fits, rank[kind], n if fits else ws, k)
             res.append((key, kind, k, n, rule, ws))
         res.sort(key=lambda o: o[0])
         return res
@@ -565,7 +572,7 @@ class _Builder:
             opts = self.options(ct)
             if not opts or opts[0][5] > self.limit:
                 continue
-            rule = opts[0][4]
+            rule = opts[0][4] if opts[0][1] != "grid" else opts[0][4][1]
             for i, nm in enumerate(ct.inputs):
                 if nm is not None and self.values[nm].storage == s and rule[0][i] is not None:
                     j = rule[0][i]
@@ -574,7 +581,7 @@ class _Builder:
             return None
         return None
 
-    def choose(self, task: Task) -> tuple[str, Partition, tuple] | None:
+    def choose(self, task: Task) -> tuple[str, Partition | Grid, tuple] | None:
         out0 = self.values[task.outputs[0]] if task.outputs and task.outputs[0] is not None else None
         if out0 is None:
             return None
@@ -626,6 +633,8 @@ class _Builder:
                 return best[1], best[2], best[3]
         if ws >= whole_ws:
             return None
+        if kind == "grid":
+            return kind, rule[0], rule[1]
         ext = out0.shape[k] if kind == "out" else self.values[_in0(task)].shape[k]
         return kind, Partition(k, even_bounds(ext, n)), rule
 
@@ -641,6 +650,9 @@ class _Builder:
                 for o in task.outputs:
                     if o is not None:
                         self.whole.add(self.values[o].storage)
+                continue
+            if choice[0] == "grid":
+                emit_grid(self, task, choice[1])
                 continue
             kind, p, (in_axes, out_axes) = choice
             if kind == "reduce":

@@ -207,3 +207,139 @@ def constant_of_shape_blocks(b: _Builder, task: Task, storage: str, j: int, p: P
         b.emit(Task(0, b.fresh(f"{task.name}#{i}"), task.op_type, task.domain, task.attrs, (shape,), (bn,), 0, 0))
         out.append(bn)
     return out
+
+
+# -- two-axis Conv split: output rows x output channels ------------------------
+
+#: Row-block counts tried for a two-axis split (every count up to this; more rows than this are never needed
+#: for the CNNs here, and the search stays a few hundred arithmetic steps per conv).
+GRID_MAX_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A Conv cut two ways: ``rows`` (a spatial output axis) x ``channels`` (output axis 1).
+
+    Why: a channel block reads the whole input, and a row block reads the
+    whole filter. Where the input and the filter are both big (ResNet-50's
+    1x1 stride-2 projection: a 1.6 MB input, a 2 MB filter), neither
+    one-axis split gets a task below either, so no budget under them plans.
+    A block of the grid reads its input rows (with their halo) and its filter
+    block: both shrink. The row blocks stay the output's partition (what
+    flows on to BatchNormalization / Relu / Add), each assembled from its
+    channel pieces by a Concat of one row block's bytes.
+    """
+
+    rows: Partition
+    channels: Partition
+
+
+def grid_working_set(b: _Builder, task: Task, k: int, rows: tuple[tuple[int, int], ...], nc: int) -> int:
+    """Bytes one task of the grid (``rows`` along output axis ``k`` x ``nc`` channel blocks) needs at most.
+
+    The largest of: a Conv block (input rows with halo, filter and bias block, output piece) and, with more
+    than one channel block, the Concat of one row block's pieces (aligned like :meth:`_Builder.working_set`).
+    """
+    from .partition import even_bounds
+    from .residency import aligned
+
+    vals = b.values
+    x, w, y = vals[task.inputs[0]], vals[task.inputs[1]], vals[task.outputs[0]]  # type: ignore[index]
+    win = window(task, [vals[n] if n is not None else None for n in task.inputs], k, y.shape[k])
+    assert win is not None
+    in_rows = max(e - s for s, e, _, _ in (halo_bounds(win, lo, hi) for lo, hi in rows))
+    out_rows = max(hi - lo for lo, hi in rows)
+    chans = y.shape[1]
+    cb = max(hi - lo for lo, hi in even_bounds(chans, nc))
+
+    def part(v: Value, num: int, den: int) -> int:
+        return aligned(-(-vals[v.storage].nbytes * num // den))
+
+    conv = part(x, in_rows, x.shape[k]) + part(w, cb, chans) + part(y, out_rows * cb, y.shape[k] * chans)
+    if len(task.inputs) > 2 and task.inputs[2] is not None:
+        conv += part(vals[task.inputs[2]], cb, chans)
+    if nc == 1:
+        return conv
+    row_block = part(y, out_rows, y.shape[k])
+    return max(conv, row_block + nc * part(y, out_rows * cb, y.shape[k] * chans))
+
+
+def grid_options(b: _Builder, task: Task) -> list[tuple[int, Grid, int]]:
+    """Two-axis splits of Conv ``task``: (blocks, grid, bytes), per spatial axis its fewest blocks that fit
+    ``b.limit`` (else its smallest working set). Empty where the op has no channel or no row split."""
+    from .partition import MAX_BLOCKS, Partition, even_bounds, split_rule
+
+    if task.op_type != "Conv" or len(task.outputs) != 1 or task.outputs[0] is None:
+        return []
+    y = b.values[task.outputs[0]]
+    if len(y.shape) < 3 or y.shape[1] < 2 or split_rule(b.g, task, 1) is None:
+        return []
+    chans = y.shape[1]
+    out: list[tuple[int, Grid, int]] = []
+    for k in range(2, len(y.shape)):
+        ext = y.shape[k]
+        if ext < 2 or split_rule(b.g, task, k) is None:
+            continue
+        best: tuple[tuple, int, int, int] | None = None  # (key, nr, nc, ws)
+        for nr in range(2, min(ext, GRID_MAX_ROWS, MAX_BLOCKS // 2) + 1):
+            rows = even_bounds(ext, nr)
+            top = min(chans, MAX_BLOCKS // nr)
+            if top < 2:
+                break
+            # fewest channel blocks that fit (the working set only falls as nc grows, up to alignment)
+            lo, hi = 2, top
+            if grid_working_set(b, task, k, rows, hi) > b.limit:
+                lo = hi
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if grid_working_set(b, task, k, rows, mid) <= b.limit:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            ws = grid_working_set(b, task, k, rows, lo)
+            fits = ws <= b.limit
+            key = (not fits, nr * lo if fits else ws, lo)
+            if best is None or key < best[0]:
+                best = (key, nr, lo, ws)
+        if best is not None:
+            _, nr, nc, ws = best
+            out.append((nr * nc, Grid(Partition(k, even_bounds(ext, nr)), Partition(1, even_bounds(chans, nc))), ws))
+    return out
+
+
+def emit_grid(b: _Builder, task: Task, grid: Grid) -> None:
+    """Emit Conv ``task`` as ``grid``'s blocks: per row block, one Conv per channel block on the row block's
+    input rows (with halo, from its native blocks, never whole) and that channel block's filter (a
+    ConstantOfShape filter is filled afresh per Conv), then the Concat of the pieces along the channels."""
+    from .partition import Partition
+
+    k = grid.rows.axis
+    nm = task.outputs[0]
+    assert nm is not None
+    y = b.values[nm]
+    in_axes: list[int | None] = [k] + [None] * (len(task.inputs) - 1)
+    xs = b.get_blocks(task.inputs[0], input_partition(b.g, task, 0, k, grid.rows))  # type: ignore[arg-type]
+    chans = Partition(0, grid.channels.bounds)
+    row_blocks = []
+    for r, (a, e) in enumerate(grid.rows.bounds):
+        yr = b.block_value(y, k, a, e, b.fresh(f"{nm}#{k}.{r}"), "activation")
+        params = [None if p is None else b.get_blocks(p, chans) for p in task.inputs[1:]]  # fresh fills per row block
+        attrs = block_attrs(b.g, task, in_axes, grid.rows, r)
+        pieces = []
+        for c, (lo, hi) in enumerate(grid.channels.bounds):
+            if len(grid.channels.bounds) == 1:
+                piece = yr.name
+            else:
+                piece = b.fresh(f"{yr.name}.c{c}")
+                b.block_value(yr, 1, lo, hi, piece, "activation")
+            ins = (xs[r],) + tuple(None if p is None else p[c] for p in params)
+            b.emit(Task(0, b.fresh(f"{task.name}#{r}.{c}"), task.op_type, task.domain, attrs, ins, (piece,), 0, 0))
+            pieces.append(piece)
+        if len(pieces) > 1:
+            b.emit(Task(0, b.fresh(f"gather {yr.name}"), "Concat", "", {"axis": 1}, tuple(pieces), (yr.name,), 0, 0))
+        row_blocks.append(yr.name)
+    native = Partition(k, grid.rows.bounds)
+    b.native[nm] = native
+    b.parts[(nm, native)] = row_blocks
+    b.report.tiled[task.name] = len(grid.rows.bounds) * len(grid.channels.bounds)
+    b.report.grids[task.name] = [len(grid.rows.bounds), len(grid.channels.bounds)]
