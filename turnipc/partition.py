@@ -537,19 +537,23 @@ class _Builder:
             if ext > 1:
                 n, ws = self._fit(lambda size: self.reduce_ws(task, raxes, size, ext), ext)
                 opts.append(("reduce", rax, n, (raxes, [None]), ws))
-        # a Conv cut along rows x channels (turnipc/partition_conv.py), ranked after every one-axis split:
-        # it is picked only where no one-axis split fits, and then only if it needs less memory
-        for blocks, grid, ws in grid_options(self, task):
-            opts.append(("grid", grid.rows.axis, blocks, (grid, split_rule(self.g, task, grid.rows.axis)), ws))
         res = []
-        rank = {"out": 0, "reduce": 1, "grid": 2}
         for kind, k, n, rule, ws in opts:
             fits = ws <= self.limit
             # fewest blocks that fit; a reduction split (partial sums) only when nothing else fits
-            key = (not fits, rank[kind], n if fits else ws, k)
+            key = (not fits, kind == "reduce", n if fits else ws, k)
             res.append((key, kind, k, n, rule, ws))
         res.sort(key=lambda o: o[0])
-        return res
+        # a Conv cut along rows x channels (turnipc/partition_conv.py) comes first only where no one-axis
+        # split fits and it needs less memory than the best of them; otherwise it follows them
+        grids = []
+        for blocks, grid, ws in grid_options(self, task):
+            rule = (grid, split_rule(self.g, task, grid.rows.axis))
+            grids.append(((ws > self.limit, blocks if ws <= self.limit else ws, grid.rows.axis), "grid", grid.rows.axis, blocks, rule, ws))
+        grids.sort(key=lambda o: o[0])
+        if grids and res and res[0][5] > self.limit and grids[0][5] < res[0][5]:
+            return grids[:1] + res + grids[1:]
+        return res + grids
 
     def _fit(self, ws_of, ext: int) -> tuple[int, int]:
         top = min(ext, MAX_BLOCKS)

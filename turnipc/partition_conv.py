@@ -234,73 +234,84 @@ class Grid:
     channels: Partition
 
 
+class _GridCost:
+    """The working set of a grid block of one Conv along one spatial axis, as a cheap function of the split."""
+
+    def __init__(self, b: _Builder, task: Task, k: int) -> None:
+        vals = b.values
+        x, w, y = (vals[n] for n in (task.inputs[0], task.inputs[1], task.outputs[0]))  # type: ignore[index]
+        bias = vals[task.inputs[2]] if len(task.inputs) > 2 and task.inputs[2] is not None else None
+        win = window(task, [vals[n] if n is not None else None for n in task.inputs], k, y.shape[k])
+        assert win is not None
+        self.win, self.k = win, k
+        self.x_bytes, self.x_rows = vals[x.storage].nbytes, x.shape[k]
+        self.w_bytes = vals[w.storage].nbytes
+        self.b_bytes = 0 if bias is None else vals[bias.storage].nbytes
+        self.y_bytes, self.y_rows, self.chans = vals[y.storage].nbytes, y.shape[k], y.shape[1]
+
+    def rows(self, bounds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+        """(largest input rows with halo, largest output rows) of row blocks ``bounds``."""
+        in_rows = max(e - s for s, e, _, _ in (halo_bounds(self.win, lo, hi) for lo, hi in bounds))
+        return in_rows, max(hi - lo for lo, hi in bounds)
+
+    def bytes(self, in_rows: int, out_rows: int, nc: int) -> int:
+        """The larger of a Conv block and (``nc`` > 1) the Concat of one row block's ``nc`` pieces."""
+        from .residency import aligned
+
+        cb = -(-self.chans // nc)  # the largest of even_bounds(chans, nc)
+        piece = aligned(-(-self.y_bytes * out_rows * cb // (self.y_rows * self.chans)))
+        conv = (aligned(-(-self.x_bytes * in_rows // self.x_rows)) + aligned(-(-self.w_bytes * cb // self.chans)) + piece
+                + (aligned(-(-self.b_bytes * cb // self.chans)) if self.b_bytes else 0))
+        if nc == 1:
+            return conv
+        return max(conv, aligned(-(-self.y_bytes * out_rows // self.y_rows)) + nc * piece)
+
+
 def grid_working_set(b: _Builder, task: Task, k: int, rows: tuple[tuple[int, int], ...], nc: int) -> int:
-    """Bytes one task of the grid (``rows`` along output axis ``k`` x ``nc`` channel blocks) needs at most.
+    """Bytes one task of Conv ``task`` cut in row blocks ``rows`` (output axis ``k``) x ``nc`` channel blocks needs
+    at most: the larger of a Conv block (input rows with their halo, filter and bias block, output piece) and,
+    with ``nc`` > 1, the Concat of one row block's pieces (every storage aligned, as :meth:`_Builder.working_set`)."""
+    cost = _GridCost(b, task, k)
+    return cost.bytes(*cost.rows(rows), nc)
 
-    The largest of: a Conv block (input rows with halo, filter and bias block, output piece) and, with more
-    than one channel block, the Concat of one row block's pieces (aligned like :meth:`_Builder.working_set`).
-    """
-    from .partition import even_bounds
-    from .residency import aligned
 
-    vals = b.values
-    x, w, y = vals[task.inputs[0]], vals[task.inputs[1]], vals[task.outputs[0]]  # type: ignore[index]
-    win = window(task, [vals[n] if n is not None else None for n in task.inputs], k, y.shape[k])
-    assert win is not None
-    in_rows = max(e - s for s, e, _, _ in (halo_bounds(win, lo, hi) for lo, hi in rows))
-    out_rows = max(hi - lo for lo, hi in rows)
-    chans = y.shape[1]
-    cb = max(hi - lo for lo, hi in even_bounds(chans, nc))
-
-    def part(v: Value, num: int, den: int) -> int:
-        return aligned(-(-vals[v.storage].nbytes * num // den))
-
-    conv = part(x, in_rows, x.shape[k]) + part(w, cb, chans) + part(y, out_rows * cb, y.shape[k] * chans)
-    if len(task.inputs) > 2 and task.inputs[2] is not None:
-        conv += part(vals[task.inputs[2]], cb, chans)
-    if nc == 1:
-        return conv
-    row_block = part(y, out_rows, y.shape[k])
-    return max(conv, row_block + nc * part(y, out_rows * cb, y.shape[k] * chans))
+def _channel_counts(chans: int, top: int) -> list[int]:
+    """Channel-block counts from 2 to ``top``, one per distinct largest block (the fewest blocks giving it)."""
+    out = sorted({-(-chans // cb) for cb in range(1, chans + 1)})
+    return [n for n in out if 2 <= n <= top]
 
 
 def grid_options(b: _Builder, task: Task) -> list[tuple[int, Grid, int]]:
-    """Two-axis splits of Conv ``task``: (blocks, grid, bytes), per spatial axis its fewest blocks that fit
-    ``b.limit`` (else its smallest working set). Empty where the op has no channel or no row split."""
+    """Two-axis splits of Conv ``task``: (blocks, grid, bytes), per spatial axis the fewest blocks that fit
+    ``b.limit`` (else the smallest working set). Empty where the op has no channel or no row split."""
     from .partition import MAX_BLOCKS, Partition, even_bounds, split_rule
 
-    if task.op_type != "Conv" or len(task.outputs) != 1 or task.outputs[0] is None:
+    if task.op_type != "Conv" or len(task.outputs) != 1 or task.outputs[0] is None or len(task.inputs) < 2:
         return []
     y = b.values[task.outputs[0]]
     if len(y.shape) < 3 or y.shape[1] < 2 or split_rule(b.g, task, 1) is None:
         return []
     chans = y.shape[1]
+    counts = _channel_counts(chans, min(chans, MAX_BLOCKS // 2))
     out: list[tuple[int, Grid, int]] = []
     for k in range(2, len(y.shape)):
         ext = y.shape[k]
         if ext < 2 or split_rule(b.g, task, k) is None:
             continue
+        cost = _GridCost(b, task, k)
         best: tuple[tuple, int, int, int] | None = None  # (key, nr, nc, ws)
         for nr in range(2, min(ext, GRID_MAX_ROWS, MAX_BLOCKS // 2) + 1):
-            rows = even_bounds(ext, nr)
-            top = min(chans, MAX_BLOCKS // nr)
-            if top < 2:
-                break
-            # fewest channel blocks that fit (the working set only falls as nc grows, up to alignment)
-            lo, hi = 2, top
-            if grid_working_set(b, task, k, rows, hi) > b.limit:
-                lo = hi
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if grid_working_set(b, task, k, rows, mid) <= b.limit:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            ws = grid_working_set(b, task, k, rows, lo)
-            fits = ws <= b.limit
-            key = (not fits, nr * lo if fits else ws, lo)
-            if best is None or key < best[0]:
-                best = (key, nr, lo, ws)
+            rows = cost.rows(even_bounds(ext, nr))
+            for nc in counts:
+                if nr * nc > MAX_BLOCKS or (best is not None and not best[0][0] and nr * nc >= best[0][1]):
+                    break  # no fewer blocks than a fitting grid already found
+                ws = cost.bytes(*rows, nc)
+                fits = ws <= b.limit
+                key = (not fits, nr * nc if fits else ws, nc)
+                if best is None or key < best[0]:
+                    best = (key, nr, nc, ws)
+                if fits:
+                    break  # more channel blocks only add blocks
         if best is not None:
             _, nr, nc, ws = best
             out.append((nr * nc, Grid(Partition(k, even_bounds(ext, nr)), Partition(1, even_bounds(chans, nc))), ws))
