@@ -189,3 +189,32 @@ def test_filled_filter_is_filled_per_grid_block_and_rows_flow_on(tmp_path):
     plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=limit))
     assert plan.stats.tiling["grids"] == {"conv": [8, 6]}
     _check_runs(path, plan, _feeds((1, 128, 16, 16), 3))
+
+
+# kernel, stride, pads (top, left, bottom, right), dilation, bias, batch, input rows x columns
+_SWEEP = [
+    (1, 1, [0, 0, 0, 0], 1, False, 1, (16, 16)),
+    (1, 2, [0, 0, 0, 0], 1, True, 2, (13, 11)),
+    (3, 1, [1, 1, 1, 1], 1, True, 1, (13, 11)),
+    (3, 2, [1, 0, 0, 2], 1, False, 2, (16, 16)),
+    (3, 3, [0, 0, 0, 0], 2, True, 1, (16, 16)),
+    (5, 1, [2, 2, 2, 2], 1, False, 1, (13, 11)),
+    (5, 2, [2, 0, 0, 3], 2, True, 1, (16, 16)),
+]
+
+
+def test_grid_sweep_matches_onnxruntime(tmp_path):
+    # strides 1-3, kernels 1-5, symmetric and asymmetric pads, dilation 2, a batch of 2, non-square inputs: the
+    # conv (12 -> 40 channels) at 2/3 of the least its one-axis splits need is cut rows x channels, and the tiled
+    # plan's result equals onnxruntime's on the untiled model
+    rng = np.random.default_rng(0)
+    for i, (k, s, pads, dil, bias, batch, hw) in enumerate(_SWEEP):
+        path = _conv(tmp_path, [batch, 12, *hw], [40, 12, k, k], bias, name=f"s{i}.onnx",
+                     strides=[s, s], pads=pads, dilations=[dil, dil])
+        g = import_model(path)
+        limit = _one_axis_best(g, 0) * 2 // 3
+        _, rep = partition_graph(g, limit)
+        assert set(rep.grids) == {"conv"}, (i, rep.tiled)
+        plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=limit))
+        assert plan.stats.tiling["grids"] == rep.grids
+        _check_runs(path, plan, {"x": rng.standard_normal((batch, 12, *hw)).astype(np.float32)}, orders=1)
