@@ -548,8 +548,9 @@ class _Builder:
         # split fits and it needs less memory than the best of them; otherwise it follows them
         grids = []
         for blocks, grid, ws in grid_options(self, task):
-            rule = (grid, split_rule(self.g, task, grid.rows.axis))
-            grids.append(((ws > self.limit, blocks if ws <= self.limit else ws, grid.rows.axis), "grid", grid.rows.axis, blocks, rule, ws))
+            grid_rule = (grid, split_rule(self.g, task, grid.rows.axis))
+            grids.append(((ws > self.limit, blocks if ws <= self.limit else ws, grid.rows.axis), "grid", grid.rows.axis, blocks,
+                          grid_rule, ws))
         grids.sort(key=lambda o: o[0])
         if grids and res and res[0][5] > self.limit and grids[0][5] < res[0][5]:
             return grids[:1] + res + grids[1:]
@@ -655,10 +656,10 @@ class _Builder:
                     if o is not None:
                         self.whole.add(self.values[o].storage)
                 continue
-            if choice[0] == "grid":
-                emit_grid(self, task, choice[1])
-                continue
             kind, p, (in_axes, out_axes) = choice
+            if isinstance(p, Grid):  # a Conv cut rows x channels (turnipc/partition_conv.py)
+                emit_grid(self, task, p)
+                continue
             if kind == "reduce":
                 self.emit_reduce(task, p, in_axes)
                 continue
