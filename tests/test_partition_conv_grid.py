@@ -218,3 +218,27 @@ def test_grid_sweep_matches_onnxruntime(tmp_path):
         plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=limit))
         assert plan.stats.tiling["grids"] == rep.grids
         _check_runs(path, plan, {"x": rng.standard_normal((batch, 12, *hw)).astype(np.float32)}, orders=1)
+
+
+def test_channel_split_counts_the_assemble_of_a_tiled_input(tmp_path):
+    # Relu -> Conv 1x1 (64 -> 128 channels, 8x8): r is 16 KiB, W 32 KiB, y 32 KiB; at 24 KiB per task the Relu is cut
+    # into blocks. 8 output-channel blocks of the Conv would need 16 + 4 + 4 = 24 KiB, but they read r whole, and r
+    # exists only in blocks: its assemble (blocks and whole, 32 KiB) would be the largest task. Row blocks read
+    # the whole W (32 KiB). So the Conv is cut rows x channels, reading r's row blocks as they are: no assemble
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "W"], ["y"], name="conv")]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", FLOAT, [1, 64, 8, 8])],
+                 [helper.make_tensor_value_info("y", FLOAT, [1, 128, 8, 8])], [_w("W", [128, 64, 1, 1], 1, 0.3)],
+                 name="assemble.onnx")
+    g = import_model(path)
+    limit = 24 << 10
+    b = _Builder(g, limit)
+    conv = g.tasks[1]
+    channels = next(o for o in b.options(conv) if o[1] == "out" and o[2] == 1)
+    assert channels[3] == 8 and channels[5] == limit  # alone (nothing tiled yet) the channel split fits
+    tg, rep = partition_graph(g, limit)
+    assert rep.tiled["relu"] > 1 and set(rep.grids) == {"conv"}
+    assert "r" not in rep.assembles and "r" not in tg.values  # r never exists whole
+    assert max(task_working_set(tg, t) for t in tg.tasks) <= limit
+    plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=limit))
+    _check_runs(path, plan, _feeds((1, 64, 8, 8), 4))

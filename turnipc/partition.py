@@ -41,7 +41,7 @@ from .fuse_attention import attention_split_rule, is_fused_attention
 from .graphio import graph_io
 from .output_blocks import finish_outputs
 from .partition_attention import attention_rule, scratch_bytes, scratch_share
-from .partition_conv import CNN_OPS, Grid, block_attrs, cnn_split_rule, emit_grid, grid_options, input_partition
+from .partition_conv import CNN_OPS, Grid, block_attrs, cnn_split_rule, emit_grid, grid_options, input_partition, whole_read_bytes
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -528,7 +528,7 @@ class _Builder:
                 continue
             ext = out0.shape[k]
             n, ws = self._fit(lambda size, rule=rule, ext=ext: self.working_set(task, rule, (size, ext)), ext)
-            opts.append(("out", k, n, rule, ws))
+            opts.append(("out", k, n, rule, max(ws, whole_read_bytes(self, task, rule[0]))))
         raxes = self.reduce_rule(task)
         if raxes is not None and raxes[0] is not None and task.inputs[0] is not None:
             a = self.values[task.inputs[0]]
@@ -590,7 +590,7 @@ class _Builder:
         out0 = self.values[task.outputs[0]] if task.outputs and task.outputs[0] is not None else None
         if out0 is None:
             return None
-        whole_ws = self.working_set(task)
+        whole_ws = max(self.working_set(task), whole_read_bytes(self, task, [None] * len(task.inputs)))
         raxes = self.reduce_rule(task)
         # 1. propagation: keep the partition an input already has (refined if its blocks are too big)
         props = []

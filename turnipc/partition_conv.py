@@ -246,25 +246,35 @@ class _GridCost:
         bias = vals[task.inputs[2]] if len(task.inputs) > 2 and task.inputs[2] is not None else None
         win = window(task, [vals[n] if n is not None else None for n in task.inputs], k, y.shape[k])
         assert win is not None
-        self.win, self.k = win, k
+        self.win, self.k, self.b, self.task = win, k, b, task
+        self.x_tiled = tiled_storage(b, task.inputs[0]) is not None
         self.x_bytes, self.x_rows = vals[x.storage].nbytes, x.shape[k]
         self.w_bytes = vals[w.storage].nbytes
         self.b_bytes = 0 if bias is None else vals[bias.storage].nbytes
         self.y_bytes, self.y_rows, self.chans = vals[y.storage].nbytes, y.shape[k], y.shape[1]
 
-    def rows(self, bounds: tuple[tuple[int, int], ...]) -> tuple[int, int]:
-        """(largest input rows with halo, largest output rows) of row blocks ``bounds``."""
-        in_rows = max(e - s for s, e, _, _ in (halo_bounds(self.win, lo, hi) for lo, hi in bounds))
-        return in_rows, max(hi - lo for lo, hi in bounds)
+    def rows(self, bounds: tuple[tuple[int, int], ...]) -> tuple[int, int, bool]:
+        """(largest input rows with halo, largest output rows, whether the input rows must be re-cut) of row
+        blocks ``bounds``."""
+        from .partition import Partition
 
-    def bytes(self, in_rows: int, out_rows: int, nc: int) -> int:
-        """The larger of a Conv block and (``nc`` > 1) the Concat of one row block's ``nc`` pieces."""
+        halos = tuple(halo_bounds(self.win, lo, hi)[:2] for lo, hi in bounds)
+        in_rows = max(e - s for s, e in halos)
+        recut = self.x_tiled and self.b.view_partition(self.task.inputs[0]) != Partition(self.k, halos)  # type: ignore[arg-type]
+        return in_rows, max(hi - lo for lo, hi in bounds), recut
+
+    def bytes(self, in_rows: int, out_rows: int, recut: bool, nc: int) -> int:
+        """The largest of a Conv block, (``nc`` > 1) the Concat of one row block's ``nc`` pieces and (``recut``) the
+        Concat re-cutting a tiled input into a block of input rows with their halo (pieces and block)."""
         from .residency import aligned
 
+        x_block = aligned(-(-self.x_bytes * in_rows // self.x_rows))
         cb = -(-self.chans // nc)  # the largest of even_bounds(chans, nc)
         piece = aligned(-(-self.y_bytes * out_rows * cb // (self.y_rows * self.chans)))
-        conv = (aligned(-(-self.x_bytes * in_rows // self.x_rows)) + aligned(-(-self.w_bytes * cb // self.chans)) + piece
+        conv = (x_block + aligned(-(-self.w_bytes * cb // self.chans)) + piece
                 + (aligned(-(-self.b_bytes * cb // self.chans)) if self.b_bytes else 0))
+        if recut:
+            conv = max(conv, 2 * x_block)
         if nc == 1:
             return conv
         return max(conv, aligned(-(-self.y_bytes * out_rows // self.y_rows)) + nc * piece)
@@ -276,6 +286,30 @@ def grid_working_set(b: _Builder, task: Task, k: int, rows: tuple[tuple[int, int
     with ``nc`` > 1, the Concat of one row block's pieces (every storage aligned, as :meth:`_Builder.working_set`)."""
     cost = _GridCost(b, task, k)
     return cost.bytes(*cost.rows(rows), nc)
+
+
+def tiled_storage(b: _Builder, name: str | None) -> str | None:
+    """The storage of ``name`` when it exists only in blocks so far (reading it whole or re-cut costs a Concat)."""
+    if name is None:
+        return None
+    s = b.values[name].storage
+    return s if s in b.native and s not in b.whole and s not in b.lazy else None
+
+
+def whole_read_bytes(b: _Builder, task: Task, in_axes: list[int | None]) -> int:
+    """Bytes of the largest assemble a one-axis split of Conv ``task`` causes: an input it reads whole that exists
+    only in blocks is first concatenated (its blocks and the whole at once). Why: a channel split reads the whole
+    input; on a tiled input that Concat, not the Conv block, is the split's largest task."""
+    from .residency import aligned
+
+    if task.op_type != "Conv":
+        return 0
+    most = 0
+    for nm, ax in zip(task.inputs, in_axes, strict=False):
+        s = tiled_storage(b, nm) if ax is None else None
+        if s is not None:
+            most = max(most, 2 * aligned(b.values[s].nbytes))
+    return most
 
 
 def _channel_counts(chans: int, top: int) -> list[int]:
