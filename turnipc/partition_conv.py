@@ -11,7 +11,8 @@ The rules (:func:`cnn_split_rule`, read by :func:`turnipc.partition.split_rule`)
 - Conv: batch; output channels (filter and bias blocks) when ``group == 1``;
   any spatial axis (input rows with their halo). Where none of these fits the
   task-size limit, output rows x output channels at once (:class:`Grid`,
-  :func:`grid_options`, :func:`emit_grid`).
+  :func:`grid_options`, :func:`emit_grid`). A split reading a tiled input
+  whole counts its assemble (:func:`whole_read_bytes`).
 - MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool: batch and
   channels (each channel is pooled on its own).
 - BatchNormalization (inference): batch, channels (scale / bias / mean / var
