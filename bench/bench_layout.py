@@ -8,6 +8,12 @@ and writes bench/results/layout.json and bench/results/layout.md, with wall
 seconds and search nodes. Instances named ``*.<N>.csv`` must fit capacity N
 (the search stops once they fit); the others are minimised toward max-live. Every layout is checked before it is recorded.
 
+``--extra DIR``: also run every ``*.csv`` in DIR (for example the rest of MiniMalloc's
+challenging suite, G-K, from a checkout of github.com/google/minimalloc's
+``benchmarks/challenging``, which this repository does not bundle) and write them to
+bench/results/layout_extra.{json,md} instead, so the main table stays reproducible
+from ../shared/datasets alone.
+
 ``--before FILE``: a layout.json of an earlier version of the code, run just before on
 the same machine; its search ratio, seconds and nodes become "before" columns.
 """
@@ -48,8 +54,8 @@ def capacity_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def run(rel: str, effort: float, with_cpsat: bool) -> dict:
-    path = DATASETS / rel
+def run(rel: str, effort: float, with_cpsat: bool, path: Path | None = None) -> dict:
+    path = path or DATASETS / rel
     buffers = read_csv(path)
     cap = capacity_of(rel)
     ml = max_live(buffers)
@@ -132,6 +138,29 @@ def markdown(rows: list[dict], effort: float, before: dict | None = None, before
     return "\n".join(out) + "\n"
 
 
+def run_extra(folder: Path, args: argparse.Namespace) -> int:
+    """Instances from outside the shared datasets, e.g. MiniMalloc's challenging G-K."""
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        print(f"no *.csv in {folder}", file=sys.stderr)
+        return 2
+    rows = []
+    for f in files:
+        if args.only and not any(s in f.name for s in args.only):
+            continue
+        r = run(f.name, args.effort, args.cpsat, path=f)
+        rows.append(r)
+        print(f"{f.name}: search {r['search_ratio']:.4f} ({r['search_seconds']}s, {r['search_nodes']} nodes, "
+              f"fits {r['search_fits']})", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "layout_extra.json").write_text(json.dumps({"effort": args.effort, "folder": folder.name, "results": rows}, indent=2) + "\n")
+    md = markdown(rows, args.effort)
+    (out / "layout_extra.md").write_text(f"Instances from a folder outside ../shared/datasets ({folder.name}/).\n\n" + md)
+    print(md)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--effort", type=float, default=20.0, help="deterministic effort per instance")
@@ -139,8 +168,11 @@ def main() -> int:
     ap.add_argument("--cpsat", action="store_true", help="also run the cpsat engine (slow)")
     ap.add_argument("--before", help="layout.json of an earlier version, for the before columns")
     ap.add_argument("--before-note", default="", help="what the before columns were run from (printed above the table)")
+    ap.add_argument("--extra", help="a folder of more instances (*.csv), written to layout_extra.{json,md}")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="output folder")
     args = ap.parse_args()
+    if args.extra:
+        return run_extra(Path(args.extra), args)
     if not DATASETS.is_dir():
         print(f"datasets not found at {DATASETS}", file=sys.stderr)
         return 2

@@ -182,16 +182,19 @@ def test_window_rows_read_their_halo():
 def test_conv_and_pools_split_rows_with_halos(tmp_path, opset):
     # x 1 x 4 x 23 x 23; at 2 KiB per task no channel split fits (a conv reads its whole input for
     # output-channel blocks), so conv, pool and avg run on row blocks, each reading its rows plus a halo
-    # (cut by Slice tasks: with bounds as attributes at opset 9, as inputs from opset 10)
+    # (cut by Slice tasks: with bounds as attributes at opset 9, as inputs from opset 10). No row split of
+    # conv fits either (each reads the whole filter: 2.75 KiB at best), so it is cut rows x channels
+    # (turnipc/partition_conv.py's Grid: 12 rows x 3 channel blocks, 2.25 KiB), its rows as a row split's
     path = _stem(tmp_path, opset=opset)
     g = import_model(path)
     tg, rep = partition_graph(g, 2048)
     convs = [t for t in tg.tasks if t.name.startswith("conv#")]
-    assert rep.tiled["conv"] == len(convs) > 1
-    rows = [tg.values[t.outputs[0]].shape[2] for t in convs]
+    assert rep.tiled["conv"] == len(convs) == 36 and rep.grids == {"conv": [12, 3]}
+    rows = [tg.values[t.outputs[0]].shape[2] for t in convs[::3]]
     assert sum(rows) == 12
+    assert all(t.inputs[0] == r.inputs[0] for i, r in enumerate(convs[::3]) for t in convs[3 * i:3 * i + 3])
     lo = 0
-    for t, n in zip(convs, rows, strict=True):  # each block's input rows and pads are those of its output rows
+    for t, n in zip(convs[::3], rows, strict=True):  # each block's input rows and pads are those of its output rows
         x = tg.values[t.inputs[0]]
         start, end = lo * 2 - 1, (lo + n - 1) * 2 - 1 + 3
         assert x.shape[2] == min(23, end) - max(0, start)

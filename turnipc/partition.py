@@ -41,7 +41,7 @@ from .fuse_attention import attention_split_rule, is_fused_attention
 from .graphio import graph_io
 from .output_blocks import finish_outputs
 from .partition_attention import attention_rule, scratch_bytes, scratch_share
-from .partition_conv import CNN_OPS, block_attrs, cnn_split_rule, input_partition
+from .partition_conv import CNN_OPS, Grid, block_attrs, cnn_split_rule, emit_grid, grid_options, input_partition, whole_read_bytes
 from .partition_remat import generator_blocks, generator_whole, is_generator
 from .residency import aligned
 from .taskgraph import Task, TaskGraph, Value
@@ -104,6 +104,7 @@ class TilingReport:
     assembles: list[str] = field(default_factory=list)  # values concatenated because a consumer needed them whole
     splits: list[str] = field(default_factory=list)  # activations cut by Slice tasks (re-partitions)
     recomputed: dict[str, int] = field(default_factory=dict)  # generated task -> consumers it was computed for
+    grids: dict[str, list[int]] = field(default_factory=dict)  # Conv split two ways -> [row blocks, channel blocks]
 
     def to_obj(self) -> dict:
         return {
@@ -114,6 +115,7 @@ class TilingReport:
             "splits": len(self.splits),
             "tiled": dict(sorted(self.tiled.items())),
             **({"recomputed": dict(sorted(self.recomputed.items()))} if self.recomputed else {}),
+            **({"grids": dict(sorted(self.grids.items()))} if self.grids else {}),
         }
 
 
@@ -526,7 +528,7 @@ class _Builder:
                 continue
             ext = out0.shape[k]
             n, ws = self._fit(lambda size, rule=rule, ext=ext: self.working_set(task, rule, (size, ext)), ext)
-            opts.append(("out", k, n, rule, ws))
+            opts.append(("out", k, n, rule, max(ws, whole_read_bytes(self, task, rule[0]))))
         raxes = self.reduce_rule(task)
         if raxes is not None and raxes[0] is not None and task.inputs[0] is not None:
             a = self.values[task.inputs[0]]
@@ -542,7 +544,17 @@ class _Builder:
             key = (not fits, kind == "reduce", n if fits else ws, k)
             res.append((key, kind, k, n, rule, ws))
         res.sort(key=lambda o: o[0])
-        return res
+        # a Conv cut along rows x channels (turnipc/partition_conv.py) comes first only where no one-axis
+        # split fits and it needs less memory than the best of them; otherwise it follows them
+        grids = []
+        for blocks, grid, ws in grid_options(self, task):
+            grid_rule = (grid, split_rule(self.g, task, grid.rows.axis))
+            grids.append(((ws > self.limit, blocks if ws <= self.limit else ws, grid.rows.axis), "grid", grid.rows.axis, blocks,
+                          grid_rule, ws))
+        grids.sort(key=lambda o: o[0])
+        if grids and res and res[0][5] > self.limit and grids[0][5] < res[0][5]:
+            return grids[:1] + res + grids[1:]
+        return res + grids
 
     def _fit(self, ws_of, ext: int) -> tuple[int, int]:
         top = min(ext, MAX_BLOCKS)
@@ -565,7 +577,7 @@ class _Builder:
             opts = self.options(ct)
             if not opts or opts[0][5] > self.limit:
                 continue
-            rule = opts[0][4]
+            rule = opts[0][4] if opts[0][1] != "grid" else opts[0][4][1]
             for i, nm in enumerate(ct.inputs):
                 if nm is not None and self.values[nm].storage == s and rule[0][i] is not None:
                     j = rule[0][i]
@@ -574,11 +586,11 @@ class _Builder:
             return None
         return None
 
-    def choose(self, task: Task) -> tuple[str, Partition, tuple] | None:
+    def choose(self, task: Task) -> tuple[str, Partition | Grid, tuple] | None:
         out0 = self.values[task.outputs[0]] if task.outputs and task.outputs[0] is not None else None
         if out0 is None:
             return None
-        whole_ws = self.working_set(task)
+        whole_ws = max(self.working_set(task), whole_read_bytes(self, task, [None] * len(task.inputs)))
         raxes = self.reduce_rule(task)
         # 1. propagation: keep the partition an input already has (refined if its blocks are too big)
         props = []
@@ -626,6 +638,8 @@ class _Builder:
                 return best[1], best[2], best[3]
         if ws >= whole_ws:
             return None
+        if kind == "grid":
+            return kind, rule[0], rule[1]
         ext = out0.shape[k] if kind == "out" else self.values[_in0(task)].shape[k]
         return kind, Partition(k, even_bounds(ext, n)), rule
 
@@ -643,6 +657,9 @@ class _Builder:
                         self.whole.add(self.values[o].storage)
                 continue
             kind, p, (in_axes, out_axes) = choice
+            if isinstance(p, Grid):  # a Conv cut rows x channels (turnipc/partition_conv.py)
+                emit_grid(self, task, p)
+                continue
             if kind == "reduce":
                 self.emit_reduce(task, p, in_axes)
                 continue

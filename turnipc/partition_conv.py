@@ -8,7 +8,11 @@ them a CNN cannot plan below the working set of its largest such task.
 
 The rules (:func:`cnn_split_rule`, read by :func:`turnipc.partition.split_rule`):
 
-- Conv: batch; output channels (filter and bias blocks) when ``group == 1``.
+- Conv: batch; output channels (filter and bias blocks) when ``group == 1``;
+  any spatial axis (input rows with their halo). Where none of these fits the
+  task-size limit, output rows x output channels at once (:class:`Grid`,
+  :func:`grid_options`, :func:`emit_grid`). A split reading a tiled input
+  whole counts its assemble (:func:`whole_read_bytes`).
 - MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool: batch and
   channels (each channel is pooled on its own).
 - BatchNormalization (inference): batch, channels (scale / bias / mean / var
@@ -207,3 +211,184 @@ def constant_of_shape_blocks(b: _Builder, task: Task, storage: str, j: int, p: P
         b.emit(Task(0, b.fresh(f"{task.name}#{i}"), task.op_type, task.domain, task.attrs, (shape,), (bn,), 0, 0))
         out.append(bn)
     return out
+
+
+# -- two-axis Conv split: output rows x output channels ------------------------
+
+#: Row-block counts tried for a two-axis split (every count up to this; more rows than this are never needed
+#: for the CNNs here, and the search stays a few hundred arithmetic steps per conv).
+GRID_MAX_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A Conv cut two ways: ``rows`` (a spatial output axis) x ``channels`` (output axis 1).
+
+    Why: a channel block reads the whole input, and a row block reads the
+    whole filter. Where the input and the filter are both big (ResNet-50's
+    1x1 stride-2 projection: a 1.6 MB input, a 2 MB filter), neither
+    one-axis split gets a task below either, so no budget under them plans.
+    A block of the grid reads its input rows (with their halo) and its filter
+    block: both shrink. The row blocks stay the output's partition (what
+    flows on to BatchNormalization / Relu / Add), each assembled from its
+    channel pieces by a Concat of one row block's bytes.
+    """
+
+    rows: Partition
+    channels: Partition
+
+
+class _GridCost:
+    """The working set of a grid block of one Conv along one spatial axis, as a cheap function of the split."""
+
+    def __init__(self, b: _Builder, task: Task, k: int) -> None:
+        vals = b.values
+        x, w, y = (vals[n] for n in (task.inputs[0], task.inputs[1], task.outputs[0]))  # type: ignore[index]
+        bias = vals[task.inputs[2]] if len(task.inputs) > 2 and task.inputs[2] is not None else None
+        win = window(task, [vals[n] if n is not None else None for n in task.inputs], k, y.shape[k])
+        assert win is not None
+        self.win, self.k, self.b, self.task = win, k, b, task
+        self.x_tiled = tiled_storage(b, task.inputs[0]) is not None
+        self.x_bytes, self.x_rows = vals[x.storage].nbytes, x.shape[k]
+        self.w_bytes = vals[w.storage].nbytes
+        self.b_bytes = 0 if bias is None else vals[bias.storage].nbytes
+        self.y_bytes, self.y_rows, self.chans = vals[y.storage].nbytes, y.shape[k], y.shape[1]
+
+    def rows(self, bounds: tuple[tuple[int, int], ...]) -> tuple[int, int, bool]:
+        """(largest input rows with halo, largest output rows, whether the input rows must be re-cut) of row
+        blocks ``bounds``."""
+        from .partition import Partition
+
+        halos = tuple(halo_bounds(self.win, lo, hi)[:2] for lo, hi in bounds)
+        in_rows = max(e - s for s, e in halos)
+        recut = self.x_tiled and self.b.view_partition(self.task.inputs[0]) != Partition(self.k, halos)  # type: ignore[arg-type]
+        return in_rows, max(hi - lo for lo, hi in bounds), recut
+
+    def bytes(self, in_rows: int, out_rows: int, recut: bool, nc: int) -> int:
+        """The largest of a Conv block, (``nc`` > 1) the Concat of one row block's ``nc`` pieces and (``recut``) the
+        Concat re-cutting a tiled input into a block of input rows with their halo (pieces and block)."""
+        from .residency import aligned
+
+        x_block = aligned(-(-self.x_bytes * in_rows // self.x_rows))
+        cb = -(-self.chans // nc)  # the largest of even_bounds(chans, nc)
+        piece = aligned(-(-self.y_bytes * out_rows * cb // (self.y_rows * self.chans)))
+        conv = (x_block + aligned(-(-self.w_bytes * cb // self.chans)) + piece
+                + (aligned(-(-self.b_bytes * cb // self.chans)) if self.b_bytes else 0))
+        if recut:
+            conv = max(conv, 2 * x_block)
+        if nc == 1:
+            return conv
+        return max(conv, aligned(-(-self.y_bytes * out_rows // self.y_rows)) + nc * piece)
+
+
+def grid_working_set(b: _Builder, task: Task, k: int, rows: tuple[tuple[int, int], ...], nc: int) -> int:
+    """Bytes one task of Conv ``task`` cut in row blocks ``rows`` (output axis ``k``) x ``nc`` channel blocks needs
+    at most: the larger of a Conv block (input rows with their halo, filter and bias block, output piece) and,
+    with ``nc`` > 1, the Concat of one row block's pieces (every storage aligned, as :meth:`_Builder.working_set`)."""
+    cost = _GridCost(b, task, k)
+    return cost.bytes(*cost.rows(rows), nc)
+
+
+def tiled_storage(b: _Builder, name: str | None) -> str | None:
+    """The storage of ``name`` when it exists only in blocks so far (reading it whole or re-cut costs a Concat)."""
+    if name is None:
+        return None
+    s = b.values[name].storage
+    return s if s in b.native and s not in b.whole and s not in b.lazy else None
+
+
+def whole_read_bytes(b: _Builder, task: Task, in_axes: list[int | None]) -> int:
+    """Bytes of the largest assemble a one-axis split of Conv ``task`` causes: an input it reads whole that exists
+    only in blocks is first concatenated (its blocks and the whole at once). Why: a channel split reads the whole
+    input; on a tiled input that Concat, not the Conv block, is the split's largest task."""
+    from .residency import aligned
+
+    if task.op_type != "Conv":
+        return 0
+    most = 0
+    for nm, ax in zip(task.inputs, in_axes, strict=False):
+        s = tiled_storage(b, nm) if ax is None else None
+        if s is not None:
+            most = max(most, 2 * aligned(b.values[s].nbytes))
+    return most
+
+
+def _channel_counts(chans: int, top: int) -> list[int]:
+    """Channel-block counts from 2 to ``top``, one per distinct largest block (the fewest blocks giving it)."""
+    out = sorted({-(-chans // cb) for cb in range(1, chans + 1)})
+    return [n for n in out if 2 <= n <= top]
+
+
+def grid_options(b: _Builder, task: Task) -> list[tuple[int, Grid, int]]:
+    """Two-axis splits of Conv ``task``: (blocks, grid, bytes), per spatial axis the fewest blocks that fit
+    ``b.limit`` (else the smallest working set). Empty where the op has no channel or no row split."""
+    from .partition import MAX_BLOCKS, Partition, even_bounds, split_rule
+
+    if task.op_type != "Conv" or len(task.outputs) != 1 or task.outputs[0] is None or len(task.inputs) < 2:
+        return []
+    y = b.values[task.outputs[0]]
+    if len(y.shape) < 3 or y.shape[1] < 2 or split_rule(b.g, task, 1) is None:
+        return []
+    chans = y.shape[1]
+    counts = _channel_counts(chans, min(chans, MAX_BLOCKS // 2))
+    out: list[tuple[int, Grid, int]] = []
+    for k in range(2, len(y.shape)):
+        ext = y.shape[k]
+        if ext < 2 or split_rule(b.g, task, k) is None:
+            continue
+        cost = _GridCost(b, task, k)
+        best: tuple[tuple, int, int, int] | None = None  # (key, nr, nc, ws)
+        for nr in range(2, min(ext, GRID_MAX_ROWS, MAX_BLOCKS // 2) + 1):
+            rows = cost.rows(even_bounds(ext, nr))
+            for nc in counts:
+                if nr * nc > MAX_BLOCKS or (best is not None and not best[0][0] and nr * nc >= best[0][1]):
+                    break  # no fewer blocks than a fitting grid already found
+                ws = cost.bytes(*rows, nc)
+                fits = ws <= b.limit
+                key = (not fits, nr * nc if fits else ws, nc)
+                if best is None or key < best[0]:
+                    best = (key, nr, nc, ws)
+                if fits:
+                    break  # more channel blocks only add blocks
+        if best is not None:
+            _, nr, nc, ws = best
+            out.append((nr * nc, Grid(Partition(k, even_bounds(ext, nr)), Partition(1, even_bounds(chans, nc))), ws))
+    return out
+
+
+def emit_grid(b: _Builder, task: Task, grid: Grid) -> None:
+    """Emit Conv ``task`` as ``grid``'s blocks: per row block, one Conv per channel block on the row block's
+    input rows (with halo, from its native blocks, never whole) and that channel block's filter (a
+    ConstantOfShape filter is filled afresh per Conv), then the Concat of the pieces along the channels."""
+    from .partition import Partition
+
+    k = grid.rows.axis
+    nm = task.outputs[0]
+    assert nm is not None
+    y = b.values[nm]
+    in_axes: list[int | None] = [k] + [None] * (len(task.inputs) - 1)
+    xs = b.get_blocks(task.inputs[0], input_partition(b.g, task, 0, k, grid.rows))  # type: ignore[arg-type]
+    chans = Partition(0, grid.channels.bounds)
+    row_blocks = []
+    for r, (a, e) in enumerate(grid.rows.bounds):
+        yr = b.block_value(y, k, a, e, b.fresh(f"{nm}#{k}.{r}"), "activation")
+        params = [None if p is None else b.get_blocks(p, chans) for p in task.inputs[1:]]  # fresh fills per row block
+        attrs = block_attrs(b.g, task, in_axes, grid.rows, r)
+        pieces = []
+        for c, (lo, hi) in enumerate(grid.channels.bounds):
+            if len(grid.channels.bounds) == 1:
+                piece = yr.name
+            else:
+                piece = b.fresh(f"{yr.name}.c{c}")
+                b.block_value(yr, 1, lo, hi, piece, "activation")
+            ins = (xs[r],) + tuple(None if p is None else p[c] for p in params)
+            b.emit(Task(0, b.fresh(f"{task.name}#{r}.{c}"), task.op_type, task.domain, attrs, ins, (piece,), 0, 0))
+            pieces.append(piece)
+        if len(pieces) > 1:
+            b.emit(Task(0, b.fresh(f"gather {yr.name}"), "Concat", "", {"axis": 1}, tuple(pieces), (yr.name,), 0, 0))
+        row_blocks.append(yr.name)
+    native = Partition(k, grid.rows.bounds)
+    b.native[nm] = native
+    b.parts[(nm, native)] = row_blocks
+    b.report.tiled[task.name] = len(grid.rows.bounds) * len(grid.channels.bounds)
+    b.report.grids[task.name] = [len(grid.rows.bounds), len(grid.channels.bounds)]
