@@ -159,12 +159,13 @@ NOTES = [
     "are both big are cut output rows x output channels where no one-axis split fits (the plan's tiling.grids;",
     "before that split, 25% and 10% were refused with a floor of 34.6% / 40.2%). Its softmax, like alexnet's, is",
     "decided by rounding (logits ~1e19, equal in exact arithmetic): the logits column compares them.",
-    "resnet50 50% and inception_v2 25% re-run on branch cnnlay (`--no-run --timeout 300 --only resnet50 --fractions 0.5`,",
-    "then `--only inception_v2 --fractions 0.25`) with turnipc.planner.retry_layout (a final plan above 1.01 x max-live",
-    "runs its residency loop again at search effort 2, then 3): resnet50 50% 1.041 -> 1.007 (transfer 21.0 -> 22.6 MB,",
-    "cpu 6.2 -> 15.6 s), inception_v2 25% 1.019 -> 1.000 (transfer 22.4 -> 18.7 MB, cpu 25.9 -> 50.1 s); no other row",
-    "retries (all at or below 1.01): every other 50% / 25% row re-run on cnnlay has the same peak / max-live, transfer",
-    "and nodes as before.",
+    "50% / 25% rows re-run on branch cnnlay merged with main 30bc6ef (`--no-run --fractions 0.5 0.25 --timeout 300`),",
+    "with turnipc.planner.retry_layout: a final plan above 1.01 x max-live runs its residency loop again at search",
+    "effort 2, then 3, keeping the lowest peak / max-live. It retries two rows here, which main (two-axis Conv split)",
+    "plans above 1.01: inception_v1 25% 1.0558 -> 1.0070 (transfer 5.80 -> 5.08 MB, cpu 3.2 -> 17.9 s) and",
+    "densenet121 25% 1.0232 -> 1.0090 (transfer 35.6 -> 34.5 MB, cpu 4.8 -> 19.9 s); every other row plans as on main",
+    "(resnet50 50% 1.0089 and 25% 1.0096, inception_v2 25% 1.0029 need no retry). Before the merge (graphs without the",
+    "two-axis split) it took resnet50 50% 1.041 -> 1.007 and inception_v2 25% 1.019 -> 1.000.",
 ]
 
 
