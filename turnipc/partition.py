@@ -266,6 +266,8 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         return [k - ni + 1, None], [k]
     if op in CNN_OPS:
         return cnn_split_rule(graph, task, k, ins, outs)
+    if op == "Pad":
+        return _pad_split_rule(graph, task, k, r)
     if op == "Attention":
         return attention_rule(graph, task, k)
     if op == "Transpose":
@@ -275,6 +277,35 @@ def split_rule(graph: TaskGraph, task: Task, k: int) -> tuple[list[int | None], 
         perm = task.attrs.get("perm") or list(range(len(x.shape)))[::-1]
         return [int(perm[k])], [k]
     return None
+
+
+def _pad_split_rule(graph: TaskGraph, task: Task, k: int, r: int) -> tuple[list[int | None], list[int | None]] | None:
+    """Pad cut along an axis it does not pad: each block pads its own slice, pads and value read whole.
+
+    An explicit Pad before a depthwise Conv (TF-style "same" padding, e.g.
+    transformers' MobileNetV2) pads only rows and columns; cut along channels
+    it is exactly the whole Pad, in every mode. An axis that is padded is
+    never cut (its blocks would need the neighbours' rows: whole only).
+    """
+    ins = task.inputs
+    if graph.opset.get("", 13) < 11:
+        pads = [int(p) for p in task.attrs.get("pads", [])]
+    else:
+        pads = _const_ints(graph, ins[1]) if len(ins) > 1 else None
+    if pads is None:
+        return None
+    axes: list[int] = list(range(r))
+    if len(ins) > 3 and ins[3] is not None:
+        given = _const_ints(graph, ins[3])
+        if given is None:
+            return None
+        axes = [a % r for a in given]
+    if len(pads) != 2 * len(axes):
+        return None
+    for i, a in enumerate(axes):
+        if a == k and (pads[i] or pads[i + len(axes)]):
+            return None
+    return [k] + [None] * (len(ins) - 1), [k]
 
 
 # -- the pass ------------------------------------------------------------------
