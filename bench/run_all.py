@@ -23,6 +23,7 @@ BENCHES = [
     ("layout_fused", "bench_layout_fused.py", "Plans as turnipc plan makes them (fusion on): peak / max-live of every fixture at 50% and 25%"),
     ("layout_cnn", "bench_layout_cnn.py", "Light CNNs: peak / max-live at 50% and 25%, before / after the layout changes"),
     ("cnn", "bench_cnn.py", "Light CNNs planned at 50%, 25%, 10%: verified, --check, random orders"),
+    ("vision", "bench_vision.py", "transformers vision models (ResNet-50, MobileNetV2, ConvNeXt-tiny, random weights) at 50/25/10%, checked"),
     ("simulate", "bench_simulate.py", "Simulated makespan on H100 at reduced budgets; dynamic vs fixed order"),
     ("decode", "bench_decode.py", "Decode tokens/s: simulated OPT-30B / LLaMA-2 vs published; decode loop ids vs transformers"),
     ("kernels", "bench_kernels.py", "Kernels vs onnxruntime on real-size exports; peak RSS vs weights (issue 16)"),
