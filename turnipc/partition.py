@@ -145,7 +145,8 @@ def _const_ints(graph: TaskGraph, name: str | None) -> list[int] | None:
         return None
     arr = graph.constants.get(v.storage)
     if arr is None:
-        return None
+        small = graph.small_ints.get(v.storage)  # an initializer (dynamo exports' axes and pads)
+        return None if small is None else list(small)
     return [int(x) for x in np.asarray(arr).reshape(-1)]
 
 
@@ -288,6 +289,7 @@ def _pad_split_rule(graph: TaskGraph, task: Task, k: int, r: int) -> tuple[list[
     never cut (its blocks would need the neighbours' rows: whole only).
     """
     ins = task.inputs
+    pads: list[int] | None
     if graph.opset.get("", 13) < 11:
         pads = [int(p) for p in task.attrs.get("pads", [])]
     else:

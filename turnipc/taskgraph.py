@@ -86,6 +86,11 @@ class TaskGraph:
     #: how the runtime makes it from an initializer once at load
     #: (``turnipc.importer.derive``: weight-only Transpose / Cast chains).
     derived: dict[str, WeightRecipe] = field(default_factory=dict)
+    #: Values of the small integer initializers (axes, pads, starts: at most
+    #: ``SMALL_INT_MAX`` elements, stored inline): dynamo exports feed op
+    #: parameters from initializers, not Constant nodes, and the partition
+    #: pass must read them to cut a ReduceMean or a Pad. They stay weights.
+    small_ints: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     # -- derived views (cheap, computed on demand) -----------------------
     def storage_bytes(self, storage: str) -> int:

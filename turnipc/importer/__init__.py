@@ -40,7 +40,7 @@ from .read import inline_functions, opsets, read_model, reject_structure
 from .rewrite import make_inference_model
 from .tasks import build_tasks, check_supported, task_io
 from .values import Kinds, build_values, check_static
-from .weights import collect_weights
+from .weights import collect_weights, small_int_weights
 
 __all__ = ["ALIAS_OPS", "import_model"]
 
@@ -92,4 +92,5 @@ def import_model(
         constants=constants,
         dims=bound.dims,
         derived={k: r for k, r in derived.items() if k in values},
+        small_ints=small_int_weights(weights.consts, values),
     )

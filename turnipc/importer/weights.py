@@ -50,3 +50,16 @@ def nbytes_or_none(elem_type: int, dims: tuple[int, ...]) -> int | None:
     except Exception:
         return None
     return int(np.prod(dims, dtype=np.int64)) * size
+
+
+#: Integer initializers up to this many elements are op parameters (axes, pads, shapes), read at plan time.
+SMALL_INT_MAX = 64
+
+
+def small_int_weights(consts: dict[str, np.ndarray], values: dict) -> dict[str, tuple[int, ...]]:
+    """The small integer initializers among ``values``, as tuples (``TaskGraph.small_ints``)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for name, arr in consts.items():
+        if name in values and arr.dtype.kind in "iu" and arr.size <= SMALL_INT_MAX:
+            out[name] = tuple(int(x) for x in arr.reshape(-1))
+    return out
