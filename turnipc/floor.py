@@ -125,8 +125,46 @@ def walk_down(ok: Callable[[int], bool], start: int, bottom: int, tol: int) -> i
     return best
 
 
+@dataclass
+class MinFound:
+    """The min search's answer: the smallest budget found planning, and, where it can stand for it,
+    the probe's own plan at that budget (``plan_tiled``'s triple, hoisting deferred).
+
+    ``plan`` is set only when the probe made exactly the plan the planner's full options make
+    at ``budget`` (:func:`probe_is_final`), so ``--gpu-mem min`` finishes it instead of planning
+    the same budget a second time.
+    """
+
+    budget: int
+    plan: tuple | None = None
+
+
+def probe_is_final(graph: TaskGraph, budget: int, opts: "PlanOptions", report) -> bool:
+    """Whether a probe's plan at ``budget`` (:data:`~turnipc.planner.MIN_SEARCH_TRIES` tries, task-size
+    limit ``budget // MIN_SEARCH_SHARES[0]``) is exactly what ``plan_tiled`` with ``opts`` makes there.
+
+    WHY it can be: the full planner tries the same first limit (``TILE_SHARES[0]``), and its first
+    tightening tries are the probe's, so a probe that planned within them is the full plan. Not
+    when the probe fell back to tiling after the untiled graph failed its fewer tries (the full
+    planner's later untiled tries might plan), nor with CP-SAT (its candidates depend on the
+    greedy tries that did not run).
+    """
+    from .partition import largest_task
+    from .planner import MIN_SEARCH_SHARES, TILE_SHARES
+
+    if opts.solver == "cpsat" or MIN_SEARCH_SHARES[0] != TILE_SHARES[0]:
+        return False
+    return report is None or opts.max_task_bytes is not None or largest_task(graph)[0] > budget
+
+
 def min_feasible_budget(graph: TaskGraph, order: list[int], device_of: list[int], opts: "PlanOptions", lo: int, hi: int,
                         progress: Callable[[str], None] | None = None, floor: Floor | None = None) -> int:
+    """Smallest budget that plans (:func:`min_feasible`'s budget)."""
+    return min_feasible(graph, order, device_of, opts, lo, hi, progress, floor).budget
+
+
+def min_feasible(graph: TaskGraph, order: list[int], device_of: list[int], opts: "PlanOptions", lo: int, hi: int,
+                 progress: Callable[[str], None] | None = None, floor: Floor | None = None) -> MinFound:
     """Smallest budget that plans (see the module docstring); ``lo``: the untiled lower bound, ``hi``: the no-offload peak.
 
     Each tiled probe is the planner's own :func:`~turnipc.planner.plan_tiled`
@@ -135,6 +173,11 @@ def min_feasible_budget(graph: TaskGraph, order: list[int], device_of: list[int]
     once is never probed again, none is probed below the floor (so CP-SAT,
     with ``--solver cpsat``, never starts on a budget known to be infeasible),
     and the search resolves budgets to 1/:data:`RESOLUTION` of ``hi``.
+
+    Probes plan without hoisting reloads into the layout's holes (``defer_hoist``: it never
+    decides whether a budget fits, and was over half of a probe on light_inception_v2); the
+    probe's plan at the smallest budget found is kept when it is the final plan
+    (:func:`probe_is_final`).
     """
     from .planner import MIN_SEARCH_SHARES, MIN_SEARCH_TRIES, plan_residency, plan_tiled
 
@@ -143,18 +186,21 @@ def min_feasible_budget(graph: TaskGraph, order: list[int], device_of: list[int]
 
     def ok_untiled(b: int) -> bool:
         try:
-            plan_residency(graph, order, device_of, b, opts)
+            plan_residency(graph, order, device_of, b, opts, defer_hoist=True)
             return True
         except BudgetError:
             return False
 
     cache: dict[int, bool] = {}
+    kept: list[MinFound] = []  # the probe plan at the smallest budget that planned, when it is final
 
     def ok(b: int) -> bool:
         if b not in cache:
             try:
-                plan_tiled(graph, order, device_of, b, full, shares=MIN_SEARCH_SHARES)
+                found = plan_tiled(graph, order, device_of, b, full, shares=MIN_SEARCH_SHARES, defer_hoist=True)
                 cache[b] = True
+                if not kept or b < kept[0].budget:
+                    kept[:] = [MinFound(b, found if probe_is_final(graph, b, opts, found[2]) else None)]
             except BudgetError:
                 cache[b] = False
             if progress:
@@ -163,11 +209,12 @@ def min_feasible_budget(graph: TaskGraph, order: list[int], device_of: list[int]
 
     best = lo if ok_untiled(lo) else _bisect(ok_untiled, lo, hi, tol)
     if not opts.min_search_tiled:
-        return best
+        return MinFound(best)
     cache[best] = True
     if floor is None:
         floor = tiling_floor(graph, opts.tiling)
-    return walk_down(ok, best, max(floor.bytes, 4096, hi // 1024), tol)
+    best = walk_down(ok, best, max(floor.bytes, 4096, hi // 1024), tol)
+    return kept[0] if kept and kept[0].budget == best else MinFound(best)
 
 
 def refusal(budget: int, floor: Floor, least: int | None, no_offload_peak: int) -> str:
