@@ -65,24 +65,65 @@ class Floor:
 def tiling_floor(graph: TaskGraph, tiling: bool = True) -> Floor:
     """The largest, over tasks, of the smallest working set the partition pass can split each task into.
 
-    With ``tiling`` off: the largest working set of a whole task.
+    With ``tiling`` off: the largest working set of a whole task. With it, a task's
+    split that reads an input whole also counts what making that input whole costs
+    (:func:`whole_input_bound`): light_squeezenet's last Conv splits into 357,376-byte
+    blocks, but each reads its 346,112-byte input whole, and that input's producer
+    (a Concat) needs 692,224 bytes whole or split and assembled: no budget below
+    692,224 plans (the old floor said 357,376).
     """
     from .partition import _Builder, task_working_set
     from .partition_conv import is_constant_fill
 
     b = _Builder(graph, 0) if tiling else None
+    writers = _writers(graph)
     best = Floor(0, "", "")
     for t in graph.tasks:
         if b is not None and is_constant_fill(t):
             continue  # filled per consumer block in a tiled graph (turnipc/partition_conv.py): never a task of its own
         need = task_working_set(graph, t)
         if b is not None and t.outputs and t.outputs[0] is not None:
-            opts = b.options(t)
-            if opts:
-                need = min(need, min(o[5] for o in opts))
+            need = max(need, _whole_inputs_bound(graph, writers, t, [None] * len(t.inputs)))
+            for o in b.options(t):
+                need = min(need, max(o[5], _whole_inputs_bound(graph, writers, t, o[4][0])))
         if need > best.bytes:
             best = Floor(need, t.name, t.op_type)
     return best
+
+
+def _writers(graph: TaskGraph) -> dict[str, int | None]:
+    """storage -> index of the one task writing it (None where several do)."""
+    out: dict[str, int | None] = {}
+    for i, t in enumerate(graph.tasks):
+        for s in t.storages_written(graph):
+            out[s] = i if s not in out else None
+    return out
+
+
+def whole_input_bound(graph: TaskGraph, writers: dict[str, int | None], name: str) -> int:
+    """Bytes some task of any tiled graph needs at once so that value ``name`` exists whole.
+
+    WHY a bound: the partition pass makes a value whole in one of two ways
+    (turnipc/partition.py ``get_whole``): its producer runs whole (or, when it is
+    generated, is recomputed whole), needing that task's whole working set; or the
+    producer runs in blocks and an assemble Concat joins them, needing the blocks and
+    the whole at once, at least twice the storage's bytes (a split of the reduction
+    axis writes the output whole from three of its size). Graph inputs, weights and
+    constants are whole from the start (0).
+    """
+    from .partition import task_working_set
+
+    s = graph.values[name].storage
+    w = writers.get(s)
+    if w is None:
+        return 0
+    return min(task_working_set(graph, graph.tasks[w]), 2 * graph.storage_bytes(s))
+
+
+def _whole_inputs_bound(graph: TaskGraph, writers: dict[str, int | None], t, in_axes) -> int:
+    """The largest :func:`whole_input_bound` over the inputs ``t`` reads whole (axis None) under a split."""
+    return max((whole_input_bound(graph, writers, nm) for nm, ax in zip(t.inputs, in_axes, strict=False)
+                if nm is not None and ax is None), default=0)
 
 
 def _bisect(ok: Callable[[int], bool], bad: int, good: int, tol: int) -> int:
@@ -220,6 +261,9 @@ def min_feasible(graph: TaskGraph, order: list[int], device_of: list[int], opts:
 def refusal(budget: int, floor: Floor, least: int | None, no_offload_peak: int) -> str:
     """The message for a refused budget: the smallest budget known to plan (or that it is not known) and the floor task."""
     why = f"no budget below {floor.bytes} bytes can plan ({floor.describe()})"
+    if least is None and budget < floor.bytes:
+        return (f"--gpu-mem {budget} bytes is below the floor of this model: {why}; the smallest feasible budget is at "
+                f"least {floor.bytes} bytes: try `--gpu-mem min` to find it")
     if least is None:
         return (f"--gpu-mem {budget} bytes does not plan for this model; {why}; the smallest feasible budget is not known "
                 "without a search: try `--gpu-mem min` to find it")
