@@ -48,7 +48,9 @@ def test_floor_counts_making_a_whole_input(tmp_path):
     g = import_model(_relu_then_wide(tmp_path))
     assert whole_input_bound(g, _writers(g), "a") == 4096
     assert whole_input_bound(g, _writers(g), "x") == 0  # a graph input is whole from the start
-    assert tiling_floor(g) == Floor(4096, "mm", "MatMul")
+    fl = tiling_floor(g)
+    assert fl == Floor(4096, "mm", "MatMul", whole_input="a")
+    assert fl.describe() == "task 'mm' (MatMul) reads 'a' whole even split into blocks, and making it whole needs 4096 bytes at once"
     assert tiling_floor(g, tiling=False) == Floor(2048 + 16384 + 2048, "mm", "MatMul")
     # the partition pass agrees: at a 2560-byte task limit mm splits by columns and ``a`` is assembled (4096 at once)
     tg, rep = partition_graph(g, 2560)
@@ -57,7 +59,7 @@ def test_floor_counts_making_a_whole_input(tmp_path):
 
 def test_plan_refuses_below_the_floor(tmp_path):
     g = import_model(_relu_then_wide(tmp_path))
-    with pytest.raises(BudgetError, match="below the floor of this model: no budget below 4096 bytes can plan"):
+    with pytest.raises(BudgetError, match="below the floor of this model: no budget below 4096 bytes can plan \\(task 'mm'"):
         build_plan(g, PlanOptions(Budget(bytes=4095)))
     verify_plan(build_plan(g, PlanOptions(Budget(bytes=4096 + 2048))))
 

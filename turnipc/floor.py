@@ -57,8 +57,14 @@ class Floor:
     bytes: int
     task: str
     op: str
+    #: The input the task reads whole in its best split, when making it whole is what sets ``bytes``
+    #: (:func:`whole_input_bound`); "" when the task's own blocks do.
+    whole_input: str = ""
 
     def describe(self) -> str:
+        if self.whole_input:
+            return (f"task {self.task!r} ({self.op}) reads {self.whole_input!r} whole even split into blocks, and making it "
+                    f"whole needs {self.bytes} bytes at once")
         return f"task {self.task!r} ({self.op}) needs {self.bytes} bytes at once even split into blocks"
 
 
@@ -81,13 +87,14 @@ def tiling_floor(graph: TaskGraph, tiling: bool = True) -> Floor:
     for t in graph.tasks:
         if b is not None and is_constant_fill(t):
             continue  # filled per consumer block in a tiled graph (turnipc/partition_conv.py): never a task of its own
-        need = task_working_set(graph, t)
+        need, via = task_working_set(graph, t), ""
         if b is not None and t.outputs and t.outputs[0] is not None:
-            need = max(need, _whole_inputs_bound(graph, writers, t, [None] * len(t.inputs)))
-            for o in b.options(t):
-                need = min(need, max(o[5], _whole_inputs_bound(graph, writers, t, o[4][0])))
+            # (bytes, the input whose making whole sets them) run whole, then split each way; the least is the floor
+            cands = [_with_whole_inputs(graph, writers, t, need, [None] * len(t.inputs))]
+            cands += [_with_whole_inputs(graph, writers, t, o[5], o[4][0]) for o in b.options(t)]
+            need, via = min(cands, key=lambda c: c[0])
         if need > best.bytes:
-            best = Floor(need, t.name, t.op_type)
+            best = Floor(need, t.name, t.op_type, via)
     return best
 
 
@@ -120,10 +127,16 @@ def whole_input_bound(graph: TaskGraph, writers: dict[str, int | None], name: st
     return min(task_working_set(graph, graph.tasks[w]), 2 * graph.storage_bytes(s))
 
 
-def _whole_inputs_bound(graph: TaskGraph, writers: dict[str, int | None], t, in_axes) -> int:
-    """The largest :func:`whole_input_bound` over the inputs ``t`` reads whole (axis None) under a split."""
-    return max((whole_input_bound(graph, writers, nm) for nm, ax in zip(t.inputs, in_axes, strict=False)
-                if nm is not None and ax is None), default=0)
+def _with_whole_inputs(graph: TaskGraph, writers: dict[str, int | None], t, ws: int, in_axes) -> tuple[int, str]:
+    """(bytes, input) a split of ``t`` with working set ``ws`` needs, counting the inputs it reads whole (axis None):
+    ``ws`` and "" when its blocks need the most, else the largest :func:`whole_input_bound` and its input."""
+    best = (ws, "")
+    for nm, ax in zip(t.inputs, in_axes, strict=False):
+        if nm is not None and ax is None:
+            need = whole_input_bound(graph, writers, nm)
+            if need > best[0]:
+                best = (need, nm)
+    return best
 
 
 def _bisect(ok: Callable[[int], bool], bad: int, good: int, tol: int) -> int:
