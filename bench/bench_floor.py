@@ -8,8 +8,9 @@ the other on the same machine: once from the compiler as it was at ``--before``
 (a git revision, extracted with ``git archive`` into a temporary folder and put
 first on PYTHONPATH) and once from this checkout. Each run is a child process
 stopped after ``--timeout`` seconds. The table gives the wall seconds of both,
-what each answered (planned at how many bytes, or the smallest feasible budget
-its refusal named), whether the two answers agree, and the sha256 of the plan
+what each answered (planned at how many bytes, the smallest feasible budget
+its refusal named, or the floor a refusal below it names as the lower bound),
+whether the two answers agree (a floor must not exceed the minimum found before), and the sha256 of the plan
 when both planned (the same bytes: the speed-up changed nothing the plan says).
 The 1-minute load average before each row is recorded (the machine is shared).
 Writes bench/results/floor.json and floor.md.
@@ -64,13 +65,14 @@ def answer(rc: int, out: str, plan_path: str) -> dict:
                 "peak": plan.stats.peak_bytes, "budget_text": m.group(1) if m else ""}
     err = next((ln for ln in out.splitlines() if ln.startswith("error:")), out.strip().splitlines()[-1] if out.strip() else "")
     least = re.search(r"smallest feasible budget found for this model, (\d+) bytes|though the smaller budget of (\d+) bytes", err)
-    bound = re.search(r"(at most|between) (\d+)", err)
+    floor = re.search(r"below the floor of this model: no budget below (\d+) bytes can plan", err)
     row = {"answer": "refused", "error": err[:400]}
     if least:
         row["named_min"] = int(least.group(1) or least.group(2))
         row["answer"] = f"refused, min {row['named_min']} B"
-    elif bound:
-        row["answer"] = f"refused, {bound.group(1)} {bound.group(2)} B"
+    elif floor:
+        row["floor"] = int(floor.group(1))
+        row["answer"] = f"refused below the floor, min >= {row['floor']} B"
     return row
 
 
@@ -97,6 +99,8 @@ def agree(b: dict, a: dict) -> str:
         return "same plan" if b["sha256"] == a["sha256"] else "plans differ"
     if "named_min" in b and "named_min" in a:
         return "same min" if b["named_min"] == a["named_min"] else f"min {a['named_min'] / b['named_min']:.3f}x"
+    if "named_min" in b and "floor" in a:  # after names a lower bound: it must not exceed the minimum before found
+        return "floor <= min" if a["floor"] <= b["named_min"] else "FLOOR ABOVE MIN"
     return "same" if b.get("answer") == a.get("answer") else "differ"
 
 
