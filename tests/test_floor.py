@@ -134,3 +134,31 @@ def test_refusal_wording():
     assert refusal(50, fl, 120, 1000).startswith(
         "--gpu-mem 50 bytes is below the smallest feasible budget found for this model, 120 bytes (12.0% of the no-offload peak;")
     assert "though the smaller budget of 120 bytes (12.0% of the no-offload peak) does: feasibility is not monotone" in refusal(130, fl, 120, 1000)
+
+
+def test_min_finishes_the_probe_plan_it_found(tmp_path):
+    # the probe plans without hoisting reloads into the layout's holes; finished, it is exactly the plan the planner
+    # makes at that budget, and `--gpu-mem min` writes it without planning the budget again
+    from turnipc.floor import min_feasible
+    from turnipc.order import memory_aware_order
+    from turnipc.placement import place_stages
+    from turnipc.planner import INF, plan_residency, plan_tiled
+
+    g = import_model(_wide(tmp_path))
+    order = memory_aware_order(g)
+    dev = place_stages(g, order, 1)
+    opts = PlanOptions(Budget(minimum=True), min_search_tiled=True)
+    unlimited = plan_residency(g, order, dev, INF, PlanOptions(Budget(bytes=INF), 1, "greedy", prefetch=True))
+    found = min_feasible(g, order, dev, opts, max(unlimited.residency.lower_bound), max(unlimited.layouts.arena.values()))
+    assert found.budget == 10035 and found.plan is not None
+    tg, probe, report = found.plan
+    assert probe.hoist is not None and report is not None  # a tiled probe, its hoisting deferred
+    tg2, full, report2 = plan_tiled(g, order, dev, found.budget, opts)
+    done = probe.finished()
+    assert done.hoist is None and full.hoist is None
+    assert [t.name for t in tg.tasks] == [t.name for t in tg2.tasks] and report.to_obj() == report2.to_obj()
+    assert done.layouts.offsets == full.layouts.offsets and done.layouts.arena == full.layouts.arena
+    assert done.residency.events == full.residency.events and done.effective == full.effective
+    at_min = build_plan(g, opts)
+    at_bytes = build_plan(g, PlanOptions(Budget(bytes=found.budget)))
+    assert at_min.stats == at_bytes.stats and at_min.nodes == at_bytes.nodes and at_min.placements == at_bytes.placements
