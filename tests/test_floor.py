@@ -34,11 +34,11 @@ def test_tiling_floor_names_the_unsplittable_task(tmp_path):
     assert fl.describe() == "task 'mm2' (MatMul) needs 1536 bytes at once even split into blocks"
 
 
-def _relu_then_wide(tmp_path):
-    """a = Relu(x[8,64]) (2 KiB); y = a @ W[64,64] (W 16 KiB): y's column blocks read ``a`` whole."""
+def _relu_then_wide(tmp_path, rows: int = 8, k: int = 64):
+    """a = Relu(x[rows,k]); y = a @ W[k,k]: y's column blocks read ``a`` whole (defaults: a 2 KiB, W 16 KiB)."""
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"), helper.make_node("MatMul", ["a", "W"], ["y"], name="mm")]
-    return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", FLOAT, [8, 64])],
-                 [helper.make_tensor_value_info("y", FLOAT, [8, 64])], [_w("W", [64, 64], 3)])
+    return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", FLOAT, [rows, k])],
+                 [helper.make_tensor_value_info("y", FLOAT, [rows, k])], [_w("W", [k, k], 3)])
 
 
 def test_floor_counts_making_a_whole_input(tmp_path):
@@ -162,3 +162,33 @@ def test_min_finishes_the_probe_plan_it_found(tmp_path):
     at_min = build_plan(g, opts)
     at_bytes = build_plan(g, PlanOptions(Budget(bytes=found.budget)))
     assert at_min.stats == at_bytes.stats and at_min.nodes == at_bytes.nodes and at_min.placements == at_bytes.placements
+
+
+def test_min_search_answers_below_the_floor_without_planning_and_finds_the_same_budget(tmp_path):
+    # a = Relu(x[64,512]) (128 KiB), W 1 MiB: column blocks of mm need 135,680 B, but ``a`` whole needs 262,144 B.
+    # The walk's grid stays anchored to the blocks-only floor (the budgets probed before the floor counted whole
+    # inputs); those below 262,144 are answered "no" without a plan, and each of them indeed fails when planned
+    from turnipc.floor import min_feasible
+    from turnipc.order import memory_aware_order
+    from turnipc.placement import place_stages
+    from turnipc.planner import INF, plan_residency
+
+    g = import_model(_relu_then_wide(tmp_path, rows=64, k=512))
+    blocks_only = tiling_floor(g, whole_inputs=False)
+    assert (tiling_floor(g).bytes, blocks_only.bytes) == (262144, 135680)
+    order = memory_aware_order(g)
+    dev = place_stages(g, order, 1)
+    opts = PlanOptions(Budget(minimum=True), min_search_tiled=True)
+    unlimited = plan_residency(g, order, dev, INF, PlanOptions(Budget(bytes=INF), 1, "greedy", prefetch=True))
+    lo, hi = max(unlimited.residency.lower_bound), max(unlimited.layouts.arena.values())
+    runs = []
+    for floor in (None, blocks_only):  # the whole-input floor, then the old one (every budget planned)
+        lines: list[str] = []
+        runs.append((min_feasible(g, order, dev, opts, lo, hi, lines.append, floor=floor).budget, lines))
+    (least, lines), (old_least, old_lines) = runs
+    assert least == old_least == 267497
+    grid = [917504, 642252, 449576, 314703, 220292, 154204, 267497, 243894, 255695, 261596]
+    assert [int(x.split()[2]) for x in lines] == [int(x.split()[2]) for x in old_lines] == grid
+    below = [int(x.split()[2]) for x in lines if "below the floor (262144 B)" in x]
+    assert below == [220292, 154204, 243894, 255695, 261596]
+    assert all(f"min budget: {b} B does not plan" in old_lines for b in below)
