@@ -8,9 +8,11 @@ questions separately:
 
 * :func:`tiling_floor` - a *proof* that no budget below some number of bytes
   can plan: every op, split as finely as the partition pass allows along
-  its best axis, still needs that much at once for the op that sets it. It is
-  computed per task from the pass's own split rules (no plan is made), so it
-  costs milliseconds, and no probe below it is ever made.
+  its best axis, still needs that much at once for the op that sets it,
+  counting what making an input whole costs where that split reads one whole.
+  It is computed per task from the pass's own split rules (no plan is made),
+  so it costs milliseconds: no budget below it is ever planned, and a budget
+  below it is refused without a search.
 * :func:`min_feasible_budget` - the smallest budget found that plans: an
   untiled bisection (the old answer), then, with tiling, a geometric walk
   down from there that does not stop at the first budget that fails (it
