@@ -28,6 +28,7 @@ BENCHES = [
     ("decode", "bench_decode.py", "Decode tokens/s: simulated OPT-30B / LLaMA-2 vs published; decode loop ids vs transformers"),
     ("kernels", "bench_kernels.py", "Kernels vs onnxruntime on real-size exports; peak RSS vs weights (issue 16)"),
     ("tiles", "bench_tiles.py", "Tiles: min budget before/after the partition pass; tiled plans at 25% and 10% checked"),
+    ("floor", "bench_floor.py", "Light CNNs at --gpu-mem 10% and min: planning seconds before / after the min-search changes, side by side"),
 ]
 
 

@@ -17,8 +17,8 @@ from typing import Callable
 from turnip.plan import Loc, Memory, MemoryKind, NodeKind, Placement, Plan, PlanStats, StateTensor, TensorInfo, TensorKind
 
 from .errors import BudgetError
+from .floor import MinFound, min_feasible, refusal, tiling_floor
 from .floor import min_feasible_budget as floor_search
-from .floor import refusal, tiling_floor
 from .fuse import fuse_elementwise
 from .fuse_attention import fuse_attention
 from .graphio import graph_io
@@ -169,6 +169,17 @@ class Planned:
     layouts: Layouts
     budgets: list[int]
     effective: list[int]
+    #: Set when the plan was made with ``defer_hoist`` (a budget probe of turnipc/floor.py): the
+    #: reload hoisting :func:`_try` skipped, run on demand; it cannot fail, so the probe's
+    #: verdict is the plan's. None: the plan is complete.
+    hoist: Callable[[], tuple[Residency, "Layouts"]] | None = None
+
+    def finished(self) -> "Planned":
+        """This plan with its deferred hoisting done: exactly what planning without ``defer_hoist`` returns."""
+        if self.hoist is None:
+            return self
+        res, lay = self.hoist()
+        return Planned(res, lay, self.budgets, self.effective)
 
 
 def _gpu_arenas(lay: Layouts, gpus: int) -> list[int]:
@@ -181,10 +192,13 @@ def _transfer_bytes(res: Residency) -> int:
 
 def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: PlanOptions, solver: str,
          progress: Progress | None, hint: Layouts | None = None, arenas_out: list[int] | None = None,
-         tiled: bool = False, search_effort: float = SEARCH_EFFORT) -> Planned | None:
+         tiled: bool = False, search_effort: float = SEARCH_EFFORT, defer_hoist: bool = False) -> Planned | None:
     """One residency + layout at effective budgets ``eff``; None if the layout does not fit ``budgets``.
 
-    ``tiled``: ``graph`` is split into blocks (see :func:`_prefetch_into_layout`)."""
+    ``tiled``: ``graph`` is split into blocks (see :func:`_prefetch_into_layout`).
+    ``defer_hoist``: skip the reload hoisting into the layout's holes (it never decides whether
+    the plan fits; on a 16,000-task tiled graph it is over half of a try) and leave it in
+    :attr:`Planned.hoist` (turnipc/floor.py's budget probes)."""
     evict_after = None
     if solver == "cpsat":
         sched = schedule_offloads(graph, order, device_of, eff, effort=opts.effort)
@@ -215,8 +229,12 @@ def _try(graph, order, device_of, eff: list[int], budgets: list[int], opts: Plan
     arenas = _gpu_arenas(lay, opts.gpus)
     if all(a <= b for a, b in zip(arenas, budgets)):
         if into_holes:
-            res, lay = _prefetch_into_layout(graph, order, device_of, eff, budgets, res, lay,
+            def hoist(res=res, lay=lay) -> tuple[Residency, Layouts]:
+                return _prefetch_into_layout(graph, order, device_of, eff, budgets, res, lay,
                                              state_storages(graph, opts.state), fewer_transfers=tiled)
+            if defer_hoist:
+                return Planned(res, lay, budgets, eff, hoist=hoist)
+            res, lay = hoist()
         return Planned(res, lay, budgets, eff)
     if progress:
         progress(f"{solver} layout {max(arenas)} B > budget {max(budgets)} B at effective budget {max(eff)} B")
@@ -313,7 +331,7 @@ TIGHTEN_MARGIN = {"greedy": 128, "search": 1024}
 
 def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
                    progress: Progress | None = None, tiled: bool = False,
-                   search_effort: float = SEARCH_EFFORT) -> Planned:
+                   search_effort: float = SEARCH_EFFORT, defer_hoist: bool = False) -> Planned:
     """Residency + layout that fits ``budget`` bytes per GPU.
 
     The greedy pass tightens the effective (resident-bytes) budget until the
@@ -325,6 +343,7 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     ``tiled``: ``graph`` is split into blocks; prefetch then prefers fewer
     transferred bytes to peak / max-live (:func:`_prefetch_into_layout`).
     ``search_effort``: the search engine's effort per try (:data:`SEARCH_EFFORT`).
+    ``defer_hoist``: see :func:`_try` (:meth:`Planned.finished` completes the plan).
     """
     budgets = list(opts.budgets) if opts.budgets else [budget] * opts.gpus
     lb = res_lb(graph, order, device_of, opts.gpus)
@@ -341,8 +360,9 @@ def plan_residency(graph: TaskGraph, order: list[int], device_of: list[int], bud
     for _attempt in range(opts.max_tries):
         try:
             arenas: list[int] = []
+            # (never deferred with cpsat: its candidates are weighed against the hoisted greedy plan)
             greedy = _try(graph, order, device_of, eff, budgets, opts, loop_solver, progress, arenas_out=arenas, tiled=tiled,
-                          search_effort=search_effort)
+                          search_effort=search_effort, defer_hoist=defer_hoist and opts.solver != "cpsat")
         except BudgetError:
             break
         if greedy is not None:
@@ -430,22 +450,30 @@ def build_plan(graph: TaskGraph, opts: PlanOptions, plan_dir: str | None = None,
     no_offload_peak = max(_gpu_arenas(unlimited.layouts, opts.gpus))
     lower_bound = max(unlimited.residency.lower_bound)
 
+    found: MinFound | None = None
     if opts.budgets:
         budget = min(opts.budgets)
     elif opts.budget.minimum:
-        budget = min_feasible_budget(graph, order, device_of, opts, lower_bound, no_offload_peak, progress)
+        found = min_feasible(graph, order, device_of, opts, lower_bound, no_offload_peak, progress)
+        budget = found.budget
     else:
         budget = opts.budget.resolve(no_offload_peak)
     if progress:
         progress(f"budget {budget} B per GPU (no-offload peak {no_offload_peak} B, lower bound {lower_bound} B)")
     try:
-        tg, planned, report = plan_tiled(graph, order, device_of, budget, opts, progress)
+        if found is not None and found.plan is not None:  # the min search's probe made this very plan
+            tg, planned, report = found.plan
+            planned = planned.finished()
+        else:
+            tg, planned, report = plan_tiled(graph, order, device_of, budget, opts, progress)
     except BudgetError as e:
         if opts.budget.minimum:
             raise
         floor = tiling_floor(graph, opts.tiling)
         least = None
-        if len(graph.tasks) <= MIN_SEARCH_ON_REFUSAL_TASKS:  # name the real minimum (tiled when tiling is allowed)
+        # name the real minimum (tiled when tiling is allowed), unless the floor already proves the budget
+        # infeasible: then the refusal is immediate and names the floor as the bound (`--gpu-mem min` searches)
+        if floor.bytes <= max(budgets_of(opts, budget)) and len(graph.tasks) <= MIN_SEARCH_ON_REFUSAL_TASKS:
             least = floor_search(graph, order, device_of, dataclasses.replace(opts, min_search_tiled=opts.tiling),
                                  lower_bound, no_offload_peak, floor=floor)
         raise BudgetError(refusal(budget, floor, least, no_offload_peak)) from e
@@ -469,7 +497,7 @@ TILE_SHARES = (4, 8, 16, 32)
 
 
 def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget: int, opts: PlanOptions,
-               progress: Progress | None = None, shares: tuple[int, ...] | None = None,
+               progress: Progress | None = None, shares: tuple[int, ...] | None = None, defer_hoist: bool = False,
                ) -> tuple[TaskGraph, Planned, TilingReport | None]:
     """Plan ``graph`` whole if it fits (tiling off), else partitioned into blocks.
 
@@ -477,12 +505,13 @@ def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget:
     extra nodes); otherwise the task-size limit starts at a quarter of the
     budget (room for the live set around the task) and halves until the
     blocked graph plans. ``opts.max_task_bytes`` forces one limit.
+    ``defer_hoist``: a budget probe's plan (:func:`_try`; :meth:`Planned.finished` completes it).
     """
     if opts.max_task_bytes is None:
         first_error: BudgetError | None = None
         if largest_task(graph)[0] <= budget:
             try:
-                return graph, plan_residency(graph, order, device_of, budget, opts, progress), None
+                return graph, plan_residency(graph, order, device_of, budget, opts, progress, defer_hoist=defer_hoist), None
             except BudgetError as e:
                 first_error = e
         if not opts.tiling:
@@ -511,13 +540,19 @@ def plan_tiled(graph: TaskGraph, order: list[int], device_of: list[int], budget:
                 f"--gpu-mem {budget} bytes is below the smallest feasible budget for this model "
                 f"(the largest single task needs {need} bytes; try `--gpu-mem min` to find it)"
             )
+            if max(budgets_of(opts, budget)) < tiling_floor(graph).bytes:
+                # no limit can plan below the floor: the finer limits would only partition 10^5 tasks to fail the
+                # same way (light_inception_v2 at 10%: 16 s); a limit is tried first, so a split the floor misses
+                # shows there
+                break
             continue
         t_order = memory_aware_order(tg) if tg is not graph else order
         t_dev = place_stages(tg, t_order, opts.gpus) if tg is not graph else device_of
         if progress:
             progress(f"tiled at {limit} B per task: {len(tg.tasks)} tasks ({report.to_obj()['tiled_ops']} ops tiled)")
         try:
-            return tg, plan_residency(tg, t_order, t_dev, budget, opts, progress, tiled=tg is not graph), \
+            return tg, plan_residency(tg, t_order, t_dev, budget, opts, progress, tiled=tg is not graph,
+                                      defer_hoist=defer_hoist), \
                 (report if tg is not graph else None)
         except BudgetError as e:
             err = e
