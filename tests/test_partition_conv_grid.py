@@ -242,3 +242,17 @@ def test_channel_split_counts_the_assemble_of_a_tiled_input(tmp_path):
     assert max(task_working_set(tg, t) for t in tg.tasks) <= limit
     plan = build_plan(import_model(path), PlanOptions(Budget(fraction=1.0), max_task_bytes=limit))
     _check_runs(path, plan, _feeds((1, 64, 8, 8), 4))
+
+
+def test_floor_counts_the_grid(tmp_path):
+    # turnipc/floor.py's floor takes the grid among the Conv's splits (a grid reads no input whole): for the
+    # projection conv, the floor is the grid's least working set, below every one-axis split (14 KiB).
+    from turnipc.floor import tiling_floor
+
+    g = import_model(_conv(tmp_path, [1, 32, 16, 16], [64, 32, 1, 1], False, strides=[2, 2]))
+    b = _Builder(g, 1)
+    least_grid = min(ws for _, _, ws in grid_options(b, g.tasks[0]))
+    floor = tiling_floor(g, True)
+    assert floor.bytes == least_grid < _one_axis_best(g, 8192) == 14336
+    plan = build_plan(import_model(g.model_path), PlanOptions(Budget(bytes=2 * floor.bytes), max_task_bytes=floor.bytes))
+    assert plan.stats.peak_bytes <= 2 * floor.bytes

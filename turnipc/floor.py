@@ -95,11 +95,21 @@ def tiling_floor(graph: TaskGraph, tiling: bool = True, whole_inputs: bool = Tru
             # (bytes, the input whose making whole sets them) run whole, then split each way; the least is the floor
             w = writers if whole_inputs else {}
             cands = [_with_whole_inputs(graph, w, t, need, [None] * len(t.inputs))]
-            cands += [_with_whole_inputs(graph, w, t, o[5], o[4][0]) for o in b.options(t)]
+            cands += [_with_whole_inputs(graph, w, t, o[5], _input_axes(o[4][0], t)) for o in b.options(t)]
             need, via = min(cands, key=lambda c: c[0])
         if need > best.bytes:
             best = Floor(need, t.name, t.op_type, via)
     return best
+
+
+def _input_axes(rule_inputs, t) -> list:
+    """A split's input axes; a Conv grid (turnipc/partition_conv.py ``Grid``) reads no input whole
+    (input rows with their halo, filter and bias by channels; its working set counts the row Concat)."""
+    from .partition_conv import Grid
+
+    if isinstance(rule_inputs, Grid):
+        return [rule_inputs.rows.axis] * len(t.inputs)
+    return rule_inputs
 
 
 def _writers(graph: TaskGraph) -> dict[str, int | None]:
