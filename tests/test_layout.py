@@ -115,20 +115,20 @@ def test_greedy_tie_breaks_and_prefer_are_valid(tie_break):
 
 
 def test_greedy_earliest_freed_prefers_the_older_hole():
-    # In "lower" order: young@0, wallA@4, old@8, wallB@12. At t=10 two equal 4-byte holes
+    # In "lower" order: young@0, longA@4, old@8, longB@12. At t=10 two equal 4-byte holes
     # remain: [0,4) freed at t=8 (young) and [8,12) freed at t=4 (old).
     bufs = [
         Buffer("young", 0, 8, 4),
-        Buffer("wallA", 1, 20, 4),
+        Buffer("longA", 1, 20, 4),
         Buffer("old", 2, 4, 4),
-        Buffer("wallB", 3, 20, 4),
+        Buffer("longB", 3, 20, 4),
         Buffer("new", 10, 12, 4),
     ]
     low = greedy_layout(bufs, orderings=["lower"])
     fresh = greedy_layout(bufs, tie_break="earliest_freed", orderings=["lower"])
     for lay in (low, fresh):
         check_layout(bufs, lay.offsets)
-        assert [lay.offsets[k] for k in ("young", "wallA", "old", "wallB")] == [0, 4, 8, 12]
+        assert [lay.offsets[k] for k in ("young", "longA", "old", "longB")] == [0, 4, 8, 12]
     assert low.offsets["new"] == 0
     assert fresh.offsets["new"] == 8
     # prefer= replaces best fit: the hole freed earliest among all fitting ones
